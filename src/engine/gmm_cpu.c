@@ -1,0 +1,1372 @@
+/*
+ * gmm_cpu.c - the CPU engine: k-means++ initialisation, EM, scoring, soft
+ * assignment and probe ranking (contract in gmm.h).
+ *
+ * Shape of the work (Flash-GMM on the CPU):
+ *   - Rows are processed in tiles of T rows.  For a tile the engine builds
+ *     A = [x - c] (spherical) or [x - c, (x - c)^2] (diag), where c is a fixed
+ *     centre (the data mean during EM), and computes the T x K scores with one
+ *     sgemm against B = [prec * (mu - c)] or [prec * (mu - c), -prec / 2],
+ *     plus a per-component constant (and -prec/2 * ||x - c||^2 for spherical).
+ *     Centring keeps the float32 expansion ||x||^2 - 2 x.mu + ||mu||^2 from
+ *     cancelling badly on data far from the origin (SIFT values reach 200).
+ *   - Log-sum-exp per row, responsibilities in place, then the sufficient
+ *     statistics R^T A with a second sgemm (float32 within a tile, folded into
+ *     double accumulators across tiles), sum r and sum r ||x - c||^2 in double.
+ *   - Memory: X (the caller's) + O(T*K + T*D + K*D) + O(N) floats (per-row
+ *     log-likelihood, used to re-seed empty components, and k-means++ state).
+ *     Nothing is N x K.
+ *
+ * Precision: scores and the statistics sgemm in float32, all sums across rows
+ * and the M-step in float64.
+ */
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cblas.h>
+
+#include "gmm.h"
+#include "gmm_internal.h"
+
+#define GMM_LOG_2PI 1.8378770664093454835606594728112
+
+/* Responsibilities below exp(-RESP_CUT) are treated as 0 (they cannot move
+ * any sum by a measurable amount; float32 exp underflows near -87 anyway). */
+#define RESP_CUT 80.0f
+
+/* A component whose total responsibility is below this many rows is empty
+ * and gets re-seeded. */
+#define EMPTY_NK 0.5
+
+#define DEFAULT_TILE 256
+#define PROGRESS_EVERY_TILES 64
+
+static double
+now_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---------------------------------------------------------------------------
+ * Random numbers: splitmix64, seeded, no global state.
+ */
+typedef struct rng64
+{
+	uint64_t	s;
+} rng64;
+
+static uint64_t
+rng_next(rng64 *r)
+{
+	uint64_t	z = (r->s += 0x9e3779b97f4a7c15ULL);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+/* uniform in [0, 1) */
+static double
+rng_uniform(rng64 *r)
+{
+	return (rng_next(r) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* ---------------------------------------------------------------------------
+ * Validation helpers
+ */
+static gmm_status
+check_finite_rows(const float *X, int64_t n0, int64_t n1, int D, gmm_error *err)
+{
+	for (int64_t n = n0; n < n1; n++)
+	{
+		const float *x = X + n * (int64_t) D;
+
+		for (int d = 0; d < D; d++)
+			if (!isfinite(x[d]))
+				return gmm_fail(err, GMM_ENONFINITE,
+								"input row %lld has a non-finite value (%g) in dimension %d",
+								(long long) n, (double) x[d], d);
+	}
+	return GMM_OK;
+}
+
+/* Data mean in double (c must hold D doubles), checking every value. */
+static gmm_status
+data_mean(const float *X, int64_t N, int D, double *c, gmm_error *err)
+{
+	memset(c, 0, sizeof(double) * D);
+	for (int64_t n = 0; n < N; n++)
+	{
+		const float *x = X + n * (int64_t) D;
+
+		for (int d = 0; d < D; d++)
+		{
+			if (!isfinite(x[d]))
+				return gmm_fail(err, GMM_ENONFINITE,
+								"input row %lld has a non-finite value (%g) in dimension %d",
+								(long long) n, (double) x[d], d);
+			c[d] += x[d];
+		}
+	}
+	for (int d = 0; d < D; d++)
+		c[d] /= (double) N;
+	return GMM_OK;
+}
+
+static int
+tile_rows_for(int requested, int K, int64_t N)
+{
+	int			t = requested > 0 ? requested : DEFAULT_TILE;
+
+	if (requested <= 0)
+	{
+		/* keep the T x K score block near 4 MB */
+		int			cap = (int) ((1 << 20) / (K > 0 ? K : 1));
+
+		if (cap < 16)
+			cap = 16;
+		if (t > cap)
+			t = cap;
+	}
+	if ((int64_t) t > N)
+		t = (int) N;
+	if (t < 1)
+		t = 1;
+	return t;
+}
+
+/* ---------------------------------------------------------------------------
+ * Scoring context: B, per-component constants, centre.
+ */
+typedef struct score_ctx
+{
+	int			K;
+	int			D;
+	gmm_cov_type cov;
+	int			W;				/* columns of A and B: D or 2D */
+	int			T;				/* tile rows */
+	float	   *center;			/* D */
+	float	   *B;				/* K x W */
+	float	   *c0;				/* K */
+	float	   *hprec;			/* K: -prec/2 (spherical) */
+	/* tile workspace */
+	float	   *A;				/* T x W */
+	float	   *xn2;			/* T: ||x - c||^2 */
+	float	   *S;				/* T x K: scores, then responsibilities */
+	double	   *lz;				/* T: log-sum-exp per row */
+} score_ctx;
+
+static void
+ctx_free(score_ctx *s)
+{
+	free(s->center);
+	free(s->B);
+	free(s->c0);
+	free(s->hprec);
+	free(s->A);
+	free(s->xn2);
+	free(s->S);
+	free(s->lz);
+	memset(s, 0, sizeof(*s));
+}
+
+static gmm_status
+ctx_alloc(score_ctx *s, int K, int D, gmm_cov_type cov, int T, gmm_error *err)
+{
+	memset(s, 0, sizeof(*s));
+	s->K = K;
+	s->D = D;
+	s->cov = cov;
+	s->W = cov == GMM_COV_DIAG ? 2 * D : D;
+	s->T = T;
+	s->center = calloc((size_t) D, sizeof(float));
+	s->B = malloc(sizeof(float) * (size_t) K * s->W);
+	s->c0 = malloc(sizeof(float) * (size_t) K);
+	s->hprec = malloc(sizeof(float) * (size_t) K);
+	s->A = malloc(sizeof(float) * (size_t) T * s->W);
+	s->xn2 = malloc(sizeof(float) * (size_t) T);
+	s->S = malloc(sizeof(float) * (size_t) T * K);
+	s->lz = malloc(sizeof(double) * (size_t) T);
+	if (!s->center || !s->B || !s->c0 || !s->hprec || !s->A || !s->xn2 || !s->S || !s->lz)
+	{
+		ctx_free(s);
+		return gmm_fail(err, GMM_ENOMEM, "out of memory for the E-step workspace (K = %d, D = %d, tile = %d rows)", K, D, T);
+	}
+	return GMM_OK;
+}
+
+/*
+ * Rebuild B and the constants from the model's weights, means, vars (in
+ * double) relative to s->center.  The model must have positive weights and
+ * variances.
+ */
+static void
+ctx_set_model(score_ctx *s, const gmm_model *m)
+{
+	int			K = s->K,
+				D = s->D,
+				W = s->W;
+
+	for (int k = 0; k < K; k++)
+	{
+		const float *mu = m->means + (size_t) k * D;
+		float	   *b = s->B + (size_t) k * W;
+		double		ln = log((double) m->weights[k]) - 0.5 * D * GMM_LOG_2PI;
+		double		q = 0.0;
+
+		if (s->cov == GMM_COV_SPHERICAL)
+		{
+			double		v = m->vars[k];
+			double		pr = 1.0 / v;
+
+			ln -= 0.5 * D * log(v);
+			for (int d = 0; d < D; d++)
+			{
+				double		dm = (double) mu[d] - s->center[d];
+
+				b[d] = (float) (pr * dm);
+				q += dm * dm;
+			}
+			s->c0[k] = (float) (ln - 0.5 * pr * q);
+			s->hprec[k] = (float) (-0.5 * pr);
+		}
+		else
+		{
+			const float *v = m->vars + (size_t) k * D;
+
+			for (int d = 0; d < D; d++)
+			{
+				double		pr = 1.0 / (double) v[d];
+				double		dm = (double) mu[d] - s->center[d];
+
+				ln -= 0.5 * log((double) v[d]);
+				b[d] = (float) (pr * dm);
+				b[D + d] = (float) (-0.5 * pr);
+				q += pr * dm * dm;
+			}
+			s->c0[k] = (float) (ln - 0.5 * q);
+			s->hprec[k] = 0.0f;
+		}
+	}
+}
+
+/* Build A (and xn2) for rows X[0..nt-1]. */
+static void
+ctx_load_tile(score_ctx *s, const float *X, int nt)
+{
+	int			D = s->D,
+				W = s->W;
+
+	for (int i = 0; i < nt; i++)
+	{
+		const float *x = X + (size_t) i * D;
+		float	   *a = s->A + (size_t) i * W;
+		double		n2 = 0.0;
+
+		for (int d = 0; d < D; d++)
+		{
+			float		v = x[d] - s->center[d];
+
+			a[d] = v;
+			n2 += (double) v * v;
+		}
+		if (s->cov == GMM_COV_DIAG)
+			for (int d = 0; d < D; d++)
+				a[D + d] = a[d] * a[d];
+		s->xn2[i] = (float) n2;
+	}
+}
+
+/* Scores of the loaded tile into S (nt x K), divided by temperature. */
+static void
+ctx_scores(score_ctx *s, int nt, float inv_temp)
+{
+	int			K = s->K,
+				W = s->W;
+
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nt, K, W,
+				1.0f, s->A, W, s->B, W, 0.0f, s->S, K);
+	for (int i = 0; i < nt; i++)
+	{
+		float	   *row = s->S + (size_t) i * K;
+
+		if (s->cov == GMM_COV_SPHERICAL)
+		{
+			float		x2 = s->xn2[i];
+
+			for (int k = 0; k < K; k++)
+				row[k] += s->c0[k] + s->hprec[k] * x2;
+		}
+		else
+			for (int k = 0; k < K; k++)
+				row[k] += s->c0[k];
+		if (inv_temp != 1.0f)
+			for (int k = 0; k < K; k++)
+				row[k] *= inv_temp;
+	}
+}
+
+/* Row log-sum-exp of S into lz; if resp, overwrite S with responsibilities. */
+static void
+ctx_lse(score_ctx *s, int nt, int resp)
+{
+	int			K = s->K;
+
+	for (int i = 0; i < nt; i++)
+	{
+		float	   *row = s->S + (size_t) i * K;
+		float		mx = row[0];
+		double		sum = 0.0;
+		double		lz;
+
+		for (int k = 1; k < K; k++)
+			if (row[k] > mx)
+				mx = row[k];
+		for (int k = 0; k < K; k++)
+		{
+			float		t = row[k] - mx;
+
+			if (t > -RESP_CUT)
+				sum += expf(t);
+		}
+		lz = (double) mx + log(sum);
+		s->lz[i] = lz;
+		if (resp)
+		{
+			for (int k = 0; k < K; k++)
+			{
+				float		t = (float) ((double) row[k] - lz);
+
+				row[k] = t > -RESP_CUT ? expf(t) : 0.0f;
+			}
+		}
+	}
+}
+
+/* ---------------------------------------------------------------------------
+ * One E pass over X: log-likelihood, optionally statistics.
+ */
+typedef struct em_stats
+{
+	double	   *nk;				/* K */
+	double	   *sx;				/* K x W: sum r (x - c) [, sum r (x - c)^2] */
+	double	   *sxx;			/* K: sum r ||x - c||^2 (spherical) */
+	float	   *tmp;			/* K x W: one tile's R^T A */
+} em_stats;
+
+static gmm_status
+e_pass(score_ctx *s, const float *X, int64_t N, em_stats *st, float *row_ll,
+	   double *ll_out, const gmm_fit_params *p, gmm_error *err)
+{
+	int			K = s->K,
+				D = s->D,
+				W = s->W;
+	double		ll = 0.0;
+	int64_t		tiles = 0;
+
+	if (st)
+	{
+		memset(st->nk, 0, sizeof(double) * K);
+		memset(st->sx, 0, sizeof(double) * (size_t) K * W);
+		memset(st->sxx, 0, sizeof(double) * K);
+	}
+	for (int64_t n0 = 0; n0 < N; n0 += s->T)
+	{
+		int			nt = (int) ((N - n0) < s->T ? (N - n0) : s->T);
+
+		ctx_load_tile(s, X + n0 * (int64_t) D, nt);
+		ctx_scores(s, nt, 1.0f);
+		ctx_lse(s, nt, st != NULL);
+		for (int i = 0; i < nt; i++)
+		{
+			ll += s->lz[i];
+			if (row_ll)
+				row_ll[n0 + i] = (float) s->lz[i];
+		}
+		if (st)
+		{
+			for (int i = 0; i < nt; i++)
+			{
+				const float *r = s->S + (size_t) i * K;
+				double		x2 = s->xn2[i];
+
+				for (int k = 0; k < K; k++)
+				{
+					st->nk[k] += r[k];
+					if (s->cov == GMM_COV_SPHERICAL)
+						st->sxx[k] += r[k] * x2;
+				}
+			}
+			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, W, nt,
+						1.0f, s->S, K, s->A, W, 0.0f, st->tmp, W);
+			for (size_t j = 0; j < (size_t) K * W; j++)
+				st->sx[j] += st->tmp[j];
+		}
+		if (p && p->progress && (++tiles % PROGRESS_EVERY_TILES) == 0)
+		{
+			if (p->progress(p->progress_arg, "estep", n0 + nt, N))
+				return gmm_fail(err, GMM_ECANCELED, "canceled during an E-step");
+		}
+	}
+	*ll_out = ll / (double) N;
+	if (!isfinite(*ll_out))
+		return gmm_fail(err, GMM_EINTERNAL, "the mean log-likelihood is not finite (%g)", *ll_out);
+	return GMM_OK;
+}
+
+/* ---------------------------------------------------------------------------
+ * Validation of model arguments
+ */
+static gmm_status
+check_model(const gmm_model *m, gmm_error *err)
+{
+	if (m == NULL || m->K < 1 || m->D < 1 || !m->weights || !m->means || !m->vars ||
+		!m->log_norm || !m->prec || !m->mean_sqnorm)
+		return gmm_fail(err, GMM_EINVAL, "no model, or a model without parameters");
+	if (m->cov != GMM_COV_SPHERICAL && m->cov != GMM_COV_DIAG)
+		return gmm_fail(err, GMM_EINVAL, "unknown covariance type %d", (int) m->cov);
+	return GMM_OK;
+}
+
+static gmm_status
+check_params(const gmm_fit_params *p, gmm_error *err)
+{
+	if (p == NULL)
+		return gmm_fail(err, GMM_EINVAL, "no fit parameters");
+	if (p->max_iter < 0)
+		return gmm_fail(err, GMM_EINVAL, "max_iter must be >= 0 (got %d)", p->max_iter);
+	if (isnan(p->tol))
+		return gmm_fail(err, GMM_EINVAL, "tol is NaN");
+	if (!(p->reg_covar >= 0.0) || !isfinite(p->reg_covar))
+		return gmm_fail(err, GMM_EINVAL, "reg_covar must be finite and >= 0 (got %g)", p->reg_covar);
+	if (p->tile_rows < 0)
+		return gmm_fail(err, GMM_EINVAL, "tile_rows must be >= 0 (got %d)", p->tile_rows);
+	return GMM_OK;
+}
+
+/* ---------------------------------------------------------------------------
+ * M-step (in centred coordinates), with re-seeding of empty components.
+ */
+
+/* Indices of the e rows with the lowest row_ll (max-heap of size e). */
+static void
+worst_rows(const float *row_ll, int64_t N, int e, int64_t *heap)
+{
+	int			h = 0;
+
+	for (int64_t n = 0; n < N; n++)
+	{
+		float		v = row_ll[n];
+
+		if (h < e)
+		{
+			int			i = h++;
+
+			heap[i] = n;
+			while (i > 0)
+			{
+				int			pa = (i - 1) / 2;
+
+				int64_t		t;
+
+				if (row_ll[heap[pa]] >= row_ll[heap[i]])
+					break;
+				t = heap[pa];
+				heap[pa] = heap[i];
+				heap[i] = t;
+				i = pa;
+			}
+		}
+		else if (v < row_ll[heap[0]])
+		{
+			int			i = 0;
+
+			heap[0] = n;
+			for (;;)
+			{
+				int			l = 2 * i + 1,
+							r = l + 1,
+							big = i;
+				int64_t		t;
+
+				if (l < h && row_ll[heap[l]] > row_ll[heap[big]])
+					big = l;
+				if (r < h && row_ll[heap[r]] > row_ll[heap[big]])
+					big = r;
+				if (big == i)
+					break;
+				t = heap[big];
+				heap[big] = heap[i];
+				heap[i] = t;
+				i = big;
+			}
+		}
+	}
+}
+
+static gmm_status
+m_step(gmm_model *m, const score_ctx *s, const em_stats *st, const float *X, int64_t N,
+	   const float *row_ll, double reg, int *reseeded, gmm_error *err)
+{
+	int			K = m->K,
+				D = m->D,
+				W = s->W,
+				VL = gmm_var_len(m->cov, D);
+	int			nempty = 0;
+	double		wsum = 0.0;
+	double	   *pooled;
+	double		pooled_w = 0.0;
+
+	pooled = calloc((size_t) VL, sizeof(double));
+	if (pooled == NULL)
+		return gmm_fail(err, GMM_ENOMEM, "out of memory in the M-step");
+
+	for (int k = 0; k < K; k++)
+	{
+		double		nk = st->nk[k] + 10.0 * DBL_EPSILON;
+		const double *sx = st->sx + (size_t) k * W;
+		float	   *mu = m->means + (size_t) k * D;
+		float	   *v = m->vars + (size_t) k * VL;
+
+		if (st->nk[k] < EMPTY_NK)
+		{
+			nempty++;
+			continue;
+		}
+		if (m->cov == GMM_COV_DIAG)
+		{
+			for (int d = 0; d < D; d++)
+			{
+				double		md = sx[d] / nk;
+				double		vd = sx[D + d] / nk - md * md;
+
+				if (vd < 0.0)
+					vd = 0.0;
+				vd += reg;
+				mu[d] = (float) (md + s->center[d]);
+				v[d] = (float) vd;
+				pooled[d] += st->nk[k] * vd;
+			}
+		}
+		else
+		{
+			double		q = 0.0,
+						vd;
+
+			for (int d = 0; d < D; d++)
+			{
+				double		md = sx[d] / nk;
+
+				q += md * md;
+				mu[d] = (float) (md + s->center[d]);
+			}
+			vd = (st->sxx[k] / nk - q) / D;
+			if (vd < 0.0)
+				vd = 0.0;
+			vd += reg;
+			v[0] = (float) vd;
+			pooled[0] += st->nk[k] * vd;
+		}
+		pooled_w += st->nk[k];
+		m->weights[k] = (float) nk;
+		wsum += nk;
+	}
+
+	if (nempty > 0)
+	{
+		int64_t    *rows = malloc(sizeof(int64_t) * (size_t) nempty);
+		int			j = 0;
+
+		if (rows == NULL)
+		{
+			free(pooled);
+			return gmm_fail(err, GMM_ENOMEM, "out of memory re-seeding components");
+		}
+		worst_rows(row_ll, N, nempty, rows);
+		for (int k = 0; k < K; k++)
+		{
+			if (st->nk[k] >= EMPTY_NK)
+				continue;
+			{
+				const float *x = X + rows[j++] * (int64_t) D;
+				float	   *v = m->vars + (size_t) k * VL;
+
+				memcpy(m->means + (size_t) k * D, x, sizeof(float) * D);
+				for (int d = 0; d < VL; d++)
+				{
+					double		pv = pooled_w > 0 ? pooled[d] / pooled_w : 1.0;
+
+					v[d] = (float) (pv > 0 ? pv : (reg > 0 ? reg : 1.0));
+				}
+				m->weights[k] = 1.0f;
+				wsum += 1.0;
+			}
+		}
+		free(rows);
+		*reseeded += nempty;
+	}
+	free(pooled);
+
+	for (int k = 0; k < K; k++)
+	{
+		m->weights[k] = (float) (m->weights[k] / wsum);
+		if (!(m->weights[k] > 0.0f))
+			m->weights[k] = FLT_MIN;
+		for (int j = 0; j < VL; j++)
+			if (!(m->vars[(size_t) k * VL + j] > 0.0f))
+				m->vars[(size_t) k * VL + j] = FLT_MIN;
+	}
+	return gmm_model_prepare(m, err);
+}
+
+/* ---------------------------------------------------------------------------
+ * EM
+ */
+gmm_status
+gmm_em(const float *X, int64_t N, gmm_model *m, const gmm_fit_params *p,
+	   gmm_fit_report *report, gmm_error *err)
+{
+	gmm_status	st;
+	score_ctx	s;
+	em_stats	es = {0};
+	double	   *cd = NULL;
+	float	   *row_ll = NULL;
+	gmm_fit_report rep = {0};
+	double		prev = -INFINITY,
+				ll = 0.0,
+				t0;
+	int			K,
+				D,
+				T;
+
+	if (err)
+	{
+		err->code = GMM_OK;
+		err->msg[0] = '\0';
+	}
+	if ((st = check_model(m, err)) != GMM_OK || (st = check_params(p, err)) != GMM_OK)
+		return st;
+	K = m->K;
+	D = m->D;
+	if (X == NULL || N < 1)
+		return gmm_fail(err, GMM_EINVAL, "no input rows (N = %lld)", (long long) N);
+	if ((int64_t) K > N)
+		return gmm_fail(err, GMM_EINVAL, "K = %d components need at least as many rows (N = %lld)", K, (long long) N);
+	if ((st = gmm_model_prepare(m, err)) != GMM_OK)
+		return st;
+
+	T = tile_rows_for(p->tile_rows, K, N);
+	if ((st = ctx_alloc(&s, K, D, m->cov, T, err)) != GMM_OK)
+		return st;
+	cd = malloc(sizeof(double) * D);
+	row_ll = malloc(sizeof(float) * (size_t) N);
+	es.nk = malloc(sizeof(double) * K);
+	es.sx = malloc(sizeof(double) * (size_t) K * s.W);
+	es.sxx = malloc(sizeof(double) * K);
+	es.tmp = malloc(sizeof(float) * (size_t) K * s.W);
+	if (!cd || !row_ll || !es.nk || !es.sx || !es.sxx || !es.tmp)
+	{
+		st = gmm_fail(err, GMM_ENOMEM, "out of memory for EM (N = %lld, K = %d, D = %d)", (long long) N, K, D);
+		goto done;
+	}
+	t0 = now_seconds();
+	if ((st = data_mean(X, N, D, cd, err)) != GMM_OK)
+		goto done;
+	for (int d = 0; d < D; d++)
+		s.center[d] = (float) cd[d];
+	rep.seconds_estep += now_seconds() - t0;
+
+	for (int it = 0; it < p->max_iter; it++)
+	{
+		double		t1 = now_seconds();
+
+		ctx_set_model(&s, m);
+		if ((st = e_pass(&s, X, N, &es, row_ll, &ll, p, err)) != GMM_OK)
+			goto done;
+		rep.seconds_estep += now_seconds() - t1;
+		if (it > 0 && ll - prev < p->tol)
+		{
+			rep.converged = 1;
+			break;
+		}
+		prev = ll;
+		t1 = now_seconds();
+		if ((st = m_step(m, &s, &es, X, N, row_ll, p->reg_covar, &rep.reseeded, err)) != GMM_OK)
+			goto done;
+		rep.seconds_mstep += now_seconds() - t1;
+		rep.iterations++;
+		if (p->progress && p->progress(p->progress_arg, "em", rep.iterations, p->max_iter))
+		{
+			st = gmm_fail(err, GMM_ECANCELED, "canceled after EM iteration %d", rep.iterations);
+			goto done;
+		}
+	}
+	if (!rep.converged)
+	{
+		double		t1 = now_seconds();
+
+		ctx_set_model(&s, m);
+		if ((st = e_pass(&s, X, N, NULL, NULL, &ll, p, err)) != GMM_OK)
+			goto done;
+		rep.seconds_estep += now_seconds() - t1;
+	}
+	rep.mean_loglik = ll;
+	st = GMM_OK;
+
+done:
+	if (report)
+	{
+		double		si = report->seconds_init;
+
+		*report = rep;
+		report->seconds_init = si;
+	}
+	ctx_free(&s);
+	free(cd);
+	free(row_ll);
+	free(es.nk);
+	free(es.sx);
+	free(es.sxx);
+	free(es.tmp);
+	return st;
+}
+
+/* ---------------------------------------------------------------------------
+ * k-means++ initialisation
+ */
+gmm_status
+gmm_init_kmeanspp(const float *X, int64_t N, int D, const gmm_fit_params *p,
+				  gmm_model **out, gmm_error *err)
+{
+	gmm_status	st = GMM_OK;
+	int			K;
+	double	   *cd = NULL;
+	float	   *cf = NULL,
+			   *xn2 = NULL,
+			   *d2 = NULL,
+			   *dots = NULL,
+			   *sp = NULL;
+	int64_t    *seeds = NULL;
+	int32_t    *label = NULL;
+	double	   *cnt = NULL,
+			   *msum = NULL,
+			   *vsum = NULL;
+	gmm_model  *m = NULL;
+	score_ctx	s;
+	rng64		rng;
+	const int64_t chunk = 65536;
+	int			VL;
+
+	memset(&s, 0, sizeof(s));
+	if (err)
+	{
+		err->code = GMM_OK;
+		err->msg[0] = '\0';
+	}
+	if (out == NULL)
+		return gmm_fail(err, GMM_EINVAL, "no place for the model");
+	*out = NULL;
+	if ((st = check_params(p, err)) != GMM_OK)
+		return st;
+	K = p->K;
+	if (X == NULL || N < 1)
+		return gmm_fail(err, GMM_EINVAL, "no input rows (N = %lld)", (long long) N);
+	if (D < 1)
+		return gmm_fail(err, GMM_EINVAL, "dimension must be >= 1 (got %d)", D);
+	if (K < 1)
+		return gmm_fail(err, GMM_EINVAL, "K must be >= 1 (got %d)", K);
+	if ((int64_t) K > N)
+		return gmm_fail(err, GMM_EINVAL, "K = %d components need at least as many rows (N = %lld)", K, (long long) N);
+	if (p->cov != GMM_COV_SPHERICAL && p->cov != GMM_COV_DIAG)
+		return gmm_fail(err, GMM_EINVAL, "unknown covariance type %d", (int) p->cov);
+	VL = gmm_var_len(p->cov, D);
+
+	m = gmm_model_alloc(K, D, p->cov, err);
+	if (m == NULL)
+		return err ? err->code : GMM_ENOMEM;
+	cd = malloc(sizeof(double) * D);
+	cf = malloc(sizeof(float) * D);
+	sp = malloc(sizeof(float) * D);
+	xn2 = malloc(sizeof(float) * (size_t) N);
+	d2 = malloc(sizeof(float) * (size_t) N);
+	dots = malloc(sizeof(float) * (size_t) (N < chunk ? N : chunk));
+	seeds = malloc(sizeof(int64_t) * K);
+	label = malloc(sizeof(int32_t) * (size_t) N);
+	cnt = calloc((size_t) K, sizeof(double));
+	msum = calloc((size_t) K * D, sizeof(double));
+	vsum = calloc((size_t) K * D, sizeof(double));
+	if (!cd || !cf || !sp || !xn2 || !d2 || !dots || !seeds || !label || !cnt || !msum || !vsum)
+	{
+		st = gmm_fail(err, GMM_ENOMEM, "out of memory for k-means++ (N = %lld, K = %d, D = %d)", (long long) N, K, D);
+		goto done;
+	}
+	if ((st = data_mean(X, N, D, cd, err)) != GMM_OK)
+		goto done;
+	for (int d = 0; d < D; d++)
+		cf[d] = (float) cd[d];
+	for (int64_t n = 0; n < N; n++)
+	{
+		const float *x = X + n * (int64_t) D;
+		double		q = 0.0;
+
+		for (int d = 0; d < D; d++)
+		{
+			double		v = (double) x[d] - cd[d];
+
+			q += v * v;
+		}
+		xn2[n] = (float) q;
+	}
+
+	rng.s = p->seed ^ 0x6a09e667f3bcc908ULL;
+	for (int k = 0; k < K; k++)
+	{
+		int64_t		pick;
+		double		spn = 0.0,
+					csp = 0.0;
+
+		if (k == 0)
+		{
+			pick = (int64_t) (rng_uniform(&rng) * (double) N);
+			if (pick >= N)
+				pick = N - 1;
+		}
+		else
+		{
+			double		total = 0.0,
+						u,
+						acc = 0.0;
+
+			for (int64_t n = 0; n < N; n++)
+				total += d2[n];
+			if (!(total > 0.0))
+			{
+				pick = (int64_t) (rng_uniform(&rng) * (double) N);
+				if (pick >= N)
+					pick = N - 1;
+			}
+			else
+			{
+				u = rng_uniform(&rng) * total;
+				pick = -1;
+				for (int64_t n = 0; n < N; n++)
+				{
+					acc += d2[n];
+					if (acc > u && d2[n] > 0.0f)
+					{
+						pick = n;
+						break;
+					}
+				}
+				if (pick < 0)
+				{
+					/* rounding: the last row with positive d2 */
+					for (int64_t n = N - 1; n >= 0; n--)
+						if (d2[n] > 0.0f)
+						{
+							pick = n;
+							break;
+						}
+				}
+			}
+		}
+		seeds[k] = pick;
+		if (k == K - 1)
+			break;
+		/* distances of every row to the new seed: ||x'||^2 - 2 x'.s' + ||s'||^2 */
+		{
+			const float *xs = X + pick * (int64_t) D;
+
+			for (int d = 0; d < D; d++)
+			{
+				double		v = (double) xs[d] - cd[d];
+
+				sp[d] = (float) v;
+				spn += v * v;
+				csp += cd[d] * (double) sp[d];
+			}
+		}
+		for (int64_t n0 = 0; n0 < N; n0 += chunk)
+		{
+			int			nc = (int) ((N - n0) < chunk ? (N - n0) : chunk);
+
+			cblas_sgemv(CblasRowMajor, CblasNoTrans, nc, D, 1.0f, X + n0 * (int64_t) D, D,
+						sp, 1, 0.0f, dots, 1);
+			for (int i = 0; i < nc; i++)
+			{
+				int64_t		n = n0 + i;
+				double		dd = (double) xn2[n] - 2.0 * ((double) dots[i] - csp) + spn;
+				float		df = dd > 0.0 ? (float) dd : 0.0f;
+
+				if (k == 0 || df < d2[n])
+					d2[n] = df;
+			}
+		}
+		d2[pick] = 0.0f;
+		if (p->progress && p->progress(p->progress_arg, "init", k + 1, K))
+		{
+			st = gmm_fail(err, GMM_ECANCELED, "canceled during k-means++");
+			goto done;
+		}
+	}
+
+	/* hard assignment of every row to its nearest seed (ties: lowest index) */
+	{
+		int			T = tile_rows_for(p->tile_rows, K, N);
+
+		if ((st = ctx_alloc(&s, K, D, GMM_COV_SPHERICAL, T, err)) != GMM_OK)
+			goto done;
+		memcpy(s.center, cf, sizeof(float) * D);
+		for (int k = 0; k < K; k++)
+		{
+			const float *xs = X + seeds[k] * (int64_t) D;
+			double		q = 0.0;
+
+			for (int d = 0; d < D; d++)
+			{
+				float		v = xs[d] - cf[d];
+
+				s.B[(size_t) k * D + d] = v;
+				q += (double) v * v;
+			}
+			/* score = x'.s' - ||s'||^2 / 2: larger is nearer */
+			s.c0[k] = (float) (-0.5 * q);
+			s.hprec[k] = 0.0f;
+		}
+		for (int64_t n0 = 0; n0 < N; n0 += T)
+		{
+			int			nt = (int) ((N - n0) < T ? (N - n0) : T);
+
+			ctx_load_tile(&s, X + n0 * (int64_t) D, nt);
+			ctx_scores(&s, nt, 1.0f);
+			for (int i = 0; i < nt; i++)
+			{
+				const float *row = s.S + (size_t) i * K;
+				int			best = 0;
+
+				for (int k = 1; k < K; k++)
+					if (row[k] > row[best])
+						best = k;
+				label[n0 + i] = best;
+			}
+		}
+		/* every seed keeps its own row unless an identical seed came first */
+		for (int k = 0; k < K; k++)
+		{
+			int64_t		n = seeds[k];
+			int			l = label[n];
+			const float *a = X + n * (int64_t) D,
+					   *b = X + seeds[l] * (int64_t) D;
+
+			if (l != k && memcmp(a, b, sizeof(float) * D) != 0)
+				label[n] = k;
+		}
+	}
+	for (int64_t n = 0; n < N; n++)
+	{
+		const float *x = X + n * (int64_t) D;
+		int			l = label[n];
+		double	   *ms = msum + (size_t) l * D;
+
+		cnt[l] += 1.0;
+		for (int d = 0; d < D; d++)
+			ms[d] += (double) x[d] - cd[d];
+	}
+	for (int k = 0; k < K; k++)
+	{
+		if (cnt[k] > 0)
+			for (int d = 0; d < D; d++)
+				msum[(size_t) k * D + d] /= cnt[k];
+		else
+			for (int d = 0; d < D; d++)
+				msum[(size_t) k * D + d] = (double) X[seeds[k] * (int64_t) D + d] - cd[d];
+	}
+	for (int64_t n = 0; n < N; n++)
+	{
+		const float *x = X + n * (int64_t) D;
+		int			l = label[n];
+		const double *ms = msum + (size_t) l * D;
+		double	   *vs = vsum + (size_t) l * D;
+
+		for (int d = 0; d < D; d++)
+		{
+			double		v = (double) x[d] - cd[d] - ms[d];
+
+			vs[d] += v * v;
+		}
+	}
+	{
+		/* pooled variance for components that got no row */
+		double	   *pool = calloc((size_t) VL, sizeof(double));
+		double		total = 0.0;
+
+		if (pool == NULL)
+		{
+			st = gmm_fail(err, GMM_ENOMEM, "out of memory for k-means++");
+			goto done;
+		}
+		for (int k = 0; k < K; k++)
+			for (int d = 0; d < D; d++)
+				pool[m->cov == GMM_COV_DIAG ? d : 0] += vsum[(size_t) k * D + d];
+		for (int j = 0; j < VL; j++)
+			pool[j] = pool[j] / (double) N / (m->cov == GMM_COV_DIAG ? 1.0 : (double) D) + p->reg_covar;
+
+		for (int k = 0; k < K; k++)
+		{
+			double		c = cnt[k] > 0 ? cnt[k] : 1.0;
+			float	   *v = m->vars + (size_t) k * VL;
+
+			total += c;
+			for (int d = 0; d < D; d++)
+				m->means[(size_t) k * D + d] = (float) (msum[(size_t) k * D + d] + cd[d]);
+			if (cnt[k] > 0)
+			{
+				if (m->cov == GMM_COV_DIAG)
+					for (int d = 0; d < D; d++)
+						v[d] = (float) (vsum[(size_t) k * D + d] / cnt[k] + p->reg_covar);
+				else
+				{
+					double		q = 0.0;
+
+					for (int d = 0; d < D; d++)
+						q += vsum[(size_t) k * D + d];
+					v[0] = (float) (q / cnt[k] / D + p->reg_covar);
+				}
+			}
+			else
+				for (int j = 0; j < VL; j++)
+					v[j] = (float) pool[j];
+			for (int j = 0; j < VL; j++)
+				if (!(v[j] > 0.0f))
+					v[j] = FLT_MIN;
+		}
+		for (int k = 0; k < K; k++)
+			m->weights[k] = (float) ((cnt[k] > 0 ? cnt[k] : 1.0) / total);
+		free(pool);
+	}
+	if ((st = gmm_model_prepare(m, err)) != GMM_OK)
+		goto done;
+	*out = m;
+	m = NULL;
+
+done:
+	ctx_free(&s);
+	gmm_model_free(m);
+	free(cd);
+	free(cf);
+	free(sp);
+	free(xn2);
+	free(d2);
+	free(dots);
+	free(seeds);
+	free(label);
+	free(cnt);
+	free(msum);
+	free(vsum);
+	return st;
+}
+
+gmm_status
+gmm_fit(const float *X, int64_t N, int D, const gmm_fit_params *p,
+		gmm_model **out, gmm_fit_report *report, gmm_error *err)
+{
+	gmm_model  *m = NULL;
+	gmm_status	st;
+	double		t0 = now_seconds();
+	gmm_fit_report rep = {0};
+
+	if (out == NULL)
+		return gmm_fail(err, GMM_EINVAL, "no place for the model");
+	*out = NULL;
+	st = gmm_init_kmeanspp(X, N, D, p, &m, err);
+	if (st != GMM_OK)
+		return st;
+	rep.seconds_init = now_seconds() - t0;
+	st = gmm_em(X, N, m, p, &rep, err);
+	if (report)
+		*report = rep;
+	if (st != GMM_OK)
+	{
+		gmm_model_free(m);
+		return st;
+	}
+	*out = m;
+	return GMM_OK;
+}
+
+/* ---------------------------------------------------------------------------
+ * Scoring, assignment, ranking with a stored model
+ */
+
+/* Scoring context for a stored model, centred on the weighted mean of means. */
+static gmm_status
+ctx_for_model(score_ctx *s, const gmm_model *m, int64_t N, gmm_error *err)
+{
+	gmm_status	st;
+	int			T = tile_rows_for(0, m->K, N);
+
+	if ((st = ctx_alloc(s, m->K, m->D, m->cov, T, err)) != GMM_OK)
+		return st;
+	for (int d = 0; d < m->D; d++)
+	{
+		double		c = 0.0,
+					ws = 0.0;
+
+		for (int k = 0; k < m->K; k++)
+		{
+			c += (double) m->weights[k] * m->means[(size_t) k * m->D + d];
+			ws += m->weights[k];
+		}
+		s->center[d] = (float) (ws > 0 ? c / ws : 0.0);
+	}
+	ctx_set_model(s, m);
+	return GMM_OK;
+}
+
+static gmm_status
+check_stored_model(const gmm_model *m, gmm_error *err)
+{
+	gmm_status	st;
+
+	if ((st = check_model(m, err)) != GMM_OK)
+		return st;
+	for (int k = 0; k < m->K; k++)
+	{
+		if (!(m->weights[k] > 0.0f) || !isfinite(m->weights[k]))
+			return gmm_fail(err, GMM_EINVAL, "component %d has weight %g; weights must be positive", k, (double) m->weights[k]);
+		for (int j = 0; j < gmm_var_len(m->cov, m->D); j++)
+		{
+			float		v = m->vars[(size_t) k * gmm_var_len(m->cov, m->D) + j];
+
+			if (!(v > 0.0f) || !isfinite(v))
+				return gmm_fail(err, GMM_EINVAL, "component %d has variance %g; variances must be positive", k, (double) v);
+		}
+	}
+	return GMM_OK;
+}
+
+gmm_status
+gmm_score(const gmm_model *m, const float *X, int64_t N, double *mean_loglik, gmm_error *err)
+{
+	gmm_status	st;
+	score_ctx	s;
+	double		ll = 0.0;
+
+	if (err)
+	{
+		err->code = GMM_OK;
+		err->msg[0] = '\0';
+	}
+	if ((st = check_stored_model(m, err)) != GMM_OK)
+		return st;
+	if (X == NULL || N < 1 || mean_loglik == NULL)
+		return gmm_fail(err, GMM_EINVAL, "no input rows (N = %lld) or no output", (long long) N);
+	if ((st = check_finite_rows(X, 0, N, m->D, err)) != GMM_OK)
+		return st;
+	if ((st = ctx_for_model(&s, m, N, err)) != GMM_OK)
+		return st;
+	st = e_pass(&s, X, N, NULL, NULL, &ll, NULL, err);
+	ctx_free(&s);
+	if (st == GMM_OK)
+		*mean_loglik = ll;
+	return st;
+}
+
+gmm_status
+gmm_assign(const gmm_model *m, const float *X, int64_t N,
+		   int max_assign, float tau, float temperature,
+		   int32_t *out_comp, float *out_resp, gmm_error *err)
+{
+	gmm_status	st;
+	score_ctx	s;
+	int			K,
+				D,
+				mk;
+	int32_t    *top = NULL;
+
+	if (err)
+	{
+		err->code = GMM_OK;
+		err->msg[0] = '\0';
+	}
+	if ((st = check_stored_model(m, err)) != GMM_OK)
+		return st;
+	if (X == NULL || N < 1 || out_comp == NULL)
+		return gmm_fail(err, GMM_EINVAL, "no input rows (N = %lld) or no output array", (long long) N);
+	if (max_assign < 1)
+		return gmm_fail(err, GMM_EINVAL, "max_assign must be >= 1 (got %d)", max_assign);
+	if (!(temperature > 0.0f) || !isfinite(temperature))
+		return gmm_fail(err, GMM_EINVAL, "temperature must be positive and finite (got %g)", (double) temperature);
+	if (isnan(tau))
+		return gmm_fail(err, GMM_EINVAL, "tau is NaN");
+	K = m->K;
+	D = m->D;
+	mk = max_assign < K ? max_assign : K;
+	top = malloc(sizeof(int32_t) * (size_t) mk);
+	if (top == NULL)
+		return gmm_fail(err, GMM_ENOMEM, "out of memory in assign");
+	if ((st = ctx_for_model(&s, m, N, err)) != GMM_OK)
+	{
+		free(top);
+		return st;
+	}
+	for (int64_t n0 = 0; n0 < N; n0 += s.T)
+	{
+		int			nt = (int) ((N - n0) < s.T ? (N - n0) : s.T);
+
+		if ((st = check_finite_rows(X, n0, n0 + nt, D, err)) != GMM_OK)
+			break;
+		ctx_load_tile(&s, X + n0 * (int64_t) D, nt);
+		ctx_scores(&s, nt, 1.0f / temperature);
+		ctx_lse(&s, nt, 0);
+		for (int i = 0; i < nt; i++)
+		{
+			const float *row = s.S + (size_t) i * K;
+			int32_t    *oc = out_comp + (n0 + i) * (int64_t) max_assign;
+			float	   *orr = out_resp ? out_resp + (n0 + i) * (int64_t) max_assign : NULL;
+			int			h = 0;
+
+			/* top mk by score, best first (ties: lower index first) */
+			for (int k = 0; k < K; k++)
+			{
+				float		v = row[k];
+				int			j;
+
+				if (h == mk && !(v > row[top[h - 1]]))
+					continue;
+				j = h < mk ? h++ : mk - 1;
+				while (j > 0 && v > row[top[j - 1]])
+				{
+					top[j] = top[j - 1];
+					j--;
+				}
+				top[j] = k;
+			}
+			for (int j = 0; j < max_assign; j++)
+			{
+				float		r = 0.0f;
+
+				if (j < h)
+					r = (float) exp((double) row[top[j]] - s.lz[i]);
+				if (j < h && (j == 0 || r > tau))
+				{
+					oc[j] = top[j];
+					if (orr)
+						orr[j] = r;
+				}
+				else
+				{
+					oc[j] = -1;
+					if (orr)
+						orr[j] = 0.0f;
+				}
+			}
+		}
+	}
+	ctx_free(&s);
+	free(top);
+	return st;
+}
+
+typedef struct rank_item
+{
+	float		key;
+	int32_t		k;
+} rank_item;
+
+static int
+rank_cmp_asc(const void *a, const void *b)
+{
+	const rank_item *x = a,
+			   *y = b;
+
+	if (x->key < y->key)
+		return -1;
+	if (x->key > y->key)
+		return 1;
+	return (x->k > y->k) - (x->k < y->k);
+}
+
+gmm_status
+gmm_rank(const gmm_model *m, const float *q, gmm_rank_mode mode, int n,
+		 int32_t *order, float *key, gmm_error *err)
+{
+	gmm_status	st;
+	rank_item  *items;
+	int			K,
+				D,
+				VL;
+
+	if (err)
+	{
+		err->code = GMM_OK;
+		err->msg[0] = '\0';
+	}
+	if ((st = check_model(m, err)) != GMM_OK)
+		return st;
+	K = m->K;
+	D = m->D;
+	VL = gmm_var_len(m->cov, D);
+	if (q == NULL || order == NULL)
+		return gmm_fail(err, GMM_EINVAL, "no query or no output array");
+	if (n < 1 || n > K)
+		return gmm_fail(err, GMM_EINVAL, "n must be between 1 and K = %d (got %d)", K, n);
+	if (mode != GMM_RANK_DISTANCE && mode != GMM_RANK_POSTERIOR)
+		return gmm_fail(err, GMM_EINVAL, "unknown rank mode %d", (int) mode);
+	for (int d = 0; d < D; d++)
+		if (!isfinite(q[d]))
+			return gmm_fail(err, GMM_ENONFINITE, "the query has a non-finite value (%g) in dimension %d", (double) q[d], d);
+	items = malloc(sizeof(rank_item) * (size_t) K);
+	if (items == NULL)
+		return gmm_fail(err, GMM_ENOMEM, "out of memory in rank");
+	for (int k = 0; k < K; k++)
+	{
+		const float *mu = m->means + (size_t) k * D;
+		double		v;
+
+		if (mode == GMM_RANK_DISTANCE)
+		{
+			double		d2 = 0.0;
+
+			for (int d = 0; d < D; d++)
+			{
+				double		t = (double) q[d] - mu[d];
+
+				d2 += t * t;
+			}
+			v = d2;
+		}
+		else
+		{
+			const float *pr = m->prec + (size_t) k * VL;
+			double		e = 0.0;
+
+			for (int d = 0; d < D; d++)
+			{
+				double		t = (double) q[d] - mu[d];
+
+				e += t * t * (VL == 1 ? pr[0] : pr[d]);
+			}
+			/* sort ascending on the negated log-posterior */
+			v = -((double) m->log_norm[k] - 0.5 * e);
+		}
+		items[k].key = (float) v;
+		items[k].k = k;
+	}
+	qsort(items, (size_t) K, sizeof(rank_item), rank_cmp_asc);
+	for (int i = 0; i < n; i++)
+	{
+		order[i] = items[i].k;
+		if (key)
+			key[i] = mode == GMM_RANK_DISTANCE ? items[i].key : -items[i].key;
+	}
+	free(items);
+	return GMM_OK;
+}
