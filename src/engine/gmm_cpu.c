@@ -29,6 +29,7 @@
 #include <cblas.h>
 
 #include "gmm.h"
+#include "gmm_cpu.h"
 #include "gmm_internal.h"
 
 #define GMM_LOG_2PI 1.8378770664093454835606594728112
@@ -97,11 +98,14 @@ check_finite_rows(const float *X, int64_t n0, int64_t n1, int D, gmm_error *err)
 	return GMM_OK;
 }
 
-/* Data mean in double (c must hold D doubles), checking every value. */
+/* Data mean in double (c must hold D doubles), checking every value; when
+ * m2 is not NULL also the per-dimension variance (for the conditioning). */
 static gmm_status
-data_mean(const float *X, int64_t N, int D, double *c, gmm_error *err)
+data_mean(const float *X, int64_t N, int D, double *c, double *m2, gmm_error *err)
 {
 	memset(c, 0, sizeof(double) * D);
+	if (m2)
+		memset(m2, 0, sizeof(double) * D);
 	for (int64_t n = 0; n < N; n++)
 	{
 		const float *x = X + n * (int64_t) D;
@@ -114,9 +118,20 @@ data_mean(const float *X, int64_t N, int D, double *c, gmm_error *err)
 								(long long) n, (double) x[d], d);
 			c[d] += x[d];
 		}
+		if (m2)
+			for (int d = 0; d < D; d++)
+				m2[d] += (double) x[d] * x[d];
 	}
 	for (int d = 0; d < D; d++)
+	{
 		c[d] /= (double) N;
+		if (m2)
+		{
+			m2[d] = m2[d] / (double) N - c[d] * c[d];
+			if (m2[d] < 0.0)
+				m2[d] = 0.0;
+		}
+	}
 	return GMM_OK;
 }
 
@@ -143,8 +158,22 @@ tile_rows_for(int requested, int K, int64_t N)
 }
 
 /* ---------------------------------------------------------------------------
- * Scoring context: B, per-component constants, centre.
+ * Scoring context: B, per-component constants, centre, tile buffers in the
+ * precision chosen for the pass.
  */
+
+/* Above this estimate of float32 rounding error (log units, or relative
+ * error of a variance) the products run in float64. */
+#define COND_MAX 1e-4
+#define EPS32 5.96e-8
+
+typedef struct em_stats
+{
+	double	   *nk;				/* K */
+	double	   *sx;				/* K x W: sum r (x - c) [, sum r (x - c)^2] */
+	double	   *sxx;			/* K: sum r ||x - c||^2 (spherical) */
+} em_stats;
+
 typedef struct score_ctx
 {
 	int			K;
@@ -152,33 +181,56 @@ typedef struct score_ctx
 	gmm_cov_type cov;
 	int			W;				/* columns of A and B: D or 2D */
 	int			T;				/* tile rows */
-	float	   *center;			/* D */
-	float	   *B;				/* K x W */
-	float	   *c0;				/* K */
-	float	   *hprec;			/* K: -prec/2 (spherical) */
-	/* tile workspace */
-	float	   *A;				/* T x W */
-	float	   *xn2;			/* T: ||x - c||^2 */
-	float	   *S;				/* T x K: scores, then responsibilities */
+	gmm_cpu_precision prec;		/* requested */
+	int			dbl;			/* this pass runs in float64 */
+	double		cond;			/* conditioning estimate of the current model */
+	double	   *m2;				/* D: mean (x - c)^2 per dimension (for cond) */
+	double	   *xn2;			/* T: ||x - c||^2 */
 	double	   *lz;				/* T: log-sum-exp per row */
+	/* float64 master copies and float64 path */
+	double	   *center_d;		/* D */
+	double	   *B_d;			/* K x W */
+	double	   *c0_d;			/* K */
+	double	   *hprec_d;		/* K: -prec/2 (spherical) */
+	double	   *A_d;			/* T x W */
+	double	   *S_d;			/* T x K */
+	double	   *tmp_d;			/* K x W */
+	/* float32 path */
+	float	   *center_f;
+	float	   *B_f;
+	float	   *c0_f;
+	float	   *hprec_f;
+	float	   *A_f;
+	float	   *S_f;
+	float	   *tmp_f;
 } score_ctx;
 
 static void
 ctx_free(score_ctx *s)
 {
-	free(s->center);
-	free(s->B);
-	free(s->c0);
-	free(s->hprec);
-	free(s->A);
+	free(s->m2);
 	free(s->xn2);
-	free(s->S);
 	free(s->lz);
+	free(s->center_d);
+	free(s->B_d);
+	free(s->c0_d);
+	free(s->hprec_d);
+	free(s->A_d);
+	free(s->S_d);
+	free(s->tmp_d);
+	free(s->center_f);
+	free(s->B_f);
+	free(s->c0_f);
+	free(s->hprec_f);
+	free(s->A_f);
+	free(s->S_f);
+	free(s->tmp_f);
 	memset(s, 0, sizeof(*s));
 }
 
 static gmm_status
-ctx_alloc(score_ctx *s, int K, int D, gmm_cov_type cov, int T, gmm_error *err)
+ctx_alloc(score_ctx *s, int K, int D, gmm_cov_type cov, int T, gmm_cpu_precision prec,
+		  gmm_error *err)
 {
 	memset(s, 0, sizeof(*s));
 	s->K = K;
@@ -186,15 +238,19 @@ ctx_alloc(score_ctx *s, int K, int D, gmm_cov_type cov, int T, gmm_error *err)
 	s->cov = cov;
 	s->W = cov == GMM_COV_DIAG ? 2 * D : D;
 	s->T = T;
-	s->center = calloc((size_t) D, sizeof(float));
-	s->B = malloc(sizeof(float) * (size_t) K * s->W);
-	s->c0 = malloc(sizeof(float) * (size_t) K);
-	s->hprec = malloc(sizeof(float) * (size_t) K);
-	s->A = malloc(sizeof(float) * (size_t) T * s->W);
-	s->xn2 = malloc(sizeof(float) * (size_t) T);
-	s->S = malloc(sizeof(float) * (size_t) T * K);
+	s->prec = prec;
+	s->m2 = calloc((size_t) D, sizeof(double));
+	s->xn2 = malloc(sizeof(double) * (size_t) T);
 	s->lz = malloc(sizeof(double) * (size_t) T);
-	if (!s->center || !s->B || !s->c0 || !s->hprec || !s->A || !s->xn2 || !s->S || !s->lz)
+	s->center_d = calloc((size_t) D, sizeof(double));
+	s->B_d = malloc(sizeof(double) * (size_t) K * s->W);
+	s->c0_d = malloc(sizeof(double) * (size_t) K);
+	s->hprec_d = malloc(sizeof(double) * (size_t) K);
+	s->center_f = calloc((size_t) D, sizeof(float));
+	s->c0_f = malloc(sizeof(float) * (size_t) K);
+	s->hprec_f = malloc(sizeof(float) * (size_t) K);
+	if (!s->m2 || !s->xn2 || !s->lz || !s->center_d || !s->B_d || !s->c0_d || !s->hprec_d ||
+		!s->center_f || !s->c0_f || !s->hprec_f)
 	{
 		ctx_free(s);
 		return gmm_fail(err, GMM_ENOMEM, "out of memory for the E-step workspace (K = %d, D = %d, tile = %d rows)", K, D, T);
@@ -202,24 +258,75 @@ ctx_alloc(score_ctx *s, int K, int D, gmm_cov_type cov, int T, gmm_error *err)
 	return GMM_OK;
 }
 
+/* Make sure the buffers of the chosen precision exist (tmp only for stats). */
+static gmm_status
+ctx_ensure(score_ctx *s, int stats, gmm_error *err)
+{
+	size_t		kw = (size_t) s->K * s->W;
+
+	if (s->dbl)
+	{
+		if (!s->A_d)
+			s->A_d = malloc(sizeof(double) * (size_t) s->T * s->W);
+		if (!s->S_d)
+			s->S_d = malloc(sizeof(double) * (size_t) s->T * s->K);
+		if (stats && !s->tmp_d)
+			s->tmp_d = malloc(sizeof(double) * kw);
+		if (!s->A_d || !s->S_d || (stats && !s->tmp_d))
+			goto oom;
+	}
+	else
+	{
+		if (!s->B_f)
+			s->B_f = malloc(sizeof(float) * kw);
+		if (!s->A_f)
+			s->A_f = malloc(sizeof(float) * (size_t) s->T * s->W);
+		if (!s->S_f)
+			s->S_f = malloc(sizeof(float) * (size_t) s->T * s->K);
+		if (stats && !s->tmp_f)
+			s->tmp_f = malloc(sizeof(float) * kw);
+		if (!s->B_f || !s->A_f || !s->S_f || (stats && !s->tmp_f))
+			goto oom;
+	}
+	return GMM_OK;
+oom:
+	return gmm_fail(err, GMM_ENOMEM, "out of memory for the E-step workspace (K = %d, D = %d, tile = %d rows)", s->K, s->D, s->T);
+}
+
+static void
+ctx_set_center(score_ctx *s, const double *c)
+{
+	for (int d = 0; d < s->D; d++)
+	{
+		s->center_d[d] = c[d];
+		s->center_f[d] = (float) c[d];
+	}
+}
+
 /*
  * Rebuild B and the constants from the model's weights, means, vars (in
- * double) relative to s->center.  The model must have positive weights and
- * variances.
+ * double) relative to the centre, estimate the float32 conditioning, choose
+ * the precision of the pass and fill the float copies when needed.  The
+ * model must have positive weights and variances.
  */
-static void
-ctx_set_model(score_ctx *s, const gmm_model *m)
+static gmm_status
+ctx_set_model(score_ctx *s, const gmm_model *m, int stats, gmm_error *err)
 {
 	int			K = s->K,
 				D = s->D,
 				W = s->W;
+	double		cond = 0.0;
+	double		m2sum = 0.0;
 
+	for (int d = 0; d < D; d++)
+		m2sum += s->m2[d];
 	for (int k = 0; k < K; k++)
 	{
 		const float *mu = m->means + (size_t) k * D;
-		float	   *b = s->B + (size_t) k * W;
+		double	   *b = s->B_d + (size_t) k * W;
 		double		ln = log((double) m->weights[k]) - 0.5 * D * GMM_LOG_2PI;
-		double		q = 0.0;
+		double		q = 0.0,
+					ck = 0.0;
 
 		if (s->cov == GMM_COV_SPHERICAL)
 		{
@@ -229,13 +336,14 @@ ctx_set_model(score_ctx *s, const gmm_model *m)
 			ln -= 0.5 * D * log(v);
 			for (int d = 0; d < D; d++)
 			{
-				double		dm = (double) mu[d] - s->center[d];
+				double		dm = (double) mu[d] - s->center_d[d];
 
-				b[d] = (float) (pr * dm);
+				b[d] = pr * dm;
 				q += dm * dm;
 			}
-			s->c0[k] = (float) (ln - 0.5 * pr * q);
-			s->hprec[k] = (float) (-0.5 * pr);
+			s->c0_d[k] = ln - 0.5 * pr * q;
+			s->hprec_d[k] = -0.5 * pr;
+			ck = pr * (m2sum + q);
 		}
 		else
 		{
@@ -244,126 +352,91 @@ ctx_set_model(score_ctx *s, const gmm_model *m)
 			for (int d = 0; d < D; d++)
 			{
 				double		pr = 1.0 / (double) v[d];
-				double		dm = (double) mu[d] - s->center[d];
+				double		dm = (double) mu[d] - s->center_d[d];
 
 				ln -= 0.5 * log((double) v[d]);
-				b[d] = (float) (pr * dm);
-				b[D + d] = (float) (-0.5 * pr);
+				b[d] = pr * dm;
+				b[D + d] = -0.5 * pr;
 				q += pr * dm * dm;
+				ck += pr * (s->m2[d] + dm * dm);
 			}
-			s->c0[k] = (float) (ln - 0.5 * q);
-			s->hprec[k] = 0.0f;
+			s->c0_d[k] = ln - 0.5 * q;
+			s->hprec_d[k] = 0.0;
 		}
+		if (ck > cond)
+			cond = ck;
 	}
-}
-
-/* Build A (and xn2) for rows X[0..nt-1]. */
-static void
-ctx_load_tile(score_ctx *s, const float *X, int nt)
-{
-	int			D = s->D,
-				W = s->W;
-
-	for (int i = 0; i < nt; i++)
+	s->cond = cond * EPS32;
+	s->dbl = s->prec == GMM_CPU_PREC_DOUBLE ||
+		(s->prec == GMM_CPU_PREC_AUTO && !(s->cond <= COND_MAX));
+	if (ctx_ensure(s, stats, err) != GMM_OK)
+		return GMM_ENOMEM;
+	if (!s->dbl)
 	{
-		const float *x = X + (size_t) i * D;
-		float	   *a = s->A + (size_t) i * W;
-		double		n2 = 0.0;
-
-		for (int d = 0; d < D; d++)
-		{
-			float		v = x[d] - s->center[d];
-
-			a[d] = v;
-			n2 += (double) v * v;
-		}
-		if (s->cov == GMM_COV_DIAG)
-			for (int d = 0; d < D; d++)
-				a[D + d] = a[d] * a[d];
-		s->xn2[i] = (float) n2;
-	}
-}
-
-/* Scores of the loaded tile into S (nt x K), divided by temperature. */
-static void
-ctx_scores(score_ctx *s, int nt, float inv_temp)
-{
-	int			K = s->K,
-				W = s->W;
-
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nt, K, W,
-				1.0f, s->A, W, s->B, W, 0.0f, s->S, K);
-	for (int i = 0; i < nt; i++)
-	{
-		float	   *row = s->S + (size_t) i * K;
-
-		if (s->cov == GMM_COV_SPHERICAL)
-		{
-			float		x2 = s->xn2[i];
-
-			for (int k = 0; k < K; k++)
-				row[k] += s->c0[k] + s->hprec[k] * x2;
-		}
-		else
-			for (int k = 0; k < K; k++)
-				row[k] += s->c0[k];
-		if (inv_temp != 1.0f)
-			for (int k = 0; k < K; k++)
-				row[k] *= inv_temp;
-	}
-}
-
-/* Row log-sum-exp of S into lz; if resp, overwrite S with responsibilities. */
-static void
-ctx_lse(score_ctx *s, int nt, int resp)
-{
-	int			K = s->K;
-
-	for (int i = 0; i < nt; i++)
-	{
-		float	   *row = s->S + (size_t) i * K;
-		float		mx = row[0];
-		double		sum = 0.0;
-		double		lz;
-
-		for (int k = 1; k < K; k++)
-			if (row[k] > mx)
-				mx = row[k];
+		for (size_t j = 0; j < (size_t) K * W; j++)
+			s->B_f[j] = (float) s->B_d[j];
 		for (int k = 0; k < K; k++)
 		{
-			float		t = row[k] - mx;
-
-			if (t > -RESP_CUT)
-				sum += expf(t);
-		}
-		lz = (double) mx + log(sum);
-		s->lz[i] = lz;
-		if (resp)
-		{
-			for (int k = 0; k < K; k++)
-			{
-				float		t = (float) ((double) row[k] - lz);
-
-				row[k] = t > -RESP_CUT ? expf(t) : 0.0f;
-			}
+			s->c0_f[k] = (float) s->c0_d[k];
+			s->hprec_f[k] = (float) s->hprec_d[k];
 		}
 	}
+	return GMM_OK;
+}
+
+#define REAL float
+#define SFX _f
+#define GEMM cblas_sgemm
+#define EXP expf
+#include "gmm_cpu_tile.h"
+#undef REAL
+#undef SFX
+#undef GEMM
+#undef EXP
+
+#define REAL double
+#define SFX _d
+#define GEMM cblas_dgemm
+#define EXP exp
+#include "gmm_cpu_tile.h"
+#undef REAL
+#undef SFX
+#undef GEMM
+#undef EXP
+
+/* Load a tile, score it, turn scores into responsibilities (lz per row). */
+static void
+ctx_tile(score_ctx *s, const float *X, int nt, double inv_temp)
+{
+	if (s->dbl)
+	{
+		tile_load_d(s, X, nt);
+		tile_scores_d(s, nt, inv_temp);
+		tile_lse_d(s, nt);
+	}
+	else
+	{
+		tile_load_f(s, X, nt);
+		tile_scores_f(s, nt, inv_temp);
+		tile_lse_f(s, nt);
+	}
+}
+
+/* responsibility of row i, component k in the current tile */
+static inline double
+ctx_resp(const score_ctx *s, int i, int k)
+{
+	size_t		j = (size_t) i * s->K + k;
+
+	return s->dbl ? s->S_d[j] : (double) s->S_f[j];
 }
 
 /* ---------------------------------------------------------------------------
  * One E pass over X: log-likelihood, optionally statistics.
  */
-typedef struct em_stats
-{
-	double	   *nk;				/* K */
-	double	   *sx;				/* K x W: sum r (x - c) [, sum r (x - c)^2] */
-	double	   *sxx;			/* K: sum r ||x - c||^2 (spherical) */
-	float	   *tmp;			/* K x W: one tile's R^T A */
-} em_stats;
-
 static gmm_status
 e_pass(score_ctx *s, const float *X, int64_t N, em_stats *st, float *row_ll,
-	   double *ll_out, const gmm_fit_params *p, gmm_error *err)
+	   double *ll_out, const gmm_fit_params *p, gmm_cpu_options *opt, gmm_error *err)
 {
 	int			K = s->K,
 				D = s->D,
@@ -377,13 +450,20 @@ e_pass(score_ctx *s, const float *X, int64_t N, em_stats *st, float *row_ll,
 		memset(st->sx, 0, sizeof(double) * (size_t) K * W);
 		memset(st->sxx, 0, sizeof(double) * K);
 	}
+	if (opt)
+	{
+		if (s->dbl)
+			opt->passes_double++;
+		else
+			opt->passes_float++;
+		if (s->cond > opt->max_cond)
+			opt->max_cond = s->cond;
+	}
 	for (int64_t n0 = 0; n0 < N; n0 += s->T)
 	{
 		int			nt = (int) ((N - n0) < s->T ? (N - n0) : s->T);
 
-		ctx_load_tile(s, X + n0 * (int64_t) D, nt);
-		ctx_scores(s, nt, 1.0f);
-		ctx_lse(s, nt, st != NULL);
+		ctx_tile(s, X + n0 * (int64_t) D, nt, 1.0);
 		for (int i = 0; i < nt; i++)
 		{
 			ll += s->lz[i];
@@ -392,22 +472,10 @@ e_pass(score_ctx *s, const float *X, int64_t N, em_stats *st, float *row_ll,
 		}
 		if (st)
 		{
-			for (int i = 0; i < nt; i++)
-			{
-				const float *r = s->S + (size_t) i * K;
-				double		x2 = s->xn2[i];
-
-				for (int k = 0; k < K; k++)
-				{
-					st->nk[k] += r[k];
-					if (s->cov == GMM_COV_SPHERICAL)
-						st->sxx[k] += r[k] * x2;
-				}
-			}
-			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, W, nt,
-						1.0f, s->S, K, s->A, W, 0.0f, st->tmp, W);
-			for (size_t j = 0; j < (size_t) K * W; j++)
-				st->sx[j] += st->tmp[j];
+			if (s->dbl)
+				tile_stats_d(s, nt, st);
+			else
+				tile_stats_f(s, nt, st);
 		}
 		if (p && p->progress && (++tiles % PROGRESS_EVERY_TILES) == 0)
 		{
@@ -550,7 +618,7 @@ m_step(gmm_model *m, const score_ctx *s, const em_stats *st, const float *X, int
 				if (vd < 0.0)
 					vd = 0.0;
 				vd += reg;
-				mu[d] = (float) (md + s->center[d]);
+				mu[d] = (float) (md + s->center_d[d]);
 				v[d] = (float) vd;
 				pooled[d] += st->nk[k] * vd;
 			}
@@ -565,7 +633,7 @@ m_step(gmm_model *m, const score_ctx *s, const em_stats *st, const float *X, int
 				double		md = sx[d] / nk;
 
 				q += md * md;
-				mu[d] = (float) (md + s->center[d]);
+				mu[d] = (float) (md + s->center_d[d]);
 			}
 			vd = (st->sxx[k] / nk - q) / D;
 			if (vd < 0.0)
@@ -633,6 +701,13 @@ gmm_status
 gmm_em(const float *X, int64_t N, gmm_model *m, const gmm_fit_params *p,
 	   gmm_fit_report *report, gmm_error *err)
 {
+	return gmm_cpu_em(X, N, m, p, NULL, report, err);
+}
+
+gmm_status
+gmm_cpu_em(const float *X, int64_t N, gmm_model *m, const gmm_fit_params *p,
+		   gmm_cpu_options *opt, gmm_fit_report *report, gmm_error *err)
+{
 	gmm_status	st;
 	score_ctx	s;
 	em_stats	es = {0};
@@ -663,32 +738,35 @@ gmm_em(const float *X, int64_t N, gmm_model *m, const gmm_fit_params *p,
 		return st;
 
 	T = tile_rows_for(p->tile_rows, K, N);
-	if ((st = ctx_alloc(&s, K, D, m->cov, T, err)) != GMM_OK)
+	if (opt)
+	{
+		opt->passes_double = opt->passes_float = 0;
+		opt->max_cond = 0.0;
+	}
+	if ((st = ctx_alloc(&s, K, D, m->cov, T, opt ? opt->precision : GMM_CPU_PREC_AUTO, err)) != GMM_OK)
 		return st;
 	cd = malloc(sizeof(double) * D);
 	row_ll = malloc(sizeof(float) * (size_t) N);
 	es.nk = malloc(sizeof(double) * K);
 	es.sx = malloc(sizeof(double) * (size_t) K * s.W);
 	es.sxx = malloc(sizeof(double) * K);
-	es.tmp = malloc(sizeof(float) * (size_t) K * s.W);
-	if (!cd || !row_ll || !es.nk || !es.sx || !es.sxx || !es.tmp)
+	if (!cd || !row_ll || !es.nk || !es.sx || !es.sxx)
 	{
 		st = gmm_fail(err, GMM_ENOMEM, "out of memory for EM (N = %lld, K = %d, D = %d)", (long long) N, K, D);
 		goto done;
 	}
 	t0 = now_seconds();
-	if ((st = data_mean(X, N, D, cd, err)) != GMM_OK)
+	if ((st = data_mean(X, N, D, cd, s.m2, err)) != GMM_OK)
 		goto done;
-	for (int d = 0; d < D; d++)
-		s.center[d] = (float) cd[d];
+	ctx_set_center(&s, cd);
 	rep.seconds_estep += now_seconds() - t0;
 
 	for (int it = 0; it < p->max_iter; it++)
 	{
 		double		t1 = now_seconds();
 
-		ctx_set_model(&s, m);
-		if ((st = e_pass(&s, X, N, &es, row_ll, &ll, p, err)) != GMM_OK)
+		if ((st = ctx_set_model(&s, m, 1, err)) != GMM_OK ||
+			(st = e_pass(&s, X, N, &es, row_ll, &ll, p, opt, err)) != GMM_OK)
 			goto done;
 		rep.seconds_estep += now_seconds() - t1;
 		if (it > 0 && ll - prev < p->tol)
@@ -712,8 +790,8 @@ gmm_em(const float *X, int64_t N, gmm_model *m, const gmm_fit_params *p,
 	{
 		double		t1 = now_seconds();
 
-		ctx_set_model(&s, m);
-		if ((st = e_pass(&s, X, N, NULL, NULL, &ll, p, err)) != GMM_OK)
+		if ((st = ctx_set_model(&s, m, 0, err)) != GMM_OK ||
+			(st = e_pass(&s, X, N, NULL, NULL, &ll, p, opt, err)) != GMM_OK)
 			goto done;
 		rep.seconds_estep += now_seconds() - t1;
 	}
@@ -734,7 +812,6 @@ done:
 	free(es.nk);
 	free(es.sx);
 	free(es.sxx);
-	free(es.tmp);
 	return st;
 }
 
@@ -807,7 +884,7 @@ gmm_init_kmeanspp(const float *X, int64_t N, int D, const gmm_fit_params *p,
 		st = gmm_fail(err, GMM_ENOMEM, "out of memory for k-means++ (N = %lld, K = %d, D = %d)", (long long) N, K, D);
 		goto done;
 	}
-	if ((st = data_mean(X, N, D, cd, err)) != GMM_OK)
+	if ((st = data_mean(X, N, D, cd, NULL, err)) != GMM_OK)
 		goto done;
 	for (int d = 0; d < D; d++)
 		cf[d] = (float) cd[d];
@@ -921,9 +998,10 @@ gmm_init_kmeanspp(const float *X, int64_t N, int D, const gmm_fit_params *p,
 	{
 		int			T = tile_rows_for(p->tile_rows, K, N);
 
-		if ((st = ctx_alloc(&s, K, D, GMM_COV_SPHERICAL, T, err)) != GMM_OK)
+		if ((st = ctx_alloc(&s, K, D, GMM_COV_SPHERICAL, T, GMM_CPU_PREC_FLOAT, err)) != GMM_OK ||
+			(st = ctx_ensure(&s, 0, err)) != GMM_OK)
 			goto done;
-		memcpy(s.center, cf, sizeof(float) * D);
+		ctx_set_center(&s, cd);
 		for (int k = 0; k < K; k++)
 		{
 			const float *xs = X + seeds[k] * (int64_t) D;
@@ -933,22 +1011,22 @@ gmm_init_kmeanspp(const float *X, int64_t N, int D, const gmm_fit_params *p,
 			{
 				float		v = xs[d] - cf[d];
 
-				s.B[(size_t) k * D + d] = v;
+				s.B_f[(size_t) k * D + d] = v;
 				q += (double) v * v;
 			}
 			/* score = x'.s' - ||s'||^2 / 2: larger is nearer */
-			s.c0[k] = (float) (-0.5 * q);
-			s.hprec[k] = 0.0f;
+			s.c0_f[k] = (float) (-0.5 * q);
+			s.hprec_f[k] = 0.0f;
 		}
 		for (int64_t n0 = 0; n0 < N; n0 += T)
 		{
 			int			nt = (int) ((N - n0) < T ? (N - n0) : T);
 
-			ctx_load_tile(&s, X + n0 * (int64_t) D, nt);
-			ctx_scores(&s, nt, 1.0f);
+			tile_load_f(&s, X + n0 * (int64_t) D, nt);
+			tile_scores_f(&s, nt, 1.0);
 			for (int i = 0; i < nt; i++)
 			{
-				const float *row = s.S + (size_t) i * K;
+				const float *row = s.S_f + (size_t) i * K;
 				int			best = 0;
 
 				for (int k = 1; k < K; k++)
@@ -1107,26 +1185,46 @@ gmm_fit(const float *X, int64_t N, int D, const gmm_fit_params *p,
 
 /* Scoring context for a stored model, centred on the weighted mean of means. */
 static gmm_status
-ctx_for_model(score_ctx *s, const gmm_model *m, int64_t N, gmm_error *err)
+ctx_for_model(score_ctx *s, const gmm_model *m, int64_t N, gmm_cpu_precision prec, gmm_error *err)
 {
 	gmm_status	st;
 	int			T = tile_rows_for(0, m->K, N);
+	int			D = m->D,
+				VL = gmm_var_len(m->cov, m->D);
+	double		ws = 0.0;
 
-	if ((st = ctx_alloc(s, m->K, m->D, m->cov, T, err)) != GMM_OK)
+	if ((st = ctx_alloc(s, m->K, D, m->cov, T, prec, err)) != GMM_OK)
 		return st;
-	for (int d = 0; d < m->D; d++)
+	for (int k = 0; k < m->K; k++)
+		ws += m->weights[k];
+	for (int d = 0; d < D; d++)
 	{
-		double		c = 0.0,
-					ws = 0.0;
+		double		c = 0.0;
+
+		for (int k = 0; k < m->K; k++)
+			c += (double) m->weights[k] * m->means[(size_t) k * D + d];
+		s->center_d[d] = c / ws;
+		s->center_f[d] = (float) s->center_d[d];
+	}
+	/* second moment around the centre the model predicts */
+	for (int d = 0; d < D; d++)
+	{
+		double		q = 0.0;
 
 		for (int k = 0; k < m->K; k++)
 		{
-			c += (double) m->weights[k] * m->means[(size_t) k * m->D + d];
-			ws += m->weights[k];
+			double		dm = (double) m->means[(size_t) k * D + d] - s->center_d[d];
+			double		v = m->vars[(size_t) k * VL + (VL == 1 ? 0 : d)];
+
+			q += (double) m->weights[k] * (v + dm * dm);
 		}
-		s->center[d] = (float) (ws > 0 ? c / ws : 0.0);
+		s->m2[d] = q / ws;
 	}
-	ctx_set_model(s, m);
+	if ((st = ctx_set_model(s, m, 0, err)) != GMM_OK)
+	{
+		ctx_free(s);
+		return st;
+	}
 	return GMM_OK;
 }
 
@@ -1155,6 +1253,13 @@ check_stored_model(const gmm_model *m, gmm_error *err)
 gmm_status
 gmm_score(const gmm_model *m, const float *X, int64_t N, double *mean_loglik, gmm_error *err)
 {
+	return gmm_cpu_score(m, X, N, NULL, mean_loglik, err);
+}
+
+gmm_status
+gmm_cpu_score(const gmm_model *m, const float *X, int64_t N, gmm_cpu_options *opt,
+			  double *mean_loglik, gmm_error *err)
+{
 	gmm_status	st;
 	score_ctx	s;
 	double		ll = 0.0;
@@ -1170,9 +1275,14 @@ gmm_score(const gmm_model *m, const float *X, int64_t N, double *mean_loglik, gm
 		return gmm_fail(err, GMM_EINVAL, "no input rows (N = %lld) or no output", (long long) N);
 	if ((st = check_finite_rows(X, 0, N, m->D, err)) != GMM_OK)
 		return st;
-	if ((st = ctx_for_model(&s, m, N, err)) != GMM_OK)
+	if (opt)
+	{
+		opt->passes_double = opt->passes_float = 0;
+		opt->max_cond = 0.0;
+	}
+	if ((st = ctx_for_model(&s, m, N, opt ? opt->precision : GMM_CPU_PREC_AUTO, err)) != GMM_OK)
 		return st;
-	st = e_pass(&s, X, N, NULL, NULL, &ll, NULL, err);
+	st = e_pass(&s, X, N, NULL, NULL, &ll, NULL, opt, err);
 	ctx_free(&s);
 	if (st == GMM_OK)
 		*mean_loglik = ll;
@@ -1212,7 +1322,7 @@ gmm_assign(const gmm_model *m, const float *X, int64_t N,
 	top = malloc(sizeof(int32_t) * (size_t) mk);
 	if (top == NULL)
 		return gmm_fail(err, GMM_ENOMEM, "out of memory in assign");
-	if ((st = ctx_for_model(&s, m, N, err)) != GMM_OK)
+	if ((st = ctx_for_model(&s, m, N, GMM_CPU_PREC_AUTO, err)) != GMM_OK)
 	{
 		free(top);
 		return st;
@@ -1223,26 +1333,23 @@ gmm_assign(const gmm_model *m, const float *X, int64_t N,
 
 		if ((st = check_finite_rows(X, n0, n0 + nt, D, err)) != GMM_OK)
 			break;
-		ctx_load_tile(&s, X + n0 * (int64_t) D, nt);
-		ctx_scores(&s, nt, 1.0f / temperature);
-		ctx_lse(&s, nt, 0);
+		ctx_tile(&s, X + n0 * (int64_t) D, nt, 1.0 / (double) temperature);
 		for (int i = 0; i < nt; i++)
 		{
-			const float *row = s.S + (size_t) i * K;
 			int32_t    *oc = out_comp + (n0 + i) * (int64_t) max_assign;
 			float	   *orr = out_resp ? out_resp + (n0 + i) * (int64_t) max_assign : NULL;
 			int			h = 0;
 
-			/* top mk by score, best first (ties: lower index first) */
+			/* top mk by responsibility, best first (ties: lower index first) */
 			for (int k = 0; k < K; k++)
 			{
-				float		v = row[k];
+				double		v = ctx_resp(&s, i, k);
 				int			j;
 
-				if (h == mk && !(v > row[top[h - 1]]))
+				if (h == mk && !(v > ctx_resp(&s, i, top[h - 1])))
 					continue;
 				j = h < mk ? h++ : mk - 1;
-				while (j > 0 && v > row[top[j - 1]])
+				while (j > 0 && v > ctx_resp(&s, i, top[j - 1]))
 				{
 					top[j] = top[j - 1];
 					j--;
@@ -1254,7 +1361,7 @@ gmm_assign(const gmm_model *m, const float *X, int64_t N,
 				float		r = 0.0f;
 
 				if (j < h)
-					r = (float) exp((double) row[top[j]] - s.lz[i]);
+					r = (float) ctx_resp(&s, i, top[j]);
 				if (j < h && (j == 0 || r > tau))
 				{
 					oc[j] = top[j];

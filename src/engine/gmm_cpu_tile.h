@@ -1,0 +1,138 @@
+/*
+ * gmm_cpu_tile.h - the per-tile E-step kernels, instantiated twice by
+ * gmm_cpu.c: REAL = float (SFX _f, sgemm) and REAL = double (SFX _d, dgemm).
+ * Not a public header.
+ *
+ *   load:   A = [x - c] or [x - c, (x - c)^2], xn2 = ||x - c||^2 (double)
+ *   scores: S = A B^T + c0 (+ hprec * xn2), times 1/temperature
+ *   lse:    lz = log sum_k exp S, and S := exp(S - lz) (responsibilities)
+ *   stats:  nk += sum_i S, sxx += sum_i S xn2 (spherical), sx += S^T A
+ */
+#define TCAT_(a, b) a##b
+#define TCAT(a, b) TCAT_(a, b)
+#define FN(n) TCAT(n, SFX)
+#define FLD(n) TCAT(n, SFX)
+
+static void
+FN(tile_load) (score_ctx *s, const float *X, int nt)
+{
+	int			D = s->D,
+				W = s->W;
+	REAL	   *A = s->FLD(A);
+
+	for (int i = 0; i < nt; i++)
+	{
+		const float *x = X + (size_t) i * D;
+		REAL	   *a = A + (size_t) i * W;
+		double		n2 = 0.0;
+
+		for (int d = 0; d < D; d++)
+		{
+			REAL		v = (REAL) x[d] - s->FLD(center)[d];
+
+			a[d] = v;
+			n2 += (double) v * v;
+		}
+		if (s->cov == GMM_COV_DIAG)
+			for (int d = 0; d < D; d++)
+				a[D + d] = a[d] * a[d];
+		s->xn2[i] = n2;
+	}
+}
+
+static void
+FN(tile_scores) (score_ctx *s, int nt, double inv_temp)
+{
+	int			K = s->K,
+				W = s->W;
+	REAL	   *S = s->FLD(S);
+	const REAL *c0 = s->FLD(c0);
+	const REAL *hp = s->FLD(hprec);
+	REAL		it = (REAL) inv_temp;
+
+	GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, nt, K, W,
+		 (REAL) 1, s->FLD(A), W, s->FLD(B), W, (REAL) 0, S, K);
+	for (int i = 0; i < nt; i++)
+	{
+		REAL	   *row = S + (size_t) i * K;
+
+		if (s->cov == GMM_COV_SPHERICAL)
+		{
+			REAL		x2 = (REAL) s->xn2[i];
+
+			for (int k = 0; k < K; k++)
+				row[k] += c0[k] + hp[k] * x2;
+		}
+		else
+			for (int k = 0; k < K; k++)
+				row[k] += c0[k];
+		if (inv_temp != 1.0)
+			for (int k = 0; k < K; k++)
+				row[k] *= it;
+	}
+}
+
+static void
+FN(tile_lse) (score_ctx *s, int nt)
+{
+	int			K = s->K;
+	REAL	   *S = s->FLD(S);
+
+	for (int i = 0; i < nt; i++)
+	{
+		REAL	   *row = S + (size_t) i * K;
+		REAL		mx = row[0];
+		double		sum = 0.0;
+		REAL		inv;
+
+		for (int k = 1; k < K; k++)
+			if (row[k] > mx)
+				mx = row[k];
+		for (int k = 0; k < K; k++)
+		{
+			REAL		t = row[k] - mx;
+			REAL		e = t > (REAL) - RESP_CUT ? EXP(t) : (REAL) 0;
+
+			row[k] = e;
+			sum += e;
+		}
+		s->lz[i] = (double) mx + log(sum);
+		inv = (REAL) (1.0 / sum);
+		for (int k = 0; k < K; k++)
+			row[k] *= inv;
+	}
+}
+
+static void
+FN(tile_stats) (score_ctx *s, int nt, em_stats *st)
+{
+	int			K = s->K,
+				W = s->W;
+	const REAL *S = s->FLD(S);
+	REAL	   *tmp = s->FLD(tmp);
+
+	for (int i = 0; i < nt; i++)
+	{
+		const REAL *r = S + (size_t) i * K;
+		double		x2 = s->xn2[i];
+
+		if (s->cov == GMM_COV_SPHERICAL)
+			for (int k = 0; k < K; k++)
+			{
+				st->nk[k] += r[k];
+				st->sxx[k] += r[k] * x2;
+			}
+		else
+			for (int k = 0; k < K; k++)
+				st->nk[k] += r[k];
+	}
+	GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, K, W, nt,
+		 (REAL) 1, S, K, s->FLD(A), W, (REAL) 0, tmp, W);
+	for (size_t j = 0; j < (size_t) K * W; j++)
+		st->sx[j] += tmp[j];
+}
+
+#undef FN
+#undef FLD
+#undef TCAT
+#undef TCAT_
