@@ -37,12 +37,13 @@ fg_cluster_start "$PORT"
 PSQL="psql -X -v ON_ERROR_STOP=1 -q"
 fg_log "generating $ROWS vectors of dimension $DIM (50 Gaussian clusters) and $NQ queries"
 $PSQL <<SQL
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS flashgmm;
 DROP TABLE IF EXISTS items, demo_centers, demo_queries;
 SELECT setseed(0.42) AS seed \gset
 -- 50 cluster centres in [-10, 10]^D
 CREATE TABLE demo_centers AS
-  SELECT c, (SELECT array_agg((random() * 20 - 10)::real) FROM generate_series(1, $DIM) WHERE c > 0) AS mu
+  SELECT c, (SELECT array_agg((random() * 20 - 10)::real) FROM generate_series(1, $DIM) WHERE c >= 0) AS mu
   FROM generate_series(0, 49) c;
 CREATE TABLE items (id bigserial PRIMARY KEY, embedding real[]);
 -- each row: its centre plus N(0, 3^2) noise per coordinate (Box-Muller)

@@ -74,7 +74,7 @@ fg_make_flags() {
 fg_build_install() {
 	local flags
 	flags=$(fg_make_flags)
-	fg_log "building flashgmm ($(echo $flags)); CUDA: $(command -v nvcc >/dev/null 2>&1 && echo "nvcc found" || echo "no nvcc, CPU only")"
+	fg_log "building flashgmm ($(echo $flags)); CUDA: $( [ -z "${NO_CUDA:-}" ] && command -v nvcc >/dev/null 2>&1 && echo "nvcc found, building the CUDA library" || echo "CPU only")"
 	# shellcheck disable=SC2086
 	make -C "$FG_ROOT" -j"$(nproc)" $flags >"${FG_LOGDIR:-/tmp}/build.log" 2>&1 || {
 		tail -40 "${FG_LOGDIR:-/tmp}/build.log" >&2
