@@ -1,0 +1,72 @@
+/*
+ * gmmivf_cost.c - cost estimate.
+ *
+ * The index only serves ORDER BY <distance operator>: without ORDER BY its
+ * cost is infinite so the planner never picks it for a plain scan.  With
+ * ORDER BY, a scan reads the meta list and flashgmm.probes of the K lists
+ * before it returns its first row, so that share of the index is startup
+ * cost (list pages are read mostly sequentially).
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "access/genam.h"
+#include "optimizer/optimizer.h"
+#include "utils/float.h"
+#include "utils/rel.h"
+#include "utils/selfuncs.h"
+#include "utils/spccache.h"
+
+#include "gmmivf.h"
+
+void
+gmmivfcostestimate(PlannerInfo *root, IndexPath *path, double loop_count,
+				   Cost *indexStartupCost, Cost *indexTotalCost,
+				   Selectivity *indexSelectivity, double *indexCorrelation,
+				   double *indexPages)
+{
+	GenericCosts costs;
+	Relation	index;
+	GmmIvfMetaPageData meta;
+	double		ratio;
+	double		spc_seq_page_cost;
+
+	if (path->indexorderbys == NIL)
+	{
+		*indexStartupCost = get_float8_infinity();
+		*indexTotalCost = get_float8_infinity();
+		*indexSelectivity = 0;
+		*indexCorrelation = 0;
+		*indexPages = 0;
+		return;
+	}
+
+	index = index_open(path->indexinfo->indexoid, NoLock);
+	gmmivf_read_meta(index, &meta);
+	index_close(index, NoLock);
+
+	if (meta.nlists > 0)
+		ratio = Min(1.0, (double) gmmivf_probes / meta.nlists);
+	else
+		ratio = 1.0;			/* no model: every row is in the meta list */
+
+	MemSet(&costs, 0, sizeof(costs));
+	/* the probed share of the entries is read and ranked */
+	costs.numIndexTuples = path->indexinfo->tuples * ratio;
+	genericcostestimate(root, path, loop_count, &costs);
+
+	get_tablespace_page_costs(path->indexinfo->reltablespace, NULL, &spc_seq_page_cost);
+	/* list pages are chained and mostly consecutive: half of them sequential */
+	costs.indexTotalCost -= 0.5 * costs.numIndexPages *
+		(costs.spc_random_page_cost - spc_seq_page_cost);
+	if (costs.indexTotalCost < 0)
+		costs.indexTotalCost = 0;
+
+	/* everything probed is read before the first row comes out */
+	*indexStartupCost = costs.indexTotalCost;
+	*indexTotalCost = costs.indexTotalCost;
+	*indexSelectivity = costs.indexSelectivity;
+	*indexCorrelation = 0;
+	*indexPages = costs.numIndexPages;
+}
