@@ -21,6 +21,13 @@ if [ -z "${FLASHGMM_DATA:-}" ]; then
 	FLASHGMM_DATA=$(cd "$FG_ROOT/.." && pwd)/shared/data
 fi
 export FLASHGMM_DATA PG_BIN PG_CONFIG
+# PostgreSQL 15's own programs first (psql, pg_isready): on a machine where the packages were
+# unpacked with dpkg -x there is no /usr/bin/psql wrapper.
+case ":$PATH:" in *":$PG_BIN:"*) ;; *) export PATH="$PG_BIN:$PATH" ;; esac
+# the CUDA toolkit where it usually is, so that make finds nvcc
+if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
+	export PATH="$PATH:/usr/local/cuda/bin"
+fi
 FG_BUILD=$FG_ROOT/bench/build
 
 fg_log() { echo "[flashgmm $(date -u +%H:%M:%S)] $*" >&2; }
@@ -65,10 +72,6 @@ fg_make_flags() {
 		echo "with_llvm=no"
 	fi
 	[ -n "${NO_CUDA:-}" ] && echo "NO_CUDA=1"
-	if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
-		# let the Makefile find the toolkit that is there
-		export PATH=$PATH:/usr/local/cuda/bin
-	fi
 }
 
 fg_build_install() {

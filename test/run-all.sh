@@ -28,7 +28,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../scripts/lib.sh"
 cd "$FG_ROOT"
 # Debian's packages (python3-sklearn, prove, pg_config) come first, before any pyenv/venv shims
-export PATH="/usr/bin:$PATH"
+export PATH="$PG_BIN:/usr/bin:$PATH"
 
 PORT=${FLASHGMM_PORT:-5444}
 SUITES=${FLASHGMM_SUITES:-"engine regress tap recall bench gpu"}
