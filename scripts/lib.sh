@@ -155,7 +155,7 @@ fg_build_tools() {
 	lib=$("$PG_CONFIG" --libdir 2>/dev/null || echo /usr/lib)
 	cc -O2 -Wall -o "$FG_BUILD/vecs2copy" "$FG_ROOT/test/recall/vecs2copy.c" || return 1
 	if [ -f "$FG_ROOT/bench/flashgmm_bench.c" ]; then
-		cc -O2 -Wall -std=gnu11 -pthread -I"$inc" -o "$FG_BUILD/flashgmm_bench" \
+		cc -O2 -Wall -Wno-format-truncation -std=gnu11 -pthread -I"$inc" -o "$FG_BUILD/flashgmm_bench" \
 			"$FG_ROOT/bench/flashgmm_bench.c" -L"$lib" -lpq -lm || return 1
 	fi
 }

@@ -39,7 +39,8 @@ check() {   # name ok(0/1) detail
 fg_build_tools >/dev/null || { echo "cannot compile test/recall/vecs2copy.c"; echo "0 passed, 1 failed"; exit 1; }
 V2C=$FG_BUILD/vecs2copy
 
-calc() { awk "BEGIN { printf \"%.${2:-3}f\", $1 }"; }   # expr decimals
+calc() { awk "BEGIN { printf \"%.${2:-3}f\", ($1) }"; }   # expr decimals
+export PGOPTIONS="${PGOPTIONS:-} -c client_min_messages=warning"
 psql_db() { psql -X -q -v ON_ERROR_STOP=1 -d "$DB" "$@"; }
 
 if ! psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >/dev/null; then
@@ -103,7 +104,7 @@ for set in $SETS; do
 	plan=$(psql_db -At -c "SET enable_seqscan = off" -c "EXPLAIN (COSTS OFF) $q" 2>&1)
 	plan2=$(psql_db -At -c "EXPLAIN (COSTS OFF) SELECT id FROM ${t}_base ORDER BY v $op (SELECT v FROM ${t}_query WHERE id = 0) LIMIT 10" 2>&1)
 	check "$set: planner uses the gmmivf index for ORDER BY v $op q LIMIT 10 (enable_seqscan on)" \
-		"$(echo "$plan2" | grep -q "${t}_idx" && echo 1 || echo 0)" "$(echo "$plan2" | grep -m1 -E 'Scan' | sed 's/^ *//')"
+		"$(echo "$plan2" | grep -q "${t}_idx" && echo 1 || echo 0)" "$(echo "$plan2" | grep -m1 -E "${t}_idx|Scan on ${t}_base" | sed 's/^ *//')"
 
 	for probes in $PROBES_LOW $LISTS; do
 		ts=$(date +%s.%N)
