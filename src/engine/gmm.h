@@ -196,6 +196,44 @@ gmm_status	gmm_gpu_assign(const gmm_model *m, const float *X, int64_t N,
 /* Device name and memory, for reports ("" when not loaded). */
 const char *gmm_gpu_device_name(void);
 
+/* --- GPU extras (added by the CUDA engine; nothing above depends on them) --- */
+
+/* Mean log-likelihood of X under m on the GPU (one E pass). */
+gmm_status	gmm_gpu_score(const gmm_model *m, const float *X, int64_t N, double *mean_loglik,
+						  gmm_error *err);
+
+/* Precision of the GPU matrix products (scores and statistics).
+ *   TF32:   one TF32 tensor-core product (10-bit mantissa operands, FP32 accumulate)
+ *   3XTF32: split-TF32 (hi*hi + hi*lo + lo*hi), about FP32 accuracy at 3x the products
+ * DEFAULT is what cuda/NOTES.md measured to meet the accuracy bounds. */
+typedef enum gmm_gpu_precision
+{
+	GMM_GPU_PREC_DEFAULT = 0,
+	GMM_GPU_PREC_TF32 = 1,
+	GMM_GPU_PREC_3XTF32 = 2
+} gmm_gpu_precision;
+gmm_status	gmm_gpu_set_precision(gmm_gpu_precision prec, gmm_error *err);
+
+/* What the last GPU call measured (device events; host clock for copies). */
+typedef struct gmm_gpu_stats
+{
+	double		ms_per_iter;	/* EM: median ms per iteration (E + M), data already on the device */
+	double		ms_estep;		/* EM: median ms of the E passes of one iteration */
+	double		ms_kernel;		/* assign / score: ms of the device passes (no copies) */
+	double		seconds_h2d;	/* host-to-device copies of X (total, host clock) */
+	int64_t		peak_bytes;		/* peak device memory the engine held during the call */
+	int64_t		x_bytes;		/* of which X (or its streaming buffers) */
+	int64_t		live_bytes;		/* device memory the engine holds now (0 between calls) */
+	int64_t		chunk_rows;		/* rows per streamed chunk (= N when X was resident) */
+	int			streamed;		/* 1 when X streamed from host memory in chunks */
+	int			precision;		/* gmm_gpu_precision used */
+} gmm_gpu_stats;
+gmm_status	gmm_gpu_last_stats(gmm_gpu_stats *out, gmm_error *err);
+
+/* Device memory budget (bytes) for gmm_gpu_assign / gmm_gpu_score; fit and
+ * EM take gmm_fit_params.device_mem_budget.  0 = what is free. */
+void		gmm_gpu_set_mem_budget(int64_t bytes);
+
 /* Human-readable name of a status. */
 const char *gmm_status_name(gmm_status s);
 

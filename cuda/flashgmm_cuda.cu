@@ -1,0 +1,1524 @@
+/*
+ * flashgmm_cuda.cu - host side of the CUDA engine: device set-up, memory,
+ * streaming of X, the EM loop, k-means++ seeding, assignment.  Kernels are in
+ * kernels.cuh (the precision of each part is written there).
+ *
+ * Memory on the device for one call (nothing N x K):
+ *   X (resident) or 2 chunk buffers (streaming), logZ for the rows on the
+ *   device (N or one chunk), per-block partial statistics (<= 32 MiB), and
+ *   O(K*D) model and FP64 accumulators.
+ *
+ * Errors: every CUDA call is checked; a failure becomes a gmm_status and a
+ * message at the extern "C" boundary (C++ exceptions never cross it).  A
+ * sticky error (kernel fault) leaves the CUDA context unusable: the library
+ * then refuses further calls in this process with the original reason.
+ * Every device allocation is registered and freed when the call returns, and
+ * again at the start of the next call (in case a caller's progress callback
+ * jumped out of a call), so nothing accumulates across calls.
+ */
+#include <algorithm>
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+#include <chrono>
+
+#include <cuda_runtime.h>
+
+#include "flashgmm_cuda.h"
+#include "kernels.cuh"
+
+using namespace fgc;
+
+namespace {
+
+constexpr double EMPTY_NK = 0.5;	/* same rule as the CPU engine (gmm_cpu.c) */
+constexpr double LOG_2PI = 1.8378770664093454835606594728112;
+constexpr int64_t PART_BYTES_MAX = 16ll << 20;
+
+struct Fail
+{
+	gmm_status st;
+	char msg[256];
+};
+
+[[noreturn]] void fail(gmm_status st, const char *fmt, ...)
+{
+	Fail f;
+	f.st = st;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(f.msg, sizeof(f.msg), fmt, ap);
+	va_end(ap);
+	throw f;
+}
+
+bool g_inited = false;
+bool g_broken = false;
+char g_broken_msg[256];
+char g_devname[160] = "";
+cudaDeviceProp g_prop;
+int g_prec = GMM_GPU_PREC_DEFAULT;
+int64_t g_budget = 0;
+gmm_gpu_stats g_stats;
+cudaStream_t g_s = nullptr, g_cs = nullptr;
+
+bool is_sticky(cudaError_t e)
+{
+	switch (e)
+	{
+		case cudaErrorIllegalAddress:
+		case cudaErrorLaunchFailure:
+		case cudaErrorIllegalInstruction:
+		case cudaErrorMisalignedAddress:
+		case cudaErrorInvalidAddressSpace:
+		case cudaErrorInvalidPc:
+		case cudaErrorHardwareStackError:
+		case cudaErrorAssert:
+		case cudaErrorECCUncorrectable:
+		case cudaErrorLaunchTimeout:
+		case cudaErrorUnknown:
+			return true;
+		default:
+			return false;
+	}
+}
+
+void ck(cudaError_t e, const char *what, int line)
+{
+	if (e == cudaSuccess)
+		return;
+	cudaGetLastError();			/* clear a non-sticky error */
+	if (e == cudaErrorMemoryAllocation)
+		fail(GMM_ENOMEM, "out of GPU memory (%s)", what);
+	if (is_sticky(e))
+	{
+		g_broken = true;
+		snprintf(g_broken_msg, sizeof(g_broken_msg),
+				 "GPU kernel fault: %s (%s, line %d); the CUDA context of this process is unusable, reconnect to use the GPU again",
+				 cudaGetErrorString(e), what, line);
+		fail(GMM_EDEVICE, "%s", g_broken_msg);
+	}
+	fail(GMM_EDEVICE, "CUDA error: %s (%s, line %d)", cudaGetErrorString(e), what, line);
+}
+#define CK(x) ck((x), #x, __LINE__)
+#define CKL(name) ck(cudaGetLastError(), name, __LINE__)
+
+/* ---- registered allocations ------------------------------------------------ */
+struct Alloc
+{
+	void *p;
+	size_t bytes;
+	int kind;					/* 0 device, 1 pinned host, 2 registered host */
+};
+std::vector<Alloc> g_allocs;
+int64_t g_live = 0, g_peak = 0;
+
+void free_all()
+{
+	for (auto &a : g_allocs)
+	{
+		if (a.kind == 0)
+			cudaFree(a.p);
+		else if (a.kind == 1)
+			cudaFreeHost(a.p);
+		else
+			cudaHostUnregister(a.p);
+	}
+	g_allocs.clear();
+	g_live = 0;
+	cudaGetLastError();
+}
+
+template <typename T>
+T *dalloc(size_t n, const char *what)
+{
+	void *p = nullptr;
+	size_t bytes = std::max<size_t>(n, 1) * sizeof(T);
+	cudaError_t e = cudaMalloc(&p, bytes);
+	if (e != cudaSuccess)
+	{
+		cudaGetLastError();
+		if (e == cudaErrorMemoryAllocation)
+			fail(GMM_ENOMEM, "out of GPU memory allocating %s (%.1f MiB; engine holds %.1f MiB)", what,
+				 bytes / 1048576.0, g_live / 1048576.0);
+		ck(e, what, __LINE__);
+	}
+	g_allocs.push_back({p, bytes, 0});
+	g_live += bytes;
+	g_peak = std::max(g_peak, g_live);
+	return static_cast<T *>(p);
+}
+
+void dfree(void *p)
+{
+	for (size_t i = 0; i < g_allocs.size(); i++)
+		if (g_allocs[i].p == p && g_allocs[i].kind == 0)
+		{
+			cudaFree(p);
+			g_live -= g_allocs[i].bytes;
+			g_allocs.erase(g_allocs.begin() + i);
+			return;
+		}
+}
+
+float *pinned(size_t n)
+{
+	void *p = nullptr;
+	if (cudaMallocHost(&p, n * sizeof(float)) != cudaSuccess)
+	{
+		cudaGetLastError();
+		fail(GMM_ENOMEM, "out of pinned host memory (%.1f MiB)", n * 4 / 1048576.0);
+	}
+	g_allocs.push_back({p, n * sizeof(float), 1});
+	return static_cast<float *>(p);
+}
+
+bool try_register(const void *p, size_t bytes)
+{
+	if (cudaHostRegister(const_cast<void *>(p), bytes, cudaHostRegisterReadOnly) != cudaSuccess &&
+		cudaHostRegister(const_cast<void *>(p), bytes, cudaHostRegisterDefault) != cudaSuccess)
+	{
+		cudaGetLastError();
+		return false;
+	}
+	g_allocs.push_back({const_cast<void *>(p), bytes, 2});
+	return true;
+}
+
+/* ---- small kernels ----------------------------------------------------------- */
+
+__global__ void center_kernel(float *X, int64_t n, int D, const float *shift)
+{
+	for (int64_t r = blockIdx.x; r < n; r += gridDim.x)
+		for (int d = threadIdx.x; d < D; d += blockDim.x)
+			X[r * D + d] -= shift[d];
+}
+
+/* out[0] (+)= sum of v[0..n) in a fixed order (one block) */
+__global__ void sum_kernel(const double *v, int64_t n, double *out, int add)
+{
+	__shared__ double sh[1024];
+	double s = 0.0;
+	for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
+		s += v[i];
+	sh[threadIdx.x] = s;
+	__syncthreads();
+	for (int o = blockDim.x / 2; o > 0; o >>= 1)
+	{
+		if (threadIdx.x < o)
+			sh[threadIdx.x] += sh[threadIdx.x + o];
+		__syncthreads();
+	}
+	if (threadIdx.x == 0)
+		out[0] = (add ? out[0] : 0.0) + sh[0];
+}
+
+/* acc += sum over splits (fixed order) of the partial statistics */
+__global__ void reduce_parts_kernel(const float *part, const double *pnk, const double *psxn, int nsplit, int Kp,
+									int K, int Wd, double *sx, double *nk, double *sxn)
+{
+	int64_t total = (int64_t) K * Wd;
+	for (int64_t i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < total; i += (int64_t) gridDim.x * blockDim.x)
+	{
+		int k = (int) (i / Wd);
+		int c = (int) (i % Wd);
+		double s = 0.0;
+		for (int y = 0; y < nsplit; y++)
+			s += (double) part[((int64_t) y * Kp + k) * Wd + c];
+		sx[i] += s;
+		if (c == 0)
+		{
+			double a = 0.0, b = 0.0;
+			for (int y = 0; y < nsplit; y++)
+			{
+				a += pnk[(int64_t) y * Kp + k];
+				b += psxn[(int64_t) y * Kp + k];
+			}
+			nk[k] += a;
+			sxn[k] += b;
+		}
+	}
+}
+
+/*
+ * M-step for component k (block k), FP64, the CPU engine's formulas
+ * (centred coordinates):  mu = sx / nk,  var = sxx / nk - mu^2 (>= 0) + reg,
+ * weight_raw = nk + 10 eps.  Empty components (nk < 0.5) are left to the host.
+ */
+__global__ void mstep_kernel(const double *nk, const double *sx, const double *sxn, int D, int Wd, int diag,
+							 double reg, float *mu, float *var, double *wraw)
+{
+	int k = blockIdx.x;
+	double n = nk[k];
+	if (n < EMPTY_NK)
+		return;
+	double nkd = n + 10.0 * DBL_EPSILON;
+	const double *s = sx + (int64_t) k * Wd;
+	__shared__ double red[256];
+	double q = 0.0;
+	for (int d = threadIdx.x; d < D; d += blockDim.x)
+	{
+		double md = s[d] / nkd;
+		mu[(int64_t) k * D + d] = (float) md;
+		if (diag)
+		{
+			double vd = s[D + d] / nkd - md * md;
+			if (vd < 0.0)
+				vd = 0.0;
+			var[(int64_t) k * D + d] = (float) (vd + reg);
+		}
+		else
+			q += md * md;
+	}
+	if (!diag)
+	{
+		red[threadIdx.x] = q;
+		__syncthreads();
+		for (int o = blockDim.x / 2; o > 0; o >>= 1)
+		{
+			if (threadIdx.x < o)
+				red[threadIdx.x] += red[threadIdx.x + o];
+			__syncthreads();
+		}
+		if (threadIdx.x == 0)
+		{
+			double vd = (sxn[k] / nkd - red[0]) / D;
+			if (vd < 0.0)
+				vd = 0.0;
+			var[k] = (float) (vd + reg);
+		}
+	}
+	if (threadIdx.x == 0)
+		wraw[k] = nkd;
+}
+
+/*
+ * Derived constants of component k (block k; k >= K are padding), FP64:
+ *   spherical: Wm[k] = mu_k, colp = 1/var, colc = log w - D/2 log(2 pi var) - ||mu||^2 / (2 var)
+ *   diag:      Wm[k] = [mu/var | -1/(2 var)], colp = 0,
+ *              colc = log w - 1/2 sum_d log(2 pi var_d) - 1/2 sum_d mu_d^2 / var_d
+ */
+__global__ void prepare_kernel(const float *mu, const float *var, const double *wraw, double inv_wsum, int K, int D,
+							   int Dp, int Dp2, int diag, float *Wm, float *colc, float *colp, float *w_out)
+{
+	int k = blockIdx.x;
+	float *W = Wm + (int64_t) k * Dp2;
+	if (k >= K)
+	{
+		for (int c = threadIdx.x; c < Dp2; c += blockDim.x)
+			W[c] = 0.f;
+		if (threadIdx.x == 0)
+		{
+			colc[k] = -INFINITY;
+			colp[k] = 0.f;
+		}
+		return;
+	}
+	__shared__ double r1[256], r2[256];
+	double a = 0.0, b = 0.0;
+	for (int c = threadIdx.x; c < Dp2; c += blockDim.x)
+	{
+		int d = c < Dp ? c : c - Dp;
+		bool second = c >= Dp;
+		float v = 0.f;
+		if (d < D)
+		{
+			double m = mu[(int64_t) k * D + d];
+			if (diag)
+			{
+				double vr = fmax((double) var[(int64_t) k * D + d], (double) FLT_MIN);
+				double p = 1.0 / vr;
+				if (!second)
+				{
+					v = (float) (m * p);
+					a += log(vr);
+					b += m * m * p;
+				}
+				else
+					v = (float) (-0.5 * p);
+			}
+			else if (!second)
+			{
+				v = (float) m;
+				b += m * m;
+			}
+		}
+		W[c] = v;
+	}
+	r1[threadIdx.x] = a;
+	r2[threadIdx.x] = b;
+	__syncthreads();
+	for (int o = blockDim.x / 2; o > 0; o >>= 1)
+	{
+		if (threadIdx.x < o)
+		{
+			r1[threadIdx.x] += r1[threadIdx.x + o];
+			r2[threadIdx.x] += r2[threadIdx.x + o];
+		}
+		__syncthreads();
+	}
+	if (threadIdx.x == 0)
+	{
+		double w = wraw[k] * inv_wsum;
+		float wf = (float) w;
+		if (!(wf > 0.f))
+			wf = FLT_MIN;
+		w_out[k] = wf;
+		double lw = log((double) wf);
+		if (diag)
+		{
+			colc[k] = (float) (lw - 0.5 * (D * LOG_2PI + r1[0]) - 0.5 * r2[0]);
+			colp[k] = 0.f;
+		}
+		else
+		{
+			double vr = fmax((double) var[k], (double) FLT_MIN);
+			double p = 1.0 / vr;
+			colc[k] = (float) (lw - 0.5 * D * (LOG_2PI + log(vr)) - 0.5 * p * r2[0]);
+			colp[k] = (float) p;
+		}
+	}
+}
+
+/* k-means++ on the sample S (centred, S x D): mind[i] = min(mind, ||x_i - c||^2) */
+__global__ void kpp_update_kernel(const float *Xs, int64_t S, int D, const int64_t *seeds, int k, float *mind,
+								  double *blocksum, int first)
+{
+	const float *c = Xs + seeds[k] * (int64_t) D;
+	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	__shared__ double ws[8];
+	double bs = 0.0;
+	int64_t rows_per_block = 8 * 16;
+	int64_t rbeg = blockIdx.x * rows_per_block;
+	for (int64_t r = rbeg + warp; r < min(S, rbeg + rows_per_block); r += 8)
+	{
+		const float *x = Xs + r * D;
+		float s = 0.f;
+		for (int d = lane; d < D; d += 32)
+		{
+			float v = x[d] - c[d];
+			s = fmaf(v, v, s);
+		}
+		for (int o = 16; o > 0; o >>= 1)
+			s += __shfl_xor_sync(0xffffffffu, s, o);
+		float m = first ? s : fminf(mind[r], s);
+		if (r == seeds[k])
+			m = 0.f;
+		if (lane == 0)
+			mind[r] = m;
+		bs += (double) m;	/* every lane holds m: count once below */
+	}
+	if (lane == 0)
+		ws[warp] = bs;
+	__syncthreads();
+	if (threadIdx.x == 0)
+	{
+		double t = 0.0;
+		for (int w = 0; w < 8; w++)
+			t += ws[w];
+		blocksum[blockIdx.x] = t;
+	}
+}
+
+/* pick seed k+1: u * total in the prefix sums of blocksum, then of mind (one block of 1024) */
+__global__ void kpp_pick_kernel(const double *blocksum, int nb, const float *mind, int64_t S, double u,
+								int64_t *seeds, int k)
+{
+	__shared__ double sh[1024];
+	__shared__ int s_b;
+	__shared__ double s_base;
+	int tid = threadIdx.x;
+	/* each thread owns a contiguous range of blocks */
+	int per = (nb + 1023) / 1024;
+	int b0 = tid * per, b1 = min(nb, b0 + per);
+	double s = 0.0;
+	for (int b = b0; b < b1; b++)
+		s += blocksum[b];
+	sh[tid] = s;
+	__syncthreads();
+	if (tid == 0)
+	{
+		double total = 0.0;
+		for (int i = 0; i < 1024; i++)
+			total += sh[i];
+		if (!(total > 0.0))
+		{
+			s_b = -1;
+		}
+		else
+		{
+			double target = u * total, run = 0.0;
+			int owner = 1023;
+			for (int i = 0; i < 1024; i++)
+			{
+				if (run + sh[i] > target)
+				{
+					owner = i;
+					break;
+				}
+				run += sh[i];
+			}
+			int ob0 = owner * per, ob1 = min(nb, ob0 + per);
+			int bsel = max(0, ob1 - 1);
+			for (int b = ob0; b < ob1; b++)
+			{
+				if (run + blocksum[b] > target)
+				{
+					bsel = b;
+					break;
+				}
+				run += blocksum[b];
+			}
+			s_b = bsel;
+			s_base = target - run;
+		}
+	}
+	__syncthreads();
+	if (tid == 0)
+	{
+		int64_t pick;
+		if (s_b < 0)
+			pick = (int64_t) (u * S) % S;		/* all distances 0: duplicates */
+		else
+		{
+			int64_t r0 = (int64_t) s_b * 128, r1 = min(S, r0 + 128);
+			double run = 0.0;
+			pick = r1 - 1;
+			for (int64_t r = r0; r < r1; r++)
+			{
+				run += mind[r];
+				if (run > s_base && mind[r] > 0.f)
+				{
+					pick = r;
+					break;
+				}
+			}
+		}
+		seeds[k + 1] = pick;
+	}
+}
+
+__global__ void gather_rows_kernel(const float *X, int D, const int64_t *idx, int64_t n, float *out)
+{
+	int64_t total = n * D;
+	for (int64_t i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < total; i += (int64_t) gridDim.x * blockDim.x)
+		out[i] = X[idx[i / D] * D + i % D];
+}
+
+/* ---- helpers ----------------------------------------------------------------- */
+
+int round_up(int x, int m) { return (x + m - 1) / m * m; }
+
+int effective_prec()
+{
+	/* Default: TF32, measured to meet the accuracy bounds (cuda/NOTES.md). */
+	return g_prec == GMM_GPU_PREC_DEFAULT ? GMM_GPU_PREC_TF32 : g_prec;
+}
+
+size_t lse_smem(int BN) { return (size_t) (BM * LDC + BN * LDC + BM + 2 * 4 * BM) * sizeof(float); }
+size_t stats_smem(int BN) { return (size_t) (BM * LDC + BN * LDC + BM + BM * (BN + 8) + BM * (DT + 8)) * sizeof(float); }
+size_t assign_smem(int MAXM) { return (size_t) (BM * LDC + 128 * LDC + BM + 2 * BM * 4 * MAXM + 2 * BM * 4) * sizeof(float); }
+
+template <typename F>
+void set_smem(F f, size_t bytes)
+{
+	CK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int) bytes));
+}
+
+/* ---- model on the device ------------------------------------------------------- */
+struct DevModel
+{
+	int K, D, Kp, Dp, Dp2, VL, BN;
+	bool diag;
+	float *mu, *var, *w, *Wm, *colc, *colp;
+	double *wraw;
+
+	/* bn: component tile of the kernels that will use the model (0 = the EM kernels') */
+	void init(int K_, int D_, int cov, int bn = 0)
+	{
+		K = K_;
+		D = D_;
+		diag = cov == GMM_COV_DIAG;
+		BN = bn ? bn : (diag ? 64 : 128);
+		Kp = round_up(K, BN);
+		Dp = round_up(D, DK);
+		Dp2 = diag ? 2 * Dp : Dp;
+		VL = diag ? D : 1;
+		mu = dalloc<float>((size_t) Kp * D, "means");
+		var = dalloc<float>((size_t) Kp * VL, "variances");
+		w = dalloc<float>(Kp, "weights");
+		wraw = dalloc<double>(Kp, "weights");
+		Wm = dalloc<float>((size_t) Kp * Dp2, "score matrix");
+		colc = dalloc<float>(Kp, "constants");
+		colp = dalloc<float>(Kp, "precisions");
+		CK(cudaMemset(mu, 0, sizeof(float) * Kp * D));
+		CK(cudaMemset(var, 0, sizeof(float) * Kp * VL));
+	}
+	/* host parameters -> device (means centred by shift), and derived constants */
+	void upload(const float *weights, const float *means, const float *vars, const std::vector<float> &shift)
+	{
+		std::vector<float> mc((size_t) K * D);
+		std::vector<double> wr(K);
+		double ws = 0.0;
+		for (int k = 0; k < K; k++)
+		{
+			for (int d = 0; d < D; d++)
+				mc[(size_t) k * D + d] = means[(size_t) k * D + d] - shift[d];
+			wr[k] = weights[k];
+			ws += wr[k];
+		}
+		CK(cudaMemcpy(mu, mc.data(), sizeof(float) * K * D, cudaMemcpyHostToDevice));
+		CK(cudaMemcpy(var, vars, sizeof(float) * (size_t) K * VL, cudaMemcpyHostToDevice));
+		CK(cudaMemcpy(wraw, wr.data(), sizeof(double) * K, cudaMemcpyHostToDevice));
+		prepare(ws > 0 ? 1.0 / ws : 1.0);
+	}
+	void prepare(double inv_wsum)
+	{
+		prepare_kernel<<<Kp, 256, 0, g_s>>>(mu, var, wraw, inv_wsum, K, D, Dp, Dp2, diag, Wm, colc, colp, w);
+		CKL("prepare_kernel");
+	}
+	void download(float *weights, float *means, float *vars, const std::vector<float> &shift)
+	{
+		std::vector<float> mc((size_t) K * D);
+		CK(cudaStreamSynchronize(g_s));
+		CK(cudaMemcpy(mc.data(), mu, sizeof(float) * K * D, cudaMemcpyDeviceToHost));
+		CK(cudaMemcpy(vars, var, sizeof(float) * (size_t) K * VL, cudaMemcpyDeviceToHost));
+		CK(cudaMemcpy(weights, w, sizeof(float) * K, cudaMemcpyDeviceToHost));
+		for (int k = 0; k < K; k++)
+			for (int d = 0; d < D; d++)
+				means[(size_t) k * D + d] = mc[(size_t) k * D + d] + shift[d];
+	}
+};
+
+/* ---- X on the device: resident, or streamed in chunks from host memory -------------- */
+struct Source
+{
+	const float *hX = nullptr;
+	int64_t N = 0, chunk = 0;
+	int D = 0;
+	bool resident = true, registered = false;
+	float *dX = nullptr;		/* resident: all rows, centred */
+	float *buf[2] = {nullptr, nullptr};
+	float *stage[2] = {nullptr, nullptr};
+	float *dshift = nullptr;
+	cudaEvent_t copied[2], used[2];
+	double h2d_seconds = 0.0;
+
+	/* bytes_other: what the caller will allocate besides X; budget: bytes allowed */
+	void init(const float *X, int64_t N_, int D_, const std::vector<float> &shift, int64_t budget,
+			  int64_t bytes_other, int64_t per_row_other)
+	{
+		hX = X;
+		N = N_;
+		D = D_;
+		size_t freeb = 0, totalb = 0;
+		CK(cudaMemGetInfo(&freeb, &totalb));
+		int64_t avail = (int64_t) (freeb * 0.92) - (64ll << 20);
+		if (budget > 0)
+			avail = std::min<int64_t>(avail, budget - g_live);
+		avail -= bytes_other;
+		int64_t row_bytes = (int64_t) D * 4 + per_row_other;
+		dshift = dalloc<float>(D, "shift");
+		CK(cudaMemcpy(dshift, shift.data(), sizeof(float) * D, cudaMemcpyHostToDevice));
+		for (int i = 0; i < 2; i++)
+		{
+			CK(cudaEventCreateWithFlags(&copied[i], cudaEventDisableTiming));
+			CK(cudaEventCreateWithFlags(&used[i], cudaEventDisableTiming));
+		}
+		if (N * row_bytes <= avail)
+		{
+			resident = true;
+			chunk = N;
+			dX = dalloc<float>((size_t) N * D, "X");
+			auto t0 = std::chrono::steady_clock::now();
+			CK(cudaMemcpyAsync(dX, hX, sizeof(float) * N * D, cudaMemcpyHostToDevice, g_s));
+			center_kernel<<<4096, 128, 0, g_s>>>(dX, N, D, dshift);
+			CKL("center_kernel");
+			CK(cudaStreamSynchronize(g_s));
+			h2d_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+		}
+		else
+		{
+			resident = false;
+			/* two device buffers (and, without registration, two pinned staging buffers) */
+			chunk = avail / (2 * row_bytes);
+			chunk = chunk / BM * BM;
+			if (chunk < BM)
+				fail(GMM_ENOMEM, "GPU memory budget too small: %.1f MiB available for data, need at least %.1f MiB",
+					 avail / 1048576.0, 2.0 * BM * row_bytes / 1048576.0);
+			chunk = std::min<int64_t>(chunk, 4ll << 20);
+			chunk = std::min<int64_t>(chunk, (N + BM - 1) / BM * BM);
+			for (int i = 0; i < 2; i++)
+				buf[i] = dalloc<float>((size_t) chunk * D, "X chunk");
+			registered = try_register(hX, (size_t) N * D * sizeof(float));
+			if (!registered)
+				for (int i = 0; i < 2; i++)
+					stage[i] = pinned((size_t) chunk * D);
+		}
+	}
+	int64_t x_bytes() const { return resident ? N * D * 4 : 2 * chunk * D * 4; }
+	int64_t max_rows() const { return chunk; }
+
+	/* fn(dXchunk, n0, nc) for every chunk, in order, on stream g_s */
+	template <typename F>
+	void for_each(F fn)
+	{
+		if (resident)
+		{
+			fn(dX, (int64_t) 0, N);
+			return;
+		}
+		int64_t nch = (N + chunk - 1) / chunk;
+		auto issue = [&](int64_t c) {
+			int b = (int) (c & 1);
+			int64_t n0 = c * chunk, nc = std::min(chunk, N - n0);
+			CK(cudaStreamWaitEvent(g_cs, used[b], 0));
+			const float *src = hX + n0 * D;
+			if (!registered)
+			{
+				CK(cudaEventSynchronize(used[b]));	/* staging buffer free again */
+				auto t0 = std::chrono::steady_clock::now();
+				memcpy(stage[b], src, sizeof(float) * nc * D);
+				h2d_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+				src = stage[b];
+			}
+			CK(cudaMemcpyAsync(buf[b], src, sizeof(float) * nc * D, cudaMemcpyHostToDevice, g_cs));
+			CK(cudaEventRecord(copied[b], g_cs));
+		};
+		/* mark both buffers free */
+		for (int b = 0; b < 2; b++)
+			CK(cudaEventRecord(used[b], g_s));
+		issue(0);
+		for (int64_t c = 0; c < nch; c++)
+		{
+			int b = (int) (c & 1);
+			int64_t n0 = c * chunk, nc = std::min(chunk, N - n0);
+			CK(cudaStreamWaitEvent(g_s, copied[b], 0));
+			center_kernel<<<1024, 128, 0, g_s>>>(buf[b], nc, D, dshift);
+			CKL("center_kernel");
+			fn(buf[b], n0, nc);
+			CK(cudaEventRecord(used[b], g_s));
+			/* the copy of the next chunk overlaps this chunk's kernels */
+			if (c + 1 < nch)
+				issue(c + 1);
+		}
+	}
+	/* one centred row into dst (device) */
+	void row_to_device(int64_t n, float *dst, const std::vector<float> &shift)
+	{
+		if (resident)
+			CK(cudaMemcpyAsync(dst, dX + n * D, sizeof(float) * D, cudaMemcpyDeviceToDevice, g_s));
+		else
+		{
+			std::vector<float> r(D);
+			for (int d = 0; d < D; d++)
+				r[d] = hX[n * D + d] - shift[d];
+			CK(cudaMemcpyAsync(dst, r.data(), sizeof(float) * D, cudaMemcpyHostToDevice, g_s));
+			CK(cudaStreamSynchronize(g_s));
+		}
+	}
+	void destroy()
+	{
+		for (int i = 0; i < 2; i++)
+		{
+			cudaEventDestroy(copied[i]);
+			cudaEventDestroy(used[i]);
+		}
+	}
+};
+
+/* ---- the E pass ------------------------------------------------------------------ */
+struct EStep
+{
+	DevModel *M;
+	Source *src;
+	int prec;
+	int Wd, nDt;
+	int nsplit_max;
+	float *logZ;				/* N (resident) or chunk rows */
+	double *blockll, *ll;
+	float *part;
+	double *pnk, *psxn;
+	double *nk, *sx, *sxn;		/* FP64 accumulators */
+	int64_t logz_rows;
+
+	static int64_t bytes_needed(int Kp, int D, bool diag, int64_t rows, int sms)
+	{
+		int Wd = diag ? 2 * D : D;
+		int64_t per_split = (int64_t) Kp * Wd * 4 + 2 * (int64_t) Kp * 8;
+		int64_t ns = std::max<int64_t>(1, std::min<int64_t>(PART_BYTES_MAX / per_split, 4 * sms));
+		return ns * per_split + (int64_t) Kp * (Wd + 2) * 8 + ((rows + BM - 1) / BM + 1) * 8 + 64;
+	}
+
+	void init(DevModel *M_, Source *s_, int64_t logz_rows_)
+	{
+		M = M_;
+		src = s_;
+		prec = effective_prec();
+		Wd = M->diag ? 2 * M->D : M->D;
+		nDt = (M->D + DT - 1) / DT;
+		int64_t per_split = (int64_t) M->Kp * Wd * 4 + 2 * (int64_t) M->Kp * 8;
+		nsplit_max = (int) std::max<int64_t>(1, std::min<int64_t>(PART_BYTES_MAX / per_split, 4 * g_prop.multiProcessorCount));
+		logz_rows = logz_rows_;
+		logZ = dalloc<float>(logz_rows, "logZ");
+		blockll = dalloc<double>((src->max_rows() + BM - 1) / BM + 1, "row sums");
+		ll = dalloc<double>(1, "log-likelihood");
+		part = dalloc<float>((size_t) nsplit_max * M->Kp * Wd, "partial statistics");
+		pnk = dalloc<double>((size_t) nsplit_max * M->Kp, "partial statistics");
+		psxn = dalloc<double>((size_t) nsplit_max * M->Kp, "partial statistics");
+		nk = dalloc<double>(M->Kp, "statistics");
+		sxn = dalloc<double>(M->Kp, "statistics");
+		sx = dalloc<double>((size_t) M->Kp * Wd, "statistics");
+
+		/* shared memory opt-in for every instance we may launch */
+		set_smem(lse_kernel<128, false>, lse_smem(128));
+		set_smem(lse_kernel<128, true>, lse_smem(128));
+		set_smem(lse_kernel<64, false>, lse_smem(64));
+		set_smem(lse_kernel<64, true>, lse_smem(64));
+		set_smem(stats_kernel<128, false, false>, stats_smem(128));
+		set_smem(stats_kernel<128, false, true>, stats_smem(128));
+		set_smem(stats_kernel<64, true, false>, stats_smem(64));
+		set_smem(stats_kernel<64, true, true>, stats_smem(64));
+	}
+
+	void launch_lse(const float *dX, int64_t nc, float *lz, bool hard)
+	{
+		dim3 grid((unsigned) ((nc + BM - 1) / BM));
+		bool sp = prec == GMM_GPU_PREC_3XTF32;
+		int sph = !M->diag;
+#define LSE_ARGS dX, nc, M->D, M->Dp, M->Dp2, M->Kp, M->Wm, M->colc, M->colp, sph, (int) hard, lz, blockll
+		if (M->BN == 128)
+		{
+			if (sp) lse_kernel<128, true><<<grid, NTHREADS, lse_smem(128), g_s>>>(LSE_ARGS);
+			else lse_kernel<128, false><<<grid, NTHREADS, lse_smem(128), g_s>>>(LSE_ARGS);
+		}
+		else
+		{
+			if (sp) lse_kernel<64, true><<<grid, NTHREADS, lse_smem(64), g_s>>>(LSE_ARGS);
+			else lse_kernel<64, false><<<grid, NTHREADS, lse_smem(64), g_s>>>(LSE_ARGS);
+		}
+#undef LSE_ARGS
+		CKL("lse_kernel");
+		sum_kernel<<<1, 1024, 0, g_s>>>(blockll, grid.x, ll, 1);
+		CKL("sum_kernel");
+	}
+
+	void launch_stats(const float *dX, int64_t nc, const float *lz, bool hard)
+	{
+		int nkt = M->Kp / M->BN;
+		int64_t tiles = (nc + BM - 1) / BM;
+		int64_t want = std::max<int64_t>(1, (2 * g_prop.multiProcessorCount + nkt * nDt - 1) / (nkt * nDt));
+		int ns = (int) std::min<int64_t>({(int64_t) nsplit_max, tiles, want});
+		int64_t rps = (tiles + ns - 1) / ns * BM;
+		ns = (int) ((nc + rps - 1) / rps);
+		dim3 grid(nkt, ns, nDt);
+		bool sp = prec == GMM_GPU_PREC_3XTF32;
+#define ST_ARGS dX, nc, M->D, M->Dp, M->Dp2, M->Kp, M->Wm, M->colc, M->colp, lz, (int) hard, rps, part, pnk, psxn, Wd
+		if (!M->diag)
+		{
+			if (sp) stats_kernel<128, false, true><<<grid, NTHREADS, stats_smem(128), g_s>>>(ST_ARGS);
+			else stats_kernel<128, false, false><<<grid, NTHREADS, stats_smem(128), g_s>>>(ST_ARGS);
+		}
+		else
+		{
+			if (sp) stats_kernel<64, true, true><<<grid, NTHREADS, stats_smem(64), g_s>>>(ST_ARGS);
+			else stats_kernel<64, true, false><<<grid, NTHREADS, stats_smem(64), g_s>>>(ST_ARGS);
+		}
+#undef ST_ARGS
+		CKL("stats_kernel");
+		reduce_parts_kernel<<<std::min<int64_t>(4096, ((int64_t) M->K * Wd + 255) / 256), 256, 0, g_s>>>(
+			part, pnk, psxn, ns, M->Kp, M->K, Wd, sx, nk, sxn);
+		CKL("reduce_parts_kernel");
+	}
+
+	/* One pass over X: ll = sum_n logZ_n; with stats, the sufficient statistics too. */
+	void run(bool stats, bool hard)
+	{
+		CK(cudaMemsetAsync(ll, 0, sizeof(double), g_s));
+		if (stats)
+		{
+			CK(cudaMemsetAsync(nk, 0, sizeof(double) * M->Kp, g_s));
+			CK(cudaMemsetAsync(sxn, 0, sizeof(double) * M->Kp, g_s));
+			CK(cudaMemsetAsync(sx, 0, sizeof(double) * M->Kp * Wd, g_s));
+		}
+		src->for_each([&](const float *dX, int64_t n0, int64_t nc) {
+			float *lz = (logz_rows >= src->N) ? logZ + n0 : logZ;
+			launch_lse(dX, nc, lz, hard);
+			if (stats)
+				launch_stats(dX, nc, lz, hard);
+		});
+	}
+	double get_ll()
+	{
+		double v;
+		CK(cudaMemcpyAsync(&v, ll, sizeof(double), cudaMemcpyDeviceToHost, g_s));
+		CK(cudaStreamSynchronize(g_s));
+		return v;
+	}
+};
+
+/*
+ * M-step and re-seeding.  seed_rows: for the k-means++ initialisation, the
+ * seed of each component (an empty one gets its seed back); otherwise empty
+ * components get the rows of lowest log-likelihood (resident X) or rows drawn
+ * at random (streamed X).
+ */
+struct Rng
+{
+	uint64_t s;
+	uint64_t next()
+	{
+		uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+		z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+		z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+		return z ^ (z >> 31);
+	}
+	double uniform() { return (next() >> 11) * (1.0 / 9007199254740992.0); }
+};
+
+int mstep(DevModel &M, EStep &E, Source &src, double reg, const std::vector<int64_t> *seed_rows, Rng &rng,
+		  const std::vector<float> &shift)
+{
+	const int K = M.K, VL = M.VL;
+	mstep_kernel<<<K, 128, 0, g_s>>>(E.nk, E.sx, E.sxn, M.D, E.Wd, M.diag, reg, M.mu, M.var, M.wraw);
+	CKL("mstep_kernel");
+	std::vector<double> nk(K);
+	CK(cudaMemcpyAsync(nk.data(), E.nk, sizeof(double) * K, cudaMemcpyDeviceToHost, g_s));
+	CK(cudaStreamSynchronize(g_s));
+	double wsum = 0.0;
+	std::vector<int> empty;
+	for (int k = 0; k < K; k++)
+	{
+		if (nk[k] < EMPTY_NK)
+			empty.push_back(k);
+		else
+			wsum += nk[k] + 10.0 * DBL_EPSILON;
+	}
+	if (!empty.empty())
+	{
+		std::vector<float> var((size_t) K * VL);
+		CK(cudaMemcpy(var.data(), M.var, sizeof(float) * K * VL, cudaMemcpyDeviceToHost));
+		std::vector<double> pooled(VL, 0.0);
+		double pw = 0.0;
+		for (int k = 0; k < K; k++)
+			if (nk[k] >= EMPTY_NK)
+			{
+				for (int j = 0; j < VL; j++)
+					pooled[j] += nk[k] * var[(size_t) k * VL + j];
+				pw += nk[k];
+			}
+		std::vector<float> pv(VL);
+		for (int j = 0; j < VL; j++)
+		{
+			double v = pw > 0 ? pooled[j] / pw : 1.0;
+			pv[j] = (float) (v > 0 ? v : (reg > 0 ? reg : 1.0));
+		}
+		std::vector<int64_t> rows;
+		if (seed_rows == nullptr)
+		{
+			if (src.resident && E.logz_rows >= src.N)
+			{
+				/* lowest log-likelihood rows, like the CPU engine */
+				std::vector<float> lz(src.N);
+				CK(cudaMemcpy(lz.data(), E.logZ, sizeof(float) * src.N, cudaMemcpyDeviceToHost));
+				std::vector<int64_t> idx(src.N);
+				for (int64_t i = 0; i < src.N; i++)
+					idx[i] = i;
+				size_t e = std::min(empty.size(), (size_t) src.N);
+				std::partial_sort(idx.begin(), idx.begin() + e, idx.end(),
+								  [&](int64_t a, int64_t b) { return lz[a] < lz[b] || (lz[a] == lz[b] && a < b); });
+				rows.assign(idx.begin(), idx.begin() + e);
+			}
+			else
+				for (size_t j = 0; j < empty.size(); j++)
+					rows.push_back((int64_t) (rng.uniform() * src.N) % src.N);
+		}
+		for (size_t j = 0; j < empty.size(); j++)
+		{
+			int k = empty[j];
+			int64_t r = seed_rows ? (*seed_rows)[k] : rows[j % rows.size()];
+			src.row_to_device(r, M.mu + (size_t) k * M.D, shift);
+			CK(cudaMemcpyAsync(M.var + (size_t) k * VL, pv.data(), sizeof(float) * VL, cudaMemcpyHostToDevice, g_s));
+			double one = 1.0;
+			CK(cudaMemcpyAsync(M.wraw + k, &one, sizeof(double), cudaMemcpyHostToDevice, g_s));
+			CK(cudaStreamSynchronize(g_s));
+			wsum += 1.0;
+		}
+	}
+	M.prepare(1.0 / wsum);
+	return (int) empty.size();
+}
+
+void ensure_ready()
+{
+	if (!g_inited)
+		fail(GMM_EDEVICE, "the CUDA engine is not initialised (call gmm_gpu_load first)");
+	if (g_broken)
+		fail(GMM_EDEVICE, "%s", g_broken_msg);
+	free_all();
+	g_peak = 0;
+	memset(&g_stats, 0, sizeof(g_stats));
+	CK(cudaSetDevice(0));
+}
+
+void check_inputs(const float *X, int64_t N, int K, int D, int cov)
+{
+	if (X == nullptr || N < 1)
+		fail(GMM_EINVAL, "no input rows (N = %lld)", (long long) N);
+	if (K < 1 || D < 1)
+		fail(GMM_EINVAL, "K and D must be >= 1 (K = %d, D = %d)", K, D);
+	if ((int64_t) K > N)
+		fail(GMM_EINVAL, "K = %d components need at least as many rows (N = %lld)", K, (long long) N);
+	if (cov != GMM_COV_SPHERICAL && cov != GMM_COV_DIAG)
+		fail(GMM_EINVAL, "unknown covariance type %d", cov);
+	if (D > 65536)
+		fail(GMM_EINVAL, "D = %d is above the GPU engine's limit (65536)", D);
+}
+
+void check_params(const gmm_fit_params *p)
+{
+	if (p == nullptr)
+		fail(GMM_EINVAL, "no fit parameters");
+	if (p->max_iter < 0)
+		fail(GMM_EINVAL, "max_iter must be >= 0 (got %d)", p->max_iter);
+	if (std::isnan(p->tol))
+		fail(GMM_EINVAL, "tol is NaN");
+	if (!(p->reg_covar >= 0.0) || !std::isfinite(p->reg_covar))
+		fail(GMM_EINVAL, "reg_covar must be finite and >= 0 (got %g)", p->reg_covar);
+}
+
+void finish_stats(Source &src)
+{
+	g_stats.peak_bytes = g_peak;
+	g_stats.x_bytes = src.x_bytes();
+	g_stats.streamed = !src.resident;
+	g_stats.chunk_rows = src.chunk;
+	g_stats.seconds_h2d = src.h2d_seconds;
+	g_stats.precision = effective_prec();
+}
+
+double median(std::vector<double> v)
+{
+	if (v.empty())
+		return 0.0;
+	std::sort(v.begin(), v.end());
+	return v[v.size() / 2];
+}
+
+/* shift = weighted mean of the model's means (any fixed shift is exact; this one centres X) */
+std::vector<float> model_shift(int K, int D, const float *weights, const float *means)
+{
+	std::vector<double> s(D, 0.0);
+	double ws = 0.0;
+	for (int k = 0; k < K; k++)
+	{
+		double w = weights[k] > 0 ? weights[k] : 0.0;
+		ws += w;
+		for (int d = 0; d < D; d++)
+			s[d] += w * means[(size_t) k * D + d];
+	}
+	std::vector<float> r(D);
+	for (int d = 0; d < D; d++)
+		r[d] = (float) (ws > 0 ? s[d] / ws : 0.0);
+	return r;
+}
+
+/* shift for a fit: the column mean of up to 65536 evenly spaced rows (any shift is exact) */
+std::vector<float> sample_mean(const float *X, int64_t N, int D)
+{
+	int64_t n = std::min<int64_t>(N, 65536);
+	std::vector<double> s(D, 0.0);
+	for (int64_t i = 0; i < n; i++)
+	{
+		int64_t r = (n == N) ? i : (int64_t) ((double) i * N / n);
+		for (int d = 0; d < D; d++)
+			s[d] += X[r * D + d];
+	}
+	std::vector<float> out(D);
+	for (int d = 0; d < D; d++)
+		out[d] = (float) (s[d] / n);
+	return out;
+}
+
+struct Timer
+{
+	cudaEvent_t a, b;
+	Timer()
+	{
+		CK(cudaEventCreate(&a));
+		CK(cudaEventCreate(&b));
+	}
+	~Timer()
+	{
+		cudaEventDestroy(a);
+		cudaEventDestroy(b);
+	}
+	void start() { CK(cudaEventRecord(a, g_s)); }
+	double stop_ms()
+	{
+		float ms = 0.f;
+		CK(cudaEventRecord(b, g_s));
+		CK(cudaEventSynchronize(b));
+		CK(cudaEventElapsedTime(&ms, a, b));
+		return ms;
+	}
+};
+
+/* EM on a prepared device model */
+void em_loop(DevModel &M, Source &src, EStep &E, const gmm_fit_params *p, gmm_fit_report *rep,
+			 const std::vector<float> &shift)
+{
+	Rng rng{p->seed ^ 0x5eedull};
+	double prev = -INFINITY, ll = 0.0;
+	std::vector<double> it_ms, e_ms;
+	Timer t_it, t_e;
+	const double N = (double) src.N;
+	for (int it = 0; it < p->max_iter; it++)
+	{
+		t_it.start();
+		t_e.start();
+		E.run(true, false);
+		ll = E.get_ll() / N;
+		double ems = t_e.stop_ms();
+		rep->seconds_estep += ems / 1000.0;
+		if (!std::isfinite(ll))
+			fail(GMM_ENONFINITE, "the log-likelihood is not finite at EM iteration %d (NaN or Inf in X?)", it + 1);
+		if (it > 0 && ll - prev < p->tol)
+		{
+			rep->converged = 1;
+			break;
+		}
+		prev = ll;
+		Timer t_m;
+		t_m.start();
+		rep->reseeded += mstep(M, E, src, p->reg_covar, nullptr, rng, shift);
+		double mms = t_m.stop_ms();
+		rep->seconds_mstep += mms / 1000.0;
+		it_ms.push_back(t_it.stop_ms());
+		e_ms.push_back(ems);
+		rep->iterations++;
+		if (p->progress && p->progress(p->progress_arg, "em", rep->iterations, p->max_iter))
+			fail(GMM_ECANCELED, "canceled after EM iteration %d", rep->iterations);
+	}
+	if (!rep->converged)
+	{
+		t_e.start();
+		E.run(false, false);
+		ll = E.get_ll() / N;
+		rep->seconds_estep += t_e.stop_ms() / 1000.0;
+	}
+	rep->mean_loglik = ll;
+	g_stats.ms_per_iter = median(it_ms);
+	g_stats.ms_estep = median(e_ms);
+}
+
+template <typename F>
+gmm_status guarded(gmm_error *err, F body)
+{
+	if (err)
+	{
+		err->code = GMM_OK;
+		err->msg[0] = '\0';
+	}
+	try
+	{
+		body();
+		free_all();
+		return GMM_OK;
+	}
+	catch (const Fail &f)
+	{
+		if (g_s)
+			cudaStreamSynchronize(g_s);
+		if (g_cs)
+			cudaStreamSynchronize(g_cs);
+		free_all();
+		if (err)
+		{
+			err->code = f.st;
+			snprintf(err->msg, sizeof(err->msg), "%s", f.msg);
+		}
+		return f.st;
+	}
+	catch (const std::bad_alloc &)
+	{
+		free_all();
+		if (err)
+		{
+			err->code = GMM_ENOMEM;
+			snprintf(err->msg, sizeof(err->msg), "out of host memory in the CUDA engine");
+		}
+		return GMM_ENOMEM;
+	}
+	catch (...)
+	{
+		free_all();
+		if (err)
+		{
+			err->code = GMM_EINTERNAL;
+			snprintf(err->msg, sizeof(err->msg), "unexpected C++ exception in the CUDA engine");
+		}
+		return GMM_EINTERNAL;
+	}
+}
+
+/* k-means++ (device) on a sample, then a hard assignment of every row and the
+ * M-step of that assignment: the initial model, in centred coordinates. */
+void kmeanspp_device(Source &src, DevModel &M, EStep &E, const gmm_fit_params *p, const std::vector<float> &shift)
+{
+	const int K = M.K, D = M.D;
+	const int64_t N = src.N;
+	Rng rng{p->seed};
+	/* sample: all rows when N <= 128 K (or 65536), else a strided pseudo-random subset */
+	int64_t S = std::min<int64_t>(N, std::max<int64_t>(128ll * K, 65536));
+	std::vector<int64_t> idx(S);
+	if (S == N)
+		for (int64_t i = 0; i < S; i++)
+			idx[i] = i;
+	else
+	{
+		auto gcd = [](int64_t a, int64_t b) { while (b) { int64_t t = a % b; a = b; b = t; } return a; };
+		int64_t a;
+		do
+			a = (int64_t) (rng.next() % (uint64_t) N) | 1;
+		while (gcd(a, N) != 1);
+		int64_t b = (int64_t) (rng.next() % (uint64_t) N);
+		for (int64_t i = 0; i < S; i++)
+			idx[i] = (int64_t) (((__int128) a * i + b) % N);
+	}
+	float *Xs = dalloc<float>((size_t) S * D, "k-means++ sample");
+	if (src.resident)
+	{
+		int64_t *didx = dalloc<int64_t>(S, "sample index");
+		CK(cudaMemcpy(didx, idx.data(), sizeof(int64_t) * S, cudaMemcpyHostToDevice));
+		gather_rows_kernel<<<1024, 256, 0, g_s>>>(src.dX, D, didx, S, Xs);
+		CKL("gather_rows_kernel");
+	}
+	else
+	{
+		std::vector<float> h((size_t) S * D);
+		for (int64_t i = 0; i < S; i++)
+			for (int d = 0; d < D; d++)
+				h[(size_t) i * D + d] = src.hX[idx[i] * D + d] - shift[d];
+		CK(cudaMemcpy(Xs, h.data(), sizeof(float) * S * D, cudaMemcpyHostToDevice));
+	}
+	float *mind = dalloc<float>(S, "k-means++ distances");
+	int nb = (int) ((S + 127) / 128);
+	double *bsum = dalloc<double>(nb, "k-means++ sums");
+	int64_t *seeds = dalloc<int64_t>(K, "seeds");
+	int64_t first = (int64_t) (rng.uniform() * S) % S;
+	CK(cudaMemcpyAsync(seeds, &first, sizeof(int64_t), cudaMemcpyHostToDevice, g_s));
+	CK(cudaStreamSynchronize(g_s));
+	for (int k = 0; k + 1 < K; k++)
+	{
+		kpp_update_kernel<<<nb, 256, 0, g_s>>>(Xs, S, D, seeds, k, mind, bsum, k == 0);
+		CKL("kpp_update_kernel");
+		kpp_pick_kernel<<<1, 1024, 0, g_s>>>(bsum, nb, mind, S, rng.uniform(), seeds, k);
+		CKL("kpp_pick_kernel");
+		if (p->progress && (k & 63) == 63)
+		{
+			CK(cudaStreamSynchronize(g_s));
+			if (p->progress(p->progress_arg, "init", k + 1, K))
+				fail(GMM_ECANCELED, "canceled during k-means++");
+		}
+	}
+	std::vector<int64_t> hs(K);
+	CK(cudaMemcpyAsync(hs.data(), seeds, sizeof(int64_t) * K, cudaMemcpyDeviceToHost, g_s));
+	CK(cudaStreamSynchronize(g_s));
+	/* the seeds become unit-variance, equal-weight components: argmax = nearest seed */
+	gather_rows_kernel<<<256, 256, 0, g_s>>>(Xs, D, seeds, K, M.mu);
+	CKL("gather_rows_kernel");
+	{
+		std::vector<float> ones((size_t) K * M.VL, 1.0f);
+		std::vector<double> w(K, 1.0);
+		CK(cudaMemcpyAsync(M.var, ones.data(), sizeof(float) * ones.size(), cudaMemcpyHostToDevice, g_s));
+		CK(cudaMemcpyAsync(M.wraw, w.data(), sizeof(double) * K, cudaMemcpyHostToDevice, g_s));
+		CK(cudaStreamSynchronize(g_s));
+		M.prepare(1.0 / K);
+	}
+	dfree(Xs);
+	dfree(mind);
+	std::vector<int64_t> seed_rows(K);
+	for (int k = 0; k < K; k++)
+		seed_rows[k] = idx[hs[k]];
+	E.run(true, true);
+	Rng r2{p->seed};
+	mstep(M, E, src, p->reg_covar, &seed_rows, r2, shift);
+}
+
+}								/* namespace */
+
+/* ================================ extern "C" ================================== */
+
+extern "C" {
+
+int fgc_abi_version(void) { return FGC_ABI_VERSION; }
+
+void fgc_abi_sizes(size_t *a, size_t *b, size_t *c)
+{
+	*a = sizeof(gmm_fit_params);
+	*b = sizeof(gmm_fit_report);
+	*c = sizeof(gmm_gpu_stats);
+}
+
+gmm_status fgc_init(gmm_error *err)
+{
+	return guarded(err, [&] {
+		if (g_broken)
+			fail(GMM_EDEVICE, "%s", g_broken_msg);
+		if (g_inited)
+			return;
+		int n = 0;
+		cudaError_t e = cudaGetDeviceCount(&n);
+		if (e == cudaErrorInsufficientDriver)
+		{
+			int drv = 0;
+			cudaDriverGetVersion(&drv);
+			if (drv == 0)
+				fail(GMM_EDEVICE, "no NVIDIA driver is installed (libcuda.so.1 not found): no GPU on this machine");
+			fail(GMM_EDEVICE, "the NVIDIA driver is too old: it supports CUDA %d.%d, the flashgmm CUDA library needs %d.%d",
+				 drv / 1000, (drv % 1000) / 10, CUDART_VERSION / 1000, (CUDART_VERSION % 1000) / 10);
+		}
+		if (e == cudaErrorNoDevice || (e == cudaSuccess && n == 0))
+			fail(GMM_EDEVICE, "no CUDA device is visible to this process");
+		if (e != cudaSuccess)
+		{
+			cudaGetLastError();
+			fail(GMM_EDEVICE, "CUDA initialisation failed: %s", cudaGetErrorString(e));
+		}
+		CK(cudaSetDevice(0));
+		CK(cudaGetDeviceProperties(&g_prop, 0));
+		if (g_prop.major < 8)
+			fail(GMM_EDEVICE, "GPU %s has compute capability %d.%d; the flashgmm CUDA engine needs 8.0 or newer",
+				 g_prop.name, g_prop.major, g_prop.minor);
+		if (g_prop.sharedMemPerBlockOptin < stats_smem(128) || g_prop.sharedMemPerBlockOptin < assign_smem(32))
+			fail(GMM_EDEVICE, "GPU %s offers %zu bytes of shared memory per block; the engine needs %zu",
+				 g_prop.name, (size_t) g_prop.sharedMemPerBlockOptin, std::max(stats_smem(128), assign_smem(32)));
+		CK(cudaStreamCreateWithFlags(&g_s, cudaStreamNonBlocking));
+		CK(cudaStreamCreateWithFlags(&g_cs, cudaStreamNonBlocking));
+		snprintf(g_devname, sizeof(g_devname), "%s (sm_%d%d, %d SMs, %.1f GiB)", g_prop.name, g_prop.major,
+				 g_prop.minor, g_prop.multiProcessorCount, g_prop.totalGlobalMem / 1073741824.0);
+		g_inited = true;
+	});
+}
+
+const char *fgc_device_name(void) { return g_devname; }
+
+gmm_status fgc_set_precision(int prec, gmm_error *err)
+{
+	if (prec < GMM_GPU_PREC_DEFAULT || prec > GMM_GPU_PREC_3XTF32)
+	{
+		if (err)
+		{
+			err->code = GMM_EINVAL;
+			snprintf(err->msg, sizeof(err->msg), "unknown GPU precision %d", prec);
+		}
+		return GMM_EINVAL;
+	}
+	g_prec = prec;
+	return GMM_OK;
+}
+
+void fgc_set_mem_budget(int64_t bytes) { g_budget = bytes > 0 ? bytes : 0; }
+
+gmm_status fgc_last_stats(gmm_gpu_stats *out, gmm_error *err)
+{
+	*out = g_stats;
+	out->live_bytes = g_live;
+	return GMM_OK;
+}
+
+gmm_status fgc_init_kmeanspp(const float *X, int64_t N, int D, const gmm_fit_params *p,
+							 float *weights, float *means, float *vars, gmm_error *err)
+{
+	return guarded(err, [&] {
+		ensure_ready();
+		check_params(p);
+		check_inputs(X, N, p->K, D, p->cov);
+		std::vector<float> shift = sample_mean(X, N, D);
+		DevModel M;
+		M.init(p->K, D, p->cov);
+		int64_t eb = EStep::bytes_needed(M.Kp, D, M.diag, N, g_prop.multiProcessorCount);
+		Source src;
+		src.init(X, N, D, shift, p->device_mem_budget, eb, 4);
+		EStep E;
+		E.init(&M, &src, src.resident ? N : src.chunk);
+		Timer t;
+		t.start();
+		kmeanspp_device(src, M, E, p, shift);
+		M.download(weights, means, vars, shift);
+		g_stats.ms_kernel = t.stop_ms();
+		finish_stats(src);
+		src.destroy();
+	});
+}
+
+gmm_status fgc_fit(const float *X, int64_t N, int D, const gmm_fit_params *p,
+				   float *weights, float *means, float *vars, gmm_fit_report *report, gmm_error *err)
+{
+	return guarded(err, [&] {
+		ensure_ready();
+		check_params(p);
+		check_inputs(X, N, p->K, D, p->cov);
+		gmm_fit_report rep;
+		memset(&rep, 0, sizeof(rep));
+		std::vector<float> shift = sample_mean(X, N, D);
+		DevModel M;
+		M.init(p->K, D, p->cov);
+		int64_t eb = EStep::bytes_needed(M.Kp, D, M.diag, N, g_prop.multiProcessorCount);
+		Source src;
+		src.init(X, N, D, shift, p->device_mem_budget, eb, 4);
+		EStep E;
+		E.init(&M, &src, src.resident ? N : src.chunk);
+		Timer t;
+		t.start();
+		kmeanspp_device(src, M, E, p, shift);
+		rep.seconds_init = t.stop_ms() / 1000.0;
+		em_loop(M, src, E, p, &rep, shift);
+		M.download(weights, means, vars, shift);
+		finish_stats(src);
+		src.destroy();
+		if (report)
+			*report = rep;
+	});
+}
+
+gmm_status fgc_em(const float *X, int64_t N, int K, int D, int cov, const gmm_fit_params *p,
+				  float *weights, float *means, float *vars, gmm_fit_report *report, gmm_error *err)
+{
+	return guarded(err, [&] {
+		ensure_ready();
+		check_params(p);
+		check_inputs(X, N, K, D, cov);
+		gmm_fit_report rep;
+		memset(&rep, 0, sizeof(rep));
+		std::vector<float> shift = model_shift(K, D, weights, means);
+		DevModel M;
+		M.init(K, D, cov);
+		int64_t eb = EStep::bytes_needed(M.Kp, D, M.diag, N, g_prop.multiProcessorCount);
+		Source src;
+		src.init(X, N, D, shift, p->device_mem_budget, eb, 4);
+		EStep E;
+		E.init(&M, &src, src.resident ? N : src.chunk);
+		M.upload(weights, means, vars, shift);
+		em_loop(M, src, E, p, &rep, shift);
+		M.download(weights, means, vars, shift);
+		finish_stats(src);
+		src.destroy();
+		if (report)
+			*report = rep;
+	});
+}
+
+gmm_status fgc_score(const float *X, int64_t N, int K, int D, int cov, const float *weights,
+					 const float *means, const float *vars, double *mean_loglik, gmm_error *err)
+{
+	return guarded(err, [&] {
+		ensure_ready();
+		check_inputs(X, N, K, D, cov);
+		std::vector<float> shift = model_shift(K, D, weights, means);
+		DevModel M;
+		M.init(K, D, cov);
+		int64_t eb = EStep::bytes_needed(M.Kp, D, M.diag, 0, g_prop.multiProcessorCount);
+		Source src;
+		src.init(X, N, D, shift, g_budget, eb, 4);
+		EStep E;
+		E.init(&M, &src, src.chunk);
+		M.upload(weights, means, vars, shift);
+		Timer t;
+		t.start();
+		E.run(false, false);
+		double ll = E.get_ll();
+		g_stats.ms_kernel = t.stop_ms();
+		*mean_loglik = ll / (double) N;
+		finish_stats(src);
+		src.destroy();
+	});
+}
+
+gmm_status fgc_assign(const float *X, int64_t N, int K, int D, int cov, const float *weights,
+					  const float *means, const float *vars, int max_assign, float tau, float temperature,
+					  int32_t *out_comp, float *out_resp, gmm_error *err)
+{
+	return guarded(err, [&] {
+		ensure_ready();
+		check_inputs(X, N, K, D, cov);
+		if (max_assign < 1)
+			fail(GMM_EINVAL, "max_assign must be >= 1 (got %d)", max_assign);
+		if (max_assign > 32)
+			fail(GMM_EINVAL, "max_assign = %d is above the GPU engine's limit (32)", max_assign);
+		if (!(temperature > 0.f) || !std::isfinite(temperature))
+			fail(GMM_EINVAL, "temperature must be finite and > 0 (got %g)", (double) temperature);
+		if (std::isnan(tau))
+			fail(GMM_EINVAL, "tau is NaN");
+		if (out_comp == nullptr)
+			fail(GMM_EINVAL, "no output array");
+		const int m = max_assign;
+		int maxm = m <= 1 ? 1 : m <= 2 ? 2 : m <= 4 ? 4 : m <= 8 ? 8 : m <= 16 ? 16 : 32;
+		std::vector<float> shift = model_shift(K, D, weights, means);
+		DevModel M;
+		M.init(K, D, cov, 128);	/* the assignment kernel tiles 128 components at a time */
+		/* results: at most 64 MiB per launch, copied back after each */
+		int64_t out_rows = std::max<int64_t>(BM, ((64ll << 20) / ((int64_t) m * 8)) / BM * BM);
+		Source src;
+		src.init(X, N, D, shift, g_budget, std::min<int64_t>(out_rows, N + BM) * m * 8, 0);
+		int64_t sub = std::min<int64_t>(out_rows, (src.chunk + BM - 1) / BM * BM);
+		int32_t *dcomp = dalloc<int32_t>((size_t) sub * m, "assignment");
+		float *dresp = dalloc<float>((size_t) sub * m, "assignment");
+		double *bll = dalloc<double>(sub / BM + 1, "row sums");
+		M.upload(weights, means, vars, shift);
+		bool sp = effective_prec() == GMM_GPU_PREC_3XTF32;
+		int sph = !M.diag;
+		float invT = 1.0f / temperature;
+		size_t sm = assign_smem(maxm);
+#define AS_CASE(MM)                                                                                              \
+	case MM:                                                                                                       \
+		if (sp)                                                                                                    \
+		{                                                                                                          \
+			set_smem(assign_kernel<MM, true>, sm);                                                                 \
+			assign_kernel<MM, true><<<grid, NTHREADS, sm, g_s>>>(dx, nr, D, M.Dp, M.Dp2, M.Kp, M.Wm, M.colc,     \
+																  M.colp, sph, invT, m, tau, dcomp, dresp, bll); \
+		}                                                                                                          \
+		else                                                                                                       \
+		{                                                                                                          \
+			set_smem(assign_kernel<MM, false>, sm);                                                                \
+			assign_kernel<MM, false><<<grid, NTHREADS, sm, g_s>>>(dx, nr, D, M.Dp, M.Dp2, M.Kp, M.Wm, M.colc,    \
+																   M.colp, sph, invT, m, tau, dcomp, dresp, bll); \
+		}                                                                                                          \
+		break;
+		double kms = 0.0;
+		Timer t;
+		src.for_each([&](const float *dXc, int64_t n0, int64_t nc) {
+			for (int64_t s0 = 0; s0 < nc; s0 += sub)
+			{
+				int64_t nr = std::min(sub, nc - s0);
+				const float *dx = dXc + s0 * D;
+				dim3 grid((unsigned) ((nr + BM - 1) / BM));
+				t.start();
+				switch (maxm)
+				{
+					AS_CASE(1)
+					AS_CASE(2)
+					AS_CASE(4)
+					AS_CASE(8)
+					AS_CASE(16)
+					AS_CASE(32)
+				}
+				CKL("assign_kernel");
+				kms += t.stop_ms();
+				CK(cudaMemcpyAsync(out_comp + (n0 + s0) * m, dcomp, sizeof(int32_t) * nr * m, cudaMemcpyDeviceToHost, g_s));
+				if (out_resp)
+					CK(cudaMemcpyAsync(out_resp + (n0 + s0) * m, dresp, sizeof(float) * nr * m, cudaMemcpyDeviceToHost, g_s));
+				CK(cudaStreamSynchronize(g_s));
+			}
+		});
+#undef AS_CASE
+		g_stats.ms_kernel = kms;
+		finish_stats(src);
+		src.destroy();
+	});
+}
+
+}								/* extern "C" */

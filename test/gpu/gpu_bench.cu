@@ -1,0 +1,420 @@
+/*
+ * gpu_bench.cu - benchmark of the CUDA engine (a program that prints a table,
+ * never a test).
+ *
+ *   gpu_bench LIB [--quick] [--big]
+ *
+ * Per shape: ms per EM iteration (median of device-event times after a
+ * warm-up iteration, X already on the device), TFLOP/s counting 12*N*K*D
+ * flops per diag iteration and 8*N*K*D per spherical one, the fraction of
+ * the card's matrix-unit peak measured here with cuBLAS (TF32 GEMM, the
+ * precision of our kernels; the BF16 peak is printed too), and peak device
+ * memory.  Variants: our kernels (TF32, 3xTF32), a cuBLAS baseline that
+ * materialises the N x K responsibilities (where it fits), and the CPU
+ * engine on a small shape.  Data: clustered synthetic (never zeros).
+ */
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+
+extern "C" {
+#include "gmm.h"
+#include "common.h"
+}
+
+#define CUDA_OK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); exit(1); } } while (0)
+#define CUBLAS_OK(x) do { cublasStatus_t s_ = (x); if (s_ != CUBLAS_STATUS_SUCCESS) { printf("cuBLAS error %d at %s:%d\n", (int) s_, __FILE__, __LINE__); exit(1); } } while (0)
+
+static double g_peak_tf32 = 0, g_peak_bf16 = 0;
+
+struct Row
+{
+	char shape[64];
+	char variant[48];
+	double ms;
+	double tflops;
+	double frac;
+	double peak_mib;
+	char note[96];
+};
+static std::vector<Row> rows;
+
+static void add(const char *shape, const char *variant, double ms, double flops, double peak_mib, const char *note)
+{
+	Row r;
+	snprintf(r.shape, sizeof(r.shape), "%s", shape);
+	snprintf(r.variant, sizeof(r.variant), "%s", variant);
+	r.ms = ms;
+	r.tflops = ms > 0 && flops > 0 ? flops / (ms * 1e-3) / 1e12 : 0;
+	r.frac = g_peak_tf32 > 0 ? r.tflops / g_peak_tf32 : 0;
+	r.peak_mib = peak_mib;
+	snprintf(r.note, sizeof(r.note), "%s", note ? note : "");
+	rows.push_back(r);
+	printf("  %-28s %-26s %10.3f ms %8.1f TFLOP/s %6.1f%% %10.1f MiB  %s\n", r.shape, r.variant, r.ms, r.tflops,
+		   100 * r.frac, r.peak_mib, r.note);
+	fflush(stdout);
+}
+
+/* ---- cuBLAS peak ------------------------------------------------------------ */
+__global__ void fill_kernel(float *p, size_t n, uint32_t seed)
+{
+	for (size_t i = blockIdx.x * (size_t) blockDim.x + threadIdx.x; i < n; i += (size_t) gridDim.x * blockDim.x)
+	{
+		uint32_t h = (uint32_t) i * 2654435761u ^ seed;
+		h ^= h >> 15;
+		h *= 0x2c1b3c6du;
+		h ^= h >> 12;
+		p[i] = (float) (h & 0xffff) / 65536.0f - 0.5f;
+	}
+}
+__global__ void to_bf16_kernel(const float *a, __nv_bfloat16 *b, size_t n)
+{
+	for (size_t i = blockIdx.x * (size_t) blockDim.x + threadIdx.x; i < n; i += (size_t) gridDim.x * blockDim.x)
+		b[i] = __float2bfloat16(a[i]);
+}
+
+static void measure_peak(cublasHandle_t h)
+{
+	const int n = 8192;
+	float *A, *B, *C;
+	__nv_bfloat16 *Ab, *Bb;
+	CUDA_OK(cudaMalloc(&A, sizeof(float) * n * n));
+	CUDA_OK(cudaMalloc(&B, sizeof(float) * n * n));
+	CUDA_OK(cudaMalloc(&C, sizeof(float) * n * n));
+	CUDA_OK(cudaMalloc(&Ab, 2ull * n * n));
+	CUDA_OK(cudaMalloc(&Bb, 2ull * n * n));
+	fill_kernel<<<1024, 256>>>(A, (size_t) n * n, 1);
+	fill_kernel<<<1024, 256>>>(B, (size_t) n * n, 2);
+	to_bf16_kernel<<<1024, 256>>>(A, Ab, (size_t) n * n);
+	to_bf16_kernel<<<1024, 256>>>(B, Bb, (size_t) n * n);
+	float one = 1.f, zero = 0.f;
+	cudaEvent_t a, b;
+	cudaEventCreate(&a);
+	cudaEventCreate(&b);
+	for (int mode = 0; mode < 2; mode++)
+	{
+		std::vector<float> t;
+		for (int it = 0; it < 8; it++)
+		{
+			cudaEventRecord(a);
+			if (mode == 0)
+				CUBLAS_OK(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, A, CUDA_R_32F, n, B, CUDA_R_32F, n,
+									   &zero, C, CUDA_R_32F, n, CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT));
+			else
+				CUBLAS_OK(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, Ab, CUDA_R_16BF, n, Bb, CUDA_R_16BF,
+									   n, &zero, C, CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+			cudaEventRecord(b);
+			cudaEventSynchronize(b);
+			float ms;
+			cudaEventElapsedTime(&ms, a, b);
+			if (it >= 2)
+				t.push_back(ms);
+		}
+		std::sort(t.begin(), t.end());
+		double tf = 2.0 * n * n * (double) n / (t[t.size() / 2] * 1e-3) / 1e12;
+		if (mode == 0)
+			g_peak_tf32 = tf;
+		else
+			g_peak_bf16 = tf;
+	}
+	printf("cuBLAS 8192^3 GEMM peak: TF32 %.1f TFLOP/s, BF16 %.1f TFLOP/s (random data, median of 6)\n", g_peak_tf32,
+		   g_peak_bf16);
+	cudaFree(A);
+	cudaFree(B);
+	cudaFree(C);
+	cudaFree(Ab);
+	cudaFree(Bb);
+}
+
+/* ---- cuBLAS baseline that materialises N x K -------------------------------- */
+/* A = [x | x^2] (N x 2D, row-major) ; S = A W^T + c (N x K) ; softmax rows ; stats = S^T A (K x 2D) */
+__global__ void aug_kernel(const float *X, int64_t N, int D, float *A)
+{
+	for (int64_t i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < N * D; i += (int64_t) gridDim.x * blockDim.x)
+	{
+		int64_t n = i / D;
+		int d = (int) (i % D);
+		float v = X[i];
+		A[n * 2 * D + d] = v;
+		A[n * 2 * D + D + d] = v * v;
+	}
+}
+__global__ void softmax_rows_kernel(float *S, int64_t N, int K, const float *c)
+{
+	int64_t n = blockIdx.x;
+	if (n >= N)
+		return;
+	float *s = S + n * K;
+	__shared__ float red[32];
+	float m = -INFINITY;
+	for (int k = threadIdx.x; k < K; k += blockDim.x)
+	{
+		s[k] += c[k];
+		m = fmaxf(m, s[k]);
+	}
+	for (int o = 16; o; o >>= 1)
+		m = fmaxf(m, __shfl_xor_sync(~0u, m, o));
+	if ((threadIdx.x & 31) == 0)
+		red[threadIdx.x >> 5] = m;
+	__syncthreads();
+	m = -INFINITY;
+	for (int i = 0; i < (int) (blockDim.x >> 5); i++)
+		m = fmaxf(m, red[i]);
+	__syncthreads();
+	float l = 0.f;
+	for (int k = threadIdx.x; k < K; k += blockDim.x)
+		l += __expf(s[k] - m);
+	for (int o = 16; o; o >>= 1)
+		l += __shfl_xor_sync(~0u, l, o);
+	if ((threadIdx.x & 31) == 0)
+		red[threadIdx.x >> 5] = l;
+	__syncthreads();
+	l = 0.f;
+	for (int i = 0; i < (int) (blockDim.x >> 5); i++)
+		l += red[i];
+	float lz = m + __logf(l);
+	for (int k = threadIdx.x; k < K; k += blockDim.x)
+		s[k] = __expf(s[k] - lz);
+}
+
+static void cublas_baseline(cublasHandle_t h, const char *shape, int64_t N, int K, int D, const float *hX)
+{
+	size_t need = sizeof(float) * ((size_t) N * D + (size_t) N * 2 * D + (size_t) N * K + (size_t) K * 2 * D * 2 + K);
+	size_t fr, tot;
+	cudaMemGetInfo(&fr, &tot);
+	if (need > fr * 0.9)
+	{
+		add(shape, "cuBLAS materialised NxK", 0, 0, need / 1048576.0, "does not fit");
+		return;
+	}
+	float *X, *A, *S, *W, *st, *c;
+	CUDA_OK(cudaMalloc(&X, sizeof(float) * N * D));
+	CUDA_OK(cudaMalloc(&A, sizeof(float) * N * 2 * D));
+	CUDA_OK(cudaMalloc(&S, sizeof(float) * N * K));
+	CUDA_OK(cudaMalloc(&W, sizeof(float) * K * 2 * D));
+	CUDA_OK(cudaMalloc(&st, sizeof(float) * K * 2 * D));
+	CUDA_OK(cudaMalloc(&c, sizeof(float) * K));
+	CUDA_OK(cudaMemcpy(X, hX, sizeof(float) * N * D, cudaMemcpyHostToDevice));
+	fill_kernel<<<1024, 256>>>(W, (size_t) K * 2 * D, 3);
+	CUDA_OK(cudaMemset(c, 0, sizeof(float) * K));
+	aug_kernel<<<4096, 256>>>(X, N, D, A);
+	float one = 1.f, zero = 0.f;
+	cudaEvent_t a, b;
+	cudaEventCreate(&a);
+	cudaEventCreate(&b);
+	std::vector<float> t;
+	for (int it = 0; it < 6; it++)
+	{
+		cudaEventRecord(a);
+		/* column-major view: S^T (K x N) = W (K x 2D) * A^T (2D x N) */
+		CUBLAS_OK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, K, (int) N, 2 * D, &one, W, CUDA_R_32F, 2 * D, A,
+							   CUDA_R_32F, 2 * D, &zero, S, CUDA_R_32F, K, CUBLAS_COMPUTE_32F_FAST_TF32,
+							   CUBLAS_GEMM_DEFAULT));
+		softmax_rows_kernel<<<(unsigned) N, 256>>>(S, N, K, c);
+		/* stats^T (2D x K) = A^T (2D x N) * S (N x K) */
+		CUBLAS_OK(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_T, 2 * D, K, (int) N, &one, A, CUDA_R_32F, 2 * D, S,
+							   CUDA_R_32F, K, &zero, st, CUDA_R_32F, 2 * D, CUBLAS_COMPUTE_32F_FAST_TF32,
+							   CUBLAS_GEMM_DEFAULT));
+		cudaEventRecord(b);
+		CUDA_OK(cudaEventSynchronize(b));
+		float ms;
+		cudaEventElapsedTime(&ms, a, b);
+		if (it >= 1)
+			t.push_back(ms);
+	}
+	std::sort(t.begin(), t.end());
+	/* one GEMM for scores (no recompute): 4NKD + 4NKD = 8NKD real flops; report against the 12NKD convention */
+	add(shape, "cuBLAS TF32 materialised", t[t.size() / 2], 12.0 * N * K * D, need / 1048576.0,
+		"E(1 GEMM)+softmax+stats GEMM, diag");
+	cudaFree(X);
+	cudaFree(A);
+	cudaFree(S);
+	cudaFree(W);
+	cudaFree(st);
+	cudaFree(c);
+}
+
+/* ---- our engine ---------------------------------------------------------------- */
+static gmm_model *make_model(const float *X, int64_t N, int K, int D, gmm_cov_type cov, uint64_t seed)
+{
+	/* a plausible starting model: K rows as means, unit-ish variances, equal weights */
+	gmm_error err;
+	gmm_model *m = gmm_model_alloc(K, D, cov, &err);
+	uint64_t s = seed;
+	int VL = cov == GMM_COV_DIAG ? D : 1;
+	for (int k = 0; k < K; k++)
+	{
+		int64_t r = (int64_t) (sm64(&s) % (uint64_t) N);
+		memcpy(m->means + (size_t) k * D, X + r * D, sizeof(float) * D);
+		m->weights[k] = 1.0f / K;
+		for (int j = 0; j < VL; j++)
+			m->vars[(size_t) k * VL + j] = 1.0f;
+	}
+	gmm_model_prepare(m, &err);
+	return m;
+}
+
+static void engine_em(const char *shape, const float *X, int64_t N, int K, int D, gmm_cov_type cov, int prec,
+					  int64_t budget, int iters, const char *tag)
+{
+	gmm_fit_params p;
+	gmm_fit_params_default(&p, K);
+	p.cov = cov;
+	p.max_iter = iters;
+	p.tol = -INFINITY;
+	p.device_mem_budget = budget;
+	gmm_model *m = make_model(X, N, K, D, cov, 11);
+	gmm_fit_report rep;
+	gmm_error err;
+	gmm_gpu_stats gs;
+	gmm_gpu_set_precision((gmm_gpu_precision) prec, NULL);
+	auto t0 = std::chrono::steady_clock::now();
+	gmm_status st = gmm_gpu_em(X, N, m, &p, &rep, &err);
+	double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+	char variant[64];
+	snprintf(variant, sizeof(variant), "flash %s %s%s", cov == GMM_COV_DIAG ? "diag" : "sph",
+			 prec == GMM_GPU_PREC_3XTF32 ? "3xTF32" : "TF32", tag);
+	if (st != GMM_OK)
+	{
+		char note[96];
+		snprintf(note, sizeof(note), "error: %.80s", err.msg);
+		add(shape, variant, 0, 0, 0, note);
+		gmm_model_free(m);
+		return;
+	}
+	gmm_gpu_last_stats(&gs, NULL);
+	double flops = (cov == GMM_COV_DIAG ? 12.0 : 8.0) * N * (double) K * D;
+	char note[96];
+	snprintf(note, sizeof(note), "E %.3f ms; X %.0f MiB; %s%s wall %.1fs", gs.ms_estep, gs.x_bytes / 1048576.0,
+			 gs.streamed ? "streamed " : "", gs.streamed ? "" : "", wall);
+	add(shape, variant, gs.ms_per_iter, flops, gs.peak_bytes / 1048576.0, note);
+	gmm_model_free(m);
+}
+
+static void engine_assign(const char *shape, const float *X, int64_t N, int K, int D, int mm)
+{
+	gmm_model *m = make_model(X, N, K, D, GMM_COV_SPHERICAL, 5);
+	int32_t *comp = (int32_t *) malloc(sizeof(int32_t) * N * mm);
+	float *resp = (float *) malloc(sizeof(float) * N * mm);
+	gmm_error err;
+	gmm_gpu_stats gs;
+	gmm_gpu_set_precision(GMM_GPU_PREC_TF32, NULL);
+	double best = 1e30;
+	for (int rep = 0; rep < 2; rep++)
+	{
+		if (gmm_gpu_assign(m, X, N, mm, 1.0f / K, 1.0f, comp, resp, &err) != GMM_OK)
+		{
+			char note[96];
+			snprintf(note, sizeof(note), "error: %.80s", err.msg);
+			add(shape, "flash assign", 0, 0, 0, note);
+			break;
+		}
+		gmm_gpu_last_stats(&gs, NULL);
+		best = std::min(best, gs.ms_kernel);
+	}
+	char variant[64], note[96];
+	snprintf(variant, sizeof(variant), "flash assign m=%d TF32", mm);
+	snprintf(note, sizeof(note), "kernels only (X resident); H2D %.2f s", gs.seconds_h2d);
+	add(shape, variant, best, 2.0 * N * (double) K * D, gs.peak_bytes / 1048576.0, note);
+	free(comp);
+	free(resp);
+	gmm_model_free(m);
+}
+
+static void cpu_em(const char *shape, const float *X, int64_t N, int K, int D, gmm_cov_type cov)
+{
+	gmm_fit_params p;
+	gmm_fit_params_default(&p, K);
+	p.cov = cov;
+	p.max_iter = 3;
+	p.tol = -INFINITY;
+	gmm_model *m = make_model(X, N, K, D, cov, 11);
+	gmm_fit_report rep;
+	gmm_error err;
+	if (gmm_em(X, N, m, &p, &rep, &err) != GMM_OK)
+	{
+		add(shape, "CPU engine", 0, 0, 0, err.msg);
+		return;
+	}
+	double ms = (rep.seconds_estep + rep.seconds_mstep) * 1000.0 / (rep.iterations + 1);
+	add(shape, cov == GMM_COV_DIAG ? "CPU engine diag" : "CPU engine sph", ms,
+		(cov == GMM_COV_DIAG ? 12.0 : 8.0) * N * (double) K * D, 0, "OpenBLAS sgemm, all cores");
+	gmm_model_free(m);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2)
+	{
+		fprintf(stderr, "usage: %s LIB [--quick] [--big]\n", argv[0]);
+		return 2;
+	}
+	bool quick = false, big = false;
+	for (int i = 2; i < argc; i++)
+	{
+		if (!strcmp(argv[i], "--quick")) quick = true;
+		if (!strcmp(argv[i], "--big")) big = true;
+	}
+	gmm_error err;
+	if (gmm_gpu_load(argv[1], &err) != GMM_OK)
+	{
+		printf("SKIP benchmark: %s\n", err.msg);
+		return 0;
+	}
+	printf("device: %s\n", gmm_gpu_device_name());
+	cublasHandle_t h;
+	CUBLAS_OK(cublasCreate(&h));
+	measure_peak(h);
+	printf("  %-28s %-26s %13s %16s %7s %14s  %s\n", "shape", "variant", "ms/iter", "TFLOP/s", "peak", "dev mem", "note");
+
+	const int D = 128;
+	{
+		const int64_t N = 1000000;
+		float *X = make_clustered(N, D, 2048, 1);
+		engine_em("N=1M K=1024 D=128", X, N, 1024, D, GMM_COV_SPHERICAL, GMM_GPU_PREC_TF32, 0, 4, "");
+		engine_em("N=1M K=1024 D=128", X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_TF32, 0, 4, "");
+		engine_em("N=1M K=1024 D=128", X, N, 1024, D, GMM_COV_SPHERICAL, GMM_GPU_PREC_3XTF32, 0, 4, "");
+		engine_em("N=1M K=1024 D=128", X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 4, "");
+		cublas_baseline(h, "N=1M K=1024 D=128", N, 1024, D, X);
+		if (!quick)
+			engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_DIAG, GMM_GPU_PREC_TF32, 0, 3, "");
+		/* CPU engine on a small shape, and ours on the same */
+		engine_em("N=100k K=256 D=128", X, 100000, 256, D, GMM_COV_DIAG, GMM_GPU_PREC_TF32, 0, 4, "");
+		cpu_em("N=100k K=256 D=128", X, 100000, 256, D, GMM_COV_DIAG);
+		free(X);
+	}
+	if (!quick)
+	{
+		const int64_t N = 10000000;
+		float *X = make_clustered(N, D, 4096, 2);
+		engine_em("N=10M K=1024 D=128", X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_TF32, 0, 3, "");
+		engine_em("N=10M K=1024 D=128", X, N, 1024, D, GMM_COV_SPHERICAL, GMM_GPU_PREC_TF32, 0, 3, "");
+		engine_assign("N=10M K=1024 D=128", X, N, 1024, D, 8);
+		engine_em("N=10M K=1024 D=128", X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_TF32, 1ll << 30, 3,
+				  " budget=1GiB");
+		free(X);
+	}
+	if (big)
+	{
+		const int64_t N = 100000000;
+		float *X = make_clustered(N, D, 4096, 3);
+		if (X)
+			engine_em("N=100M K=1024 D=128", X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_TF32, 0, 2, "");
+		free(X);
+	}
+	printf("\n| shape | variant | ms/iter | TFLOP/s | of TF32 peak | peak dev MiB | note |\n|---|---|---:|---:|---:|---:|---|\n");
+	for (auto &r : rows)
+		printf("| %s | %s | %.3f | %.1f | %.1f%% | %.1f | %s |\n", r.shape, r.variant, r.ms, r.tflops, 100 * r.frac,
+			   r.peak_mib, r.note);
+	printf("\ncuBLAS peak on this card: TF32 %.1f, BF16 %.1f TFLOP/s\n", g_peak_tf32, g_peak_bf16);
+	cublasDestroy(h);
+	return 0;
+}

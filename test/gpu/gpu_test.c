@@ -1,0 +1,624 @@
+/*
+ * gpu_test.c - tests of the CUDA engine against a float64 reference EM.
+ *
+ *   gpu_test LIB DATA_SIFT DATA_FMNIST     accuracy + behaviour tests
+ *   gpu_test LIB --missing                 gmm_gpu_load of a missing library
+ *
+ * Accuracy (issue 4): same initialisation (the CPU engine's k-means++) for
+ * the float64 reference and the GPU, 10 EM iterations, on
+ * sift-opencv-100k (K = 256) and fashion-mnist-784 (K = 128): mean
+ * log-likelihood within 1e-4 relative, means within 1e-3 relative (max over
+ * components of ||mu_gpu - mu_ref|| / ||mu_ref||), top-1 assignment agreeing
+ * on >= 99.5% of rows.  Prints PASS / FAIL / SKIP lines; exits 1 on a FAIL.
+ * Without a GPU (CI) every test prints SKIP and the program exits 0.
+ */
+#include <float.h>
+#include <stdarg.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gmm.h"
+#include "common.h"
+
+static int	failures = 0;
+
+#define LOG2PI 1.8378770664093454835606594728112
+
+static double
+now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void
+report(int ok, const char *name, const char *fmt, ...)
+{
+	va_list		ap;
+
+	printf("%s %s: ", ok ? "PASS" : "FAIL", name);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	fflush(stdout);
+	if (!ok)
+		failures++;
+}
+
+/* ---- float64 reference EM (direct formulas, no expansion) -------------------- */
+typedef struct
+{
+	int			K,
+				D,
+				diag;
+	double	   *w,
+			   *mu,
+			   *var;			/* var: K*D or K */
+} refm;
+
+static refm
+ref_from(const gmm_model *m)
+{
+	refm		r;
+	int			VL = m->cov == GMM_COV_DIAG ? m->D : 1;
+
+	r.K = m->K;
+	r.D = m->D;
+	r.diag = m->cov == GMM_COV_DIAG;
+	r.w = malloc(sizeof(double) * r.K);
+	r.mu = malloc(sizeof(double) * r.K * r.D);
+	r.var = malloc(sizeof(double) * r.K * VL);
+	for (int k = 0; k < r.K; k++)
+		r.w[k] = m->weights[k];
+	for (int i = 0; i < r.K * r.D; i++)
+		r.mu[i] = m->means[i];
+	for (int i = 0; i < r.K * VL; i++)
+		r.var[i] = m->vars[i];
+	return r;
+}
+
+/* scores of one row into s[K]; returns logZ */
+static double
+ref_scores(const refm *r, const float *x, double *s, const double *lnorm)
+{
+	double		mx = -INFINITY,
+				sum = 0.0;
+
+	for (int k = 0; k < r->K; k++)
+	{
+		const double *mu = r->mu + (size_t) k * r->D;
+		double		q = 0.0;
+
+		if (r->diag)
+		{
+			const double *v = r->var + (size_t) k * r->D;
+
+			for (int d = 0; d < r->D; d++)
+			{
+				double		t = x[d] - mu[d];
+
+				q += t * t / v[d];
+			}
+		}
+		else
+		{
+			for (int d = 0; d < r->D; d++)
+			{
+				double		t = x[d] - mu[d];
+
+				q += t * t;
+			}
+			q /= r->var[k];
+		}
+		s[k] = lnorm[k] - 0.5 * q;
+		if (s[k] > mx)
+			mx = s[k];
+	}
+	for (int k = 0; k < r->K; k++)
+		sum += exp(s[k] - mx);
+	return mx + log(sum);
+}
+
+static void
+ref_lnorm(const refm *r, double *lnorm)
+{
+	for (int k = 0; k < r->K; k++)
+	{
+		double		a = 0.0;
+
+		if (r->diag)
+			for (int d = 0; d < r->D; d++)
+				a += log(r->var[(size_t) k * r->D + d]);
+		else
+			a = r->D * log(r->var[k]);
+		lnorm[k] = log(r->w[k]) - 0.5 * (r->D * LOG2PI + a);
+	}
+}
+
+static double
+ref_ll(const refm *r, const float *X, int64_t N)
+{
+	double	   *lnorm = malloc(sizeof(double) * r->K);
+	double		tot = 0.0;
+
+	ref_lnorm(r, lnorm);
+#pragma omp parallel reduction(+:tot)
+	{
+		double	   *s = malloc(sizeof(double) * r->K);
+
+#pragma omp for schedule(static)
+		for (int64_t n = 0; n < N; n++)
+			tot += ref_scores(r, X + n * r->D, s, lnorm);
+		free(s);
+	}
+	free(lnorm);
+	return tot / N;
+}
+
+/* one EM iteration, the CPU engine's M-step rules; returns the mean LL of the model before the step */
+static double
+ref_em_iter(refm *r, const float *X, int64_t N, double reg, int *reseeded)
+{
+	int			K = r->K,
+				D = r->D,
+				W = r->diag ? 2 * D : D;
+	double	   *lnorm = malloc(sizeof(double) * K);
+	double	   *nk = calloc(K, sizeof(double)),
+			   *sx = calloc((size_t) K * W, sizeof(double)),
+			   *sxx = calloc(K, sizeof(double));
+	double		tot = 0.0;
+
+	ref_lnorm(r, lnorm);
+#pragma omp parallel reduction(+:tot)
+	{
+		double	   *s = malloc(sizeof(double) * K);
+		double	   *lnk = calloc(K, sizeof(double)),
+				   *lsx = calloc((size_t) K * W, sizeof(double)),
+				   *lsxx = calloc(K, sizeof(double));
+
+#pragma omp for schedule(static)
+		for (int64_t n = 0; n < N; n++)
+		{
+			const float *x = X + n * D;
+			double		lz = ref_scores(r, x, s, lnorm),
+						xx = 0.0;
+
+			tot += lz;
+			for (int d = 0; d < D; d++)
+				xx += (double) x[d] * x[d];
+			for (int k = 0; k < K; k++)
+			{
+				double		p = exp(s[k] - lz);
+				double	   *a = lsx + (size_t) k * W;
+
+				if (p < 1e-300)
+					continue;
+				lnk[k] += p;
+				for (int d = 0; d < D; d++)
+					a[d] += p * x[d];
+				if (r->diag)
+					for (int d = 0; d < D; d++)
+						a[D + d] += p * (double) x[d] * x[d];
+				else
+					lsxx[k] += p * xx;
+			}
+		}
+#pragma omp critical
+		{
+			for (int k = 0; k < K; k++)
+			{
+				nk[k] += lnk[k];
+				sxx[k] += lsxx[k];
+			}
+			for (size_t i = 0; i < (size_t) K * W; i++)
+				sx[i] += lsx[i];
+		}
+		free(s);
+		free(lnk);
+		free(lsx);
+		free(lsxx);
+	}
+	{
+		double		wsum = 0.0;
+
+		for (int k = 0; k < K; k++)
+		{
+			double		n = nk[k] + 10.0 * DBL_EPSILON;
+
+			if (nk[k] < 0.5)
+			{
+				(*reseeded)++;
+				r->w[k] = 1.0;
+				wsum += 1.0;
+				continue;
+			}
+			if (r->diag)
+				for (int d = 0; d < D; d++)
+				{
+					double		md = sx[(size_t) k * W + d] / n;
+					double		vd = sx[(size_t) k * W + D + d] / n - md * md;
+
+					r->mu[(size_t) k * D + d] = md;
+					r->var[(size_t) k * D + d] = (vd > 0 ? vd : 0) + reg;
+				}
+			else
+			{
+				double		q = 0.0,
+							vd;
+
+				for (int d = 0; d < D; d++)
+				{
+					double		md = sx[(size_t) k * W + d] / n;
+
+					r->mu[(size_t) k * D + d] = md;
+					q += md * md;
+				}
+				vd = (sxx[k] / n - q) / D;
+				r->var[k] = (vd > 0 ? vd : 0) + reg;
+			}
+			r->w[k] = n;
+			wsum += n;
+		}
+		for (int k = 0; k < K; k++)
+			r->w[k] /= wsum;
+	}
+	free(lnorm);
+	free(nk);
+	free(sx);
+	free(sxx);
+	return tot / N;
+}
+
+static int *
+ref_top1(const refm *r, const float *X, int64_t N)
+{
+	int		   *out = malloc(sizeof(int) * N);
+	double	   *lnorm = malloc(sizeof(double) * r->K);
+
+	ref_lnorm(r, lnorm);
+#pragma omp parallel
+	{
+		double	   *s = malloc(sizeof(double) * r->K);
+
+#pragma omp for schedule(static)
+		for (int64_t n = 0; n < N; n++)
+		{
+			int			b = 0;
+
+			ref_scores(r, X + n * r->D, s, lnorm);
+			for (int k = 1; k < r->K; k++)
+				if (s[k] > s[b])
+					b = k;
+			out[n] = b;
+		}
+		free(s);
+	}
+	free(lnorm);
+	return out;
+}
+
+/* max over components of ||a_k - b_k|| / ||b_k|| */
+static double
+means_relerr(const float *a, const double *b, int K, int D)
+{
+	double		worst = 0.0;
+
+	for (int k = 0; k < K; k++)
+	{
+		double		num = 0.0,
+					den = 0.0;
+
+		for (int d = 0; d < D; d++)
+		{
+			double		t = a[(size_t) k * D + d] - b[(size_t) k * D + d];
+
+			num += t * t;
+			den += b[(size_t) k * D + d] * b[(size_t) k * D + d];
+		}
+		num = sqrt(num) / (sqrt(den) > 1e-30 ? sqrt(den) : 1.0);
+		if (num > worst)
+			worst = num;
+	}
+	return worst;
+}
+
+static void
+accuracy(const char *name, const float *X, int64_t N, int D, int K, gmm_cov_type cov)
+{
+	gmm_fit_params p;
+	gmm_model  *init = NULL;
+	gmm_error	err;
+	refm		ref;
+	double		ll_ref = 0.0,
+				t0;
+	int			reseeded = 0;
+	int		   *top_ref;
+	const char *cname = cov == GMM_COV_DIAG ? "diag" : "spherical";
+	char		tname[160];
+
+	gmm_fit_params_default(&p, K);
+	p.cov = cov;
+	p.seed = 42;
+	p.max_iter = 10;
+	p.tol = -INFINITY;
+	if (gmm_init_kmeanspp(X, N, D, &p, &init, &err) != GMM_OK)
+	{
+		snprintf(tname, sizeof(tname), "init %s %s", name, cname);
+		report(0, tname, "CPU k-means++ failed: %s", err.msg);
+		return;
+	}
+	/* float64 reference: 10 iterations, then the LL of the final model */
+	t0 = now();
+	ref = ref_from(init);
+	for (int it = 0; it < 10; it++)
+		ref_em_iter(&ref, X, N, p.reg_covar, &reseeded);
+	ll_ref = ref_ll(&ref, X, N);
+	top_ref = ref_top1(&ref, X, N);
+	printf("INFO %s %s K=%d: float64 reference LL %.8f (%d re-seeded, %.1f s)\n", name, cname, K, ll_ref,
+		   reseeded, now() - t0);
+
+	/* the CPU engine, for context */
+	{
+		gmm_model  *c = gmm_model_clone(init, &err);
+		gmm_fit_report rep;
+
+		t0 = now();
+		if (c && gmm_em(X, N, c, &p, &rep, &err) == GMM_OK)
+			printf("INFO %s %s: CPU engine LL %.8f (rel %.2e), means rel %.2e, %.2f s\n", name, cname,
+				   rep.mean_loglik, fabs(rep.mean_loglik - ll_ref) / fabs(ll_ref),
+				   means_relerr(c->means, ref.mu, K, D), now() - t0);
+		gmm_model_free(c);
+	}
+
+	for (int prec = GMM_GPU_PREC_TF32; prec <= GMM_GPU_PREC_3XTF32; prec++)
+	{
+		gmm_model  *g = gmm_model_clone(init, &err);
+		gmm_fit_report rep;
+		gmm_gpu_stats gs;
+		int32_t    *comp = malloc(sizeof(int32_t) * N);
+		const char *pn = prec == GMM_GPU_PREC_TF32 ? "tf32" : "3xtf32";
+		int64_t		agree = 0;
+		double		llrel,
+					mrel,
+					frac;
+
+		gmm_gpu_set_precision((gmm_gpu_precision) prec, NULL);
+		if (gmm_gpu_em(X, N, g, &p, &rep, &err) != GMM_OK)
+		{
+			snprintf(tname, sizeof(tname), "em %s %s %s", name, cname, pn);
+			report(0, tname, "%s", err.msg);
+			gmm_model_free(g);
+			free(comp);
+			continue;
+		}
+		gmm_gpu_last_stats(&gs, NULL);
+		if (gmm_gpu_assign(g, X, N, 1, 1.0f / K, 1.0f, comp, NULL, &err) != GMM_OK)
+		{
+			snprintf(tname, sizeof(tname), "assign %s %s %s", name, cname, pn);
+			report(0, tname, "%s", err.msg);
+		}
+		for (int64_t n = 0; n < N; n++)
+			agree += comp[n] == top_ref[n];
+		llrel = fabs(rep.mean_loglik - ll_ref) / fabs(ll_ref);
+		mrel = means_relerr(g->means, ref.mu, K, D);
+		frac = (double) agree / N;
+		snprintf(tname, sizeof(tname), "accuracy %s %s %s", name, cname, pn);
+		report(llrel <= 1e-4 && mrel <= 1e-3 && frac >= 0.995 && rep.iterations == 10, tname,
+			   "LL %.8f vs %.8f (rel %.2e <= 1e-4), means rel %.2e (<= 1e-3), top-1 agree %.4f%% (>= 99.5%%), "
+			   "%d iterations, %d re-seeded, %.2f ms/iter",
+			   rep.mean_loglik, ll_ref, llrel, mrel, 100.0 * frac, rep.iterations, rep.reseeded, gs.ms_per_iter);
+		gmm_model_free(g);
+		free(comp);
+	}
+	gmm_gpu_set_precision(GMM_GPU_PREC_DEFAULT, NULL);
+	free(top_ref);
+	free(ref.w);
+	free(ref.mu);
+	free(ref.var);
+	gmm_model_free(init);
+}
+
+/* behaviour: determinism, streaming = resident, no leak, errors, fit and assign vs CPU */
+static void
+behaviour(const float *X, int64_t N, int D)
+{
+	const int	K = 256;
+	gmm_fit_params p;
+	gmm_model  *init = NULL,
+			   *a,
+			   *b,
+			   *c;
+	gmm_fit_report ra,
+				rb,
+				rc;
+	gmm_error	err;
+	gmm_gpu_stats gs;
+
+	gmm_fit_params_default(&p, K);
+	p.cov = GMM_COV_DIAG;
+	p.seed = 7;
+	p.max_iter = 5;
+	p.tol = -INFINITY;
+	if (gmm_init_kmeanspp(X, N, D, &p, &init, &err) != GMM_OK)
+	{
+		report(0, "behaviour init", "%s", err.msg);
+		return;
+	}
+	a = gmm_model_clone(init, &err);
+	b = gmm_model_clone(init, &err);
+	c = gmm_model_clone(init, &err);
+	p.deterministic = 1;
+	gmm_gpu_em(X, N, a, &p, &ra, &err);
+	gmm_gpu_em(X, N, b, &p, &rb, &err);
+	report(memcmp(a->means, b->means, sizeof(float) * K * D) == 0 && ra.mean_loglik == rb.mean_loglik,
+		   "deterministic", "two runs bit-identical (LL %.10f vs %.10f)", ra.mean_loglik, rb.mean_loglik);
+	gmm_gpu_last_stats(&gs, NULL);
+	report(gs.live_bytes == 0, "no device memory held between calls", "%lld bytes live, peak %.1f MiB",
+		   (long long) gs.live_bytes, gs.peak_bytes / 1048576.0);
+
+	/* streaming: force a budget far below X (51 MB) */
+	p.device_mem_budget = 24ll << 20;
+	if (gmm_gpu_em(X, N, c, &p, &rc, &err) != GMM_OK)
+		report(0, "streaming", "%s", err.msg);
+	else
+	{
+		double		d = fabs(rc.mean_loglik - ra.mean_loglik) / fabs(ra.mean_loglik);
+		double		mr = 0.0;
+
+		gmm_gpu_last_stats(&gs, NULL);
+		for (int i = 0; i < K * D; i++)
+		{
+			double		t = fabs(c->means[i] - a->means[i]) / (fabs(a->means[i]) + 1.0);
+
+			if (t > mr)
+				mr = t;
+		}
+		report(gs.streamed && d < 1e-6 && mr < 1e-4, "streaming = resident",
+			   "streamed=%d chunk %lld rows, peak %.1f MiB, LL rel diff %.2e, max mean diff %.2e", gs.streamed,
+			   (long long) gs.chunk_rows, gs.peak_bytes / 1048576.0, d, mr);
+	}
+	p.device_mem_budget = 0;
+
+	/* errors */
+	{
+		gmm_status	st = gmm_gpu_em(X, 10, a, &p, &ra, &err);
+
+		report(st == GMM_EINVAL, "K > N is EINVAL", "status %s: %s", gmm_status_name(st), err.msg);
+		st = gmm_gpu_assign(a, X, N, 0, 0.0f, 1.0f, (int32_t *) malloc(4), NULL, &err);
+		report(st == GMM_EINVAL, "max_assign 0 is EINVAL", "status %s: %s", gmm_status_name(st), err.msg);
+		p.device_mem_budget = 1024;
+		st = gmm_gpu_em(X, N, a, &p, &ra, &err);
+		report(st == GMM_ENOMEM, "budget too small is ENOMEM", "status %s: %s", gmm_status_name(st), err.msg);
+		p.device_mem_budget = 0;
+	}
+	{
+		float	   *Y = malloc(sizeof(float) * N * D);
+
+		memcpy(Y, X, sizeof(float) * N * D);
+		Y[12345] = NAN;
+		gmm_status	st = gmm_gpu_em(Y, N, b, &p, &rb, &err);
+
+		report(st == GMM_ENONFINITE, "NaN in X is ENONFINITE", "status %s: %s", gmm_status_name(st), err.msg);
+		free(Y);
+	}
+
+	/* fit on the device, compared with the CPU engine's fit */
+	{
+		gmm_model  *gm = NULL,
+				   *cm = NULL;
+		gmm_fit_report gr,
+					cr;
+
+		p.max_iter = 10;
+		p.cov = GMM_COV_SPHERICAL;
+		if (gmm_gpu_fit(X, N, D, &p, &gm, &gr, &err) != GMM_OK)
+			report(0, "gpu fit", "%s", err.msg);
+		else if (gmm_fit(X, N, D, &p, &cm, &cr, &err) == GMM_OK)
+			report(fabs(gr.mean_loglik - cr.mean_loglik) / fabs(cr.mean_loglik) < 0.01, "gpu fit ~ cpu fit",
+				   "LL GPU %.5f (init %.3f s, %d it) vs CPU %.5f (init %.3f s)", gr.mean_loglik, gr.seconds_init,
+				   gr.iterations, cr.mean_loglik, cr.seconds_init);
+		/* soft assignment against the CPU engine with the same model */
+		if (gm)
+		{
+			int			m = 8;
+			int32_t    *gc = malloc(sizeof(int32_t) * N * m),
+					   *cc = malloc(sizeof(int32_t) * N * m);
+			float	   *gr2 = malloc(sizeof(float) * N * m),
+					   *cr2 = malloc(sizeof(float) * N * m);
+			int64_t		same_sets = 0,
+						same_top = 0;
+			double		maxr = 0.0;
+
+			gmm_gpu_assign(gm, X, N, m, 1.0f / K, 1.0f, gc, gr2, &err);
+			gmm_gpu_last_stats(&gs, NULL);
+			gmm_assign(gm, X, N, m, 1.0f / K, 1.0f, cc, cr2, &err);
+			for (int64_t n = 0; n < N; n++)
+			{
+				int			eq = 1;
+
+				for (int j = 0; j < m; j++)
+				{
+					if (gc[n * m + j] != cc[n * m + j])
+						eq = 0;
+					if (gc[n * m + j] >= 0 && gc[n * m + j] == cc[n * m + j])
+						maxr = fmax(maxr, fabs(gr2[n * m + j] - cr2[n * m + j]));
+				}
+				same_sets += eq;
+				same_top += gc[n * m] == cc[n * m];
+			}
+			report(same_top >= 0.995 * N, "assign (m=8, tau=1/K) vs CPU engine",
+				   "top-1 same %.3f%%, whole list same %.3f%%, max |resp diff| %.2e, kernel %.3f ms",
+				   100.0 * same_top / N, 100.0 * same_sets / N, maxr, gs.ms_kernel);
+			free(gc);
+			free(cc);
+			free(gr2);
+			free(cr2);
+		}
+		gmm_model_free(gm);
+		gmm_model_free(cm);
+	}
+	gmm_gpu_last_stats(&gs, NULL);
+	report(gs.live_bytes == 0, "no device memory held after errors", "%lld bytes live", (long long) gs.live_bytes);
+	gmm_model_free(a);
+	gmm_model_free(b);
+	gmm_model_free(c);
+	gmm_model_free(init);
+}
+
+int
+main(int argc, char **argv)
+{
+	gmm_error	err;
+	gmm_status	st;
+
+	if (argc < 3)
+	{
+		fprintf(stderr, "usage: %s LIB DATA_SIFT DATA_FMNIST | LIB --missing\n", argv[0]);
+		return 2;
+	}
+	if (strcmp(argv[2], "--missing") == 0)
+	{
+		st = gmm_gpu_load("/nonexistent/flashgmm_cuda.so", &err);
+		report(st == GMM_EDEVICE && strstr(err.msg, "could not load") != NULL, "missing library is EDEVICE",
+			   "%s", err.msg);
+		st = gmm_gpu_load("/nonexistent/flashgmm_cuda.so", &err);
+		report(st == GMM_EDEVICE, "the failure is remembered", "%s", err.msg);
+		return failures ? 1 : 0;
+	}
+	st = gmm_gpu_load(argv[1], &err);
+	if (st != GMM_OK)
+	{
+		printf("SKIP gpu tests: %s\n", err.msg);
+		return 0;
+	}
+	printf("INFO device: %s\n", gmm_gpu_device_name());
+	for (int i = 2; i < argc && i < 4; i++)
+	{
+		int64_t		N;
+		int			D;
+		float	   *X = load_vectors(argv[i], &N, &D);
+
+		if (X == NULL)
+		{
+			printf("SKIP data %s: cannot read it\n", argv[i]);
+			continue;
+		}
+		const char *name = D == 784 ? "fashion-mnist-784" : "sift-opencv-100k";
+		int			K = D == 784 ? 128 : 256;
+
+		printf("INFO %s: N=%lld D=%d\n", name, (long long) N, D);
+		accuracy(name, X, N, D, K, GMM_COV_SPHERICAL);
+		accuracy(name, X, N, D, K, GMM_COV_DIAG);
+		if (D == 128)
+			behaviour(X, N, D);
+		free(X);
+	}
+	printf("%s: %d failure(s)\n", failures ? "FAILED" : "ALL PASSED", failures);
+	return failures ? 1 : 0;
+}

@@ -1,0 +1,23 @@
+#!/bin/bash
+# run_tests.sh - the GPU tests in one command (on the GPU machine; prints SKIP without a GPU).
+#   test/gpu/run_tests.sh [BUILD_DIR]
+# Data: .gpu/data/{sift-opencv-100k,fashion-mnist-784}.u8.gz (integral data as bytes, made
+# from ../shared/data by test/gpu/make_data.sh), else ../shared/data/*/base.fvecs.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+B=${1:-.gpu/build}
+[ -x "$B/gpu_test" ] || bash test/gpu/build.sh "$B" || exit 1
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+data=()
+for n in sift-opencv-100k fashion-mnist-784; do
+	if [ -f .gpu/data/$n.u8.gz ]; then
+		[ -f /tmp/$n.u8 ] || gunzip -c .gpu/data/$n.u8.gz > /tmp/$n.u8
+		data+=(/tmp/$n.u8)
+	elif [ -f ../shared/data/$n/base.fvecs ]; then
+		data+=(../shared/data/$n/base.fvecs)
+	fi
+done
+rc=0
+"$B/gpu_test" "$B/flashgmm_cuda.so" --missing || rc=1
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)} "$B/gpu_test" "$B/flashgmm_cuda.so" "${data[@]}" || rc=1
+exit $rc
