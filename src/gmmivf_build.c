@@ -61,6 +61,8 @@ typedef struct GmmIvfBuildState
 	/* sampling */
 	int			targrows;
 	int			nsamples;
+	int			samplecap;		/* rows allocated */
+	int			memcap;			/* rows maintenance_work_mem allows */
 	float4	   *samples;
 	double		samplerows;
 	double		rowstoskip;
@@ -135,34 +137,53 @@ train_overhead(int K, int D, gmm_cov_type cov)
 	return model + tiles + (Size) K * 64;
 }
 
+/*
+ * The sample grows by doubling, so a small table costs little; its cap is
+ * what maintenance_work_mem leaves after the training's own needs.  When the
+ * table has more rows than fit, the sample is reduced (NOTICE) - at the
+ * moment the reservoir fills, before Algorithm Z has drawn anything, so the
+ * sample stays uniform.
+ */
 static void
-alloc_samples(GmmIvfBuildState *bs)
+grow_samples(GmmIvfBuildState *bs)
 {
-	Size		budget = (Size) maintenance_work_mem * 1024;
 	Size		row = (Size) bs->dims * sizeof(float4);
-	Size		over = train_overhead(bs->lists, bs->dims, gmmivf_option_cov(bs->opts));
-	Size		need = row * bs->targrows + over;
+	int			newcap;
 
-	if (need > budget)
+	if (bs->samples == NULL)
 	{
-		int			fit = budget > over ? (int) ((budget - over) / row) : 0;
+		Size		budget = (Size) maintenance_work_mem * 1024;
+		Size		over = train_overhead(bs->lists, bs->dims, gmmivf_option_cov(bs->opts));
 
-		if (fit < bs->lists)
+		bs->memcap = budget > over ? (int) Min((budget - over) / row, (Size) INT_MAX / 2) : 0;
+	}
+	if (bs->nsamples >= bs->memcap)
+	{
+		if (bs->memcap < bs->lists)
 			ereport(ERROR,
 					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 					 errmsg("maintenance_work_mem is too small to train gmmivf index \"%s\"",
 							RelationGetRelationName(bs->index)),
 					 errdetail("Training %d lists of %d dimensions needs at least %zu kB; maintenance_work_mem is %d kB.",
 							   bs->lists, bs->dims,
-							   (row * bs->lists + over) / 1024, maintenance_work_mem),
+							   (row * bs->lists + train_overhead(bs->lists, bs->dims, gmmivf_option_cov(bs->opts))) / 1024,
+							   maintenance_work_mem),
 					 errhint("Raise maintenance_work_mem or lower \"lists\".")));
 		ereport(NOTICE,
 				(errmsg("gmmivf: training sample reduced from %d to %d rows to fit maintenance_work_mem (%d kB)",
-						bs->targrows, fit, maintenance_work_mem),
+						bs->targrows, bs->memcap, maintenance_work_mem),
 				 errhint("Raise maintenance_work_mem to train on more rows.")));
-		bs->targrows = fit;
+		bs->targrows = bs->memcap;
+		bs->rstate.W = exp(-log(sampler_random_fract(&bs->rstate.randstate)) / bs->targrows);
+		return;
 	}
-	bs->samples = MemoryContextAllocHuge(CurrentMemoryContext, row * bs->targrows);
+	newcap = bs->samplecap == 0 ? 1024 : bs->samplecap * 2;
+	newcap = Min(newcap, Min(bs->targrows, bs->memcap));
+	if (bs->samples == NULL)
+		bs->samples = MemoryContextAllocHuge(CurrentMemoryContext, row * newcap);
+	else
+		bs->samples = repalloc_huge(bs->samples, row * newcap);
+	bs->samplecap = newcap;
 }
 
 static void
@@ -189,8 +210,8 @@ sample_callback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
 		return;
 	}
 
-	if (bs->samples == NULL)
-		alloc_samples(bs);
+	if (bs->nsamples < bs->targrows && bs->nsamples == bs->samplecap)
+		grow_samples(bs);
 
 	if (bs->nsamples < bs->targrows)
 		slot = bs->nsamples++;

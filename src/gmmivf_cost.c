@@ -5,7 +5,7 @@
  * cost is infinite so the planner never picks it for a plain scan.  With
  * ORDER BY, a scan reads the meta list and flashgmm.probes of the K lists
  * before it returns its first row, so that share of the index is startup
- * cost (list pages are read mostly sequentially).
+ * cost (list pages are read mostly sequentially); see below for the total.
  */
 #include "postgres.h"
 
@@ -51,9 +51,15 @@ gmmivfcostestimate(PlannerInfo *root, IndexPath *path, double loop_count,
 	else
 		ratio = 1.0;			/* no model: every row is in the meta list */
 
+	/*
+	 * Total cost: reading every list, what returning every row takes (with
+	 * flashgmm.iterative_scan).  Startup cost: the probed share, read before
+	 * the first row comes out.  ORDER BY ... LIMIT k costs about the startup
+	 * cost; ORDER BY without LIMIT costs a full read, so the planner prefers
+	 * an exact sort there.
+	 */
 	MemSet(&costs, 0, sizeof(costs));
-	/* the probed share of the entries is read and ranked */
-	costs.numIndexTuples = path->indexinfo->tuples * ratio;
+	costs.numIndexTuples = path->indexinfo->tuples;
 	genericcostestimate(root, path, loop_count, &costs);
 
 	get_tablespace_page_costs(path->indexinfo->reltablespace, NULL, &spc_seq_page_cost);
@@ -63,8 +69,7 @@ gmmivfcostestimate(PlannerInfo *root, IndexPath *path, double loop_count,
 	if (costs.indexTotalCost < 0)
 		costs.indexTotalCost = 0;
 
-	/* everything probed is read before the first row comes out */
-	*indexStartupCost = costs.indexTotalCost;
+	*indexStartupCost = costs.indexTotalCost * ratio;
 	*indexTotalCost = costs.indexTotalCost;
 	*indexSelectivity = costs.indexSelectivity;
 	*indexCorrelation = 0;
