@@ -278,9 +278,13 @@ fit_progress(void *arg, const char *phase, int64_t done, int64_t total)
 	/* never longjmp through the engine: ask it to stop, check after */
 	if (QueryCancelPending || ProcDiePending)
 		return 1;
-	vals[0] = total;
-	vals[1] = done;
-	pgstat_progress_update_multi_param(2, cols, vals);
+	/* the view shows EM iterations done / most iterations */
+	if (strcmp(phase, "em") == 0)
+	{
+		vals[0] = total;
+		vals[1] = done;
+		pgstat_progress_update_multi_param(2, cols, vals);
+	}
 	return 0;
 }
 
@@ -293,7 +297,13 @@ train(GmmIvfBuildState *bs)
 	gmm_status	st;
 	gmm_model  *m = NULL;
 
-	pgstat_progress_update_param(PROGRESS_CREATEIDX_SUBPHASE, GMMIVF_PHASE_TRAIN);
+	{
+		const int	cols[] = {PROGRESS_CREATEIDX_SUBPHASE, PROGRESS_CREATEIDX_TUPLES_TOTAL,
+		PROGRESS_CREATEIDX_TUPLES_DONE};
+		int64		vals[] = {GMMIVF_PHASE_TRAIN, bs->opts->iterations, 0};
+
+		pgstat_progress_update_multi_param(3, cols, vals);
+	}
 	gmm_fit_params_default(&p, bs->K);
 	p.cov = gmmivf_option_cov(bs->opts);
 	p.max_iter = bs->opts->iterations;
