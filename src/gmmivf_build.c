@@ -328,6 +328,11 @@ train(GmmIvfBuildState *bs)
 	{
 		if (m)
 			gmm_model_free(m);
+		if (st == GMM_EINVAL || st == GMM_ENONFINITE)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_EXCEPTION),
+					 errmsg("gmmivf: training failed: %s", err.msg[0] ? err.msg : gmm_status_name(st)),
+					 errhint("The engine computes in float32: elements larger than about 1e18 in magnitude overflow it; scale such vectors down.")));
 		gmmivf_ereport_engine(st, &err, "training");
 	}
 	if (m == NULL)
