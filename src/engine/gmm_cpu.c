@@ -34,15 +34,22 @@
 
 #define GMM_LOG_2PI 1.8378770664093454835606594728112
 
-/* Responsibilities below exp(-RESP_CUT) are treated as 0 (they cannot move
- * any sum by a measurable amount; float32 exp underflows near -87 anyway). */
-#define RESP_CUT 80.0f
+/*
+ * Responsibilities below exp(-RESP_CUT) of the row's best are exact zeros:
+ * they cannot move a sum by a measurable amount (e^-30 ~ 1e-13 per row), and
+ * zeros let the statistics skip them (see SPARSE_RATIO).
+ */
+#define RESP_CUT 30.0f
+
+/* A tile whose responsibilities are less than 1/SPARSE_RATIO non-zero
+ * accumulates its statistics row by row instead of with a GEMM. */
+#define SPARSE_RATIO 16
 
 /* A component whose total responsibility is below this many rows is empty
  * and gets re-seeded. */
 #define EMPTY_NK 0.5
 
-#define DEFAULT_TILE 256
+#define DEFAULT_TILE 512
 #define PROGRESS_EVERY_TILES 64
 
 static double
@@ -185,6 +192,8 @@ typedef struct score_ctx
 	int			dbl;			/* this pass runs in float64 */
 	double		cond;			/* conditioning estimate of the current model */
 	double	   *m2;				/* D: mean (x - c)^2 per dimension (for cond) */
+	int64_t		sparse_tiles;	/* statistics accumulated row by row */
+	int64_t		dense_tiles;	/* statistics by GEMM */
 	double	   *xn2;			/* T: ||x - c||^2 */
 	double	   *lz;				/* T: log-sum-exp per row */
 	/* float64 master copies and float64 path */
@@ -818,30 +827,49 @@ done:
 /* ---------------------------------------------------------------------------
  * k-means++ initialisation
  */
+
+/* ||a - b||^2 in float, eight independent partial sums (vectorisable) */
+static inline float
+sqdist(const float *a, const float *b, int D)
+{
+	float		acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+	float		q;
+	int			d = 0;
+
+	for (; d + 8 <= D; d += 8)
+		for (int j = 0; j < 8; j++)
+		{
+			float		t = a[d + j] - b[d + j];
+
+			acc[j] += t * t;
+		}
+	q = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+	for (; d < D; d++)
+	{
+		float		t = a[d] - b[d];
+
+		q += t * t;
+	}
+	return q;
+}
 gmm_status
 gmm_init_kmeanspp(const float *X, int64_t N, int D, const gmm_fit_params *p,
 				  gmm_model **out, gmm_error *err)
 {
 	gmm_status	st = GMM_OK;
 	int			K;
-	double	   *cd = NULL;
-	float	   *cf = NULL,
-			   *xn2 = NULL,
-			   *d2 = NULL,
-			   *dots = NULL,
-			   *sp = NULL;
+	double	   *cd = NULL,
+			   *dss = NULL;
+	float	   *d2 = NULL;
 	int64_t    *seeds = NULL;
 	int32_t    *label = NULL;
 	double	   *cnt = NULL,
 			   *msum = NULL,
 			   *vsum = NULL;
 	gmm_model  *m = NULL;
-	score_ctx	s;
 	rng64		rng;
-	const int64_t chunk = 65536;
 	int			VL;
 
-	memset(&s, 0, sizeof(s));
 	if (err)
 	{
 		err->code = GMM_OK;
@@ -869,45 +897,34 @@ gmm_init_kmeanspp(const float *X, int64_t N, int D, const gmm_fit_params *p,
 	if (m == NULL)
 		return err ? err->code : GMM_ENOMEM;
 	cd = malloc(sizeof(double) * D);
-	cf = malloc(sizeof(float) * D);
-	sp = malloc(sizeof(float) * D);
-	xn2 = malloc(sizeof(float) * (size_t) N);
+	dss = malloc(sizeof(double) * K);
 	d2 = malloc(sizeof(float) * (size_t) N);
-	dots = malloc(sizeof(float) * (size_t) (N < chunk ? N : chunk));
 	seeds = malloc(sizeof(int64_t) * K);
 	label = malloc(sizeof(int32_t) * (size_t) N);
 	cnt = calloc((size_t) K, sizeof(double));
 	msum = calloc((size_t) K * D, sizeof(double));
 	vsum = calloc((size_t) K * D, sizeof(double));
-	if (!cd || !cf || !sp || !xn2 || !d2 || !dots || !seeds || !label || !cnt || !msum || !vsum)
+	if (!cd || !dss || !d2 || !seeds || !label || !cnt || !msum || !vsum)
 	{
 		st = gmm_fail(err, GMM_ENOMEM, "out of memory for k-means++ (N = %lld, K = %d, D = %d)", (long long) N, K, D);
 		goto done;
 	}
 	if ((st = data_mean(X, N, D, cd, NULL, err)) != GMM_OK)
 		goto done;
-	for (int d = 0; d < D; d++)
-		cf[d] = (float) cd[d];
-	for (int64_t n = 0; n < N; n++)
-	{
-		const float *x = X + n * (int64_t) D;
-		double		q = 0.0;
 
-		for (int d = 0; d < D; d++)
-		{
-			double		v = (double) x[d] - cd[d];
-
-			q += v * v;
-		}
-		xn2[n] = (float) q;
-	}
-
+	/*
+	 * k-means++: each seed is a row drawn with probability proportional to
+	 * its squared distance to the nearest seed so far.  label[n] is that
+	 * nearest seed, so after the last seed it is the hard assignment (ties:
+	 * the lower index).  A new seed s cannot be nearer to x than x's current
+	 * seed c when ||s - c||^2 >= 4 ||x - c||^2 (triangle inequality), which
+	 * skips most rows once there are a few seeds.
+	 */
 	rng.s = p->seed ^ 0x6a09e667f3bcc908ULL;
 	for (int k = 0; k < K; k++)
 	{
 		int64_t		pick;
-		double		spn = 0.0,
-					csp = 0.0;
+		const float *xs;
 
 		if (k == 0)
 		{
@@ -955,38 +972,39 @@ gmm_init_kmeanspp(const float *X, int64_t N, int D, const gmm_fit_params *p,
 			}
 		}
 		seeds[k] = pick;
-		if (k == K - 1)
-			break;
-		/* distances of every row to the new seed: ||x'||^2 - 2 x'.s' + ||s'||^2 */
+		xs = X + pick * (int64_t) D;
+		for (int j = 0; j < k; j++)
 		{
-			const float *xs = X + pick * (int64_t) D;
+			const float *xj = X + seeds[j] * (int64_t) D;
+			double		q = 0.0;
 
 			for (int d = 0; d < D; d++)
 			{
-				double		v = (double) xs[d] - cd[d];
+				double		t = (double) xs[d] - xj[d];
 
-				sp[d] = (float) v;
-				spn += v * v;
-				csp += cd[d] * (double) sp[d];
+				q += t * t;
 			}
+			dss[j] = q;
 		}
-		for (int64_t n0 = 0; n0 < N; n0 += chunk)
+		for (int64_t n = 0; n < N; n++)
 		{
-			int			nc = (int) ((N - n0) < chunk ? (N - n0) : chunk);
+			const float *x = X + n * (int64_t) D;
+			float		q;
 
-			cblas_sgemv(CblasRowMajor, CblasNoTrans, nc, D, 1.0f, X + n0 * (int64_t) D, D,
-						sp, 1, 0.0f, dots, 1);
-			for (int i = 0; i < nc; i++)
+			if (k > 0 && dss[label[n]] >= 4.0 * (double) d2[n])
+				continue;
+			q = sqdist(x, xs, D);
+			if (k == 0 || q < d2[n])
 			{
-				int64_t		n = n0 + i;
-				double		dd = (double) xn2[n] - 2.0 * ((double) dots[i] - csp) + spn;
-				float		df = dd > 0.0 ? (float) dd : 0.0f;
-
-				if (k == 0 || df < d2[n])
-					d2[n] = df;
+				d2[n] = q;
+				label[n] = k;
 			}
 		}
-		d2[pick] = 0.0f;
+		if (d2[pick] > 0.0f || k == 0)
+		{
+			d2[pick] = 0.0f;
+			label[pick] = k;
+		}
 		if (p->progress && p->progress(p->progress_arg, "init", k + 1, K))
 		{
 			st = gmm_fail(err, GMM_ECANCELED, "canceled during k-means++");
@@ -994,59 +1012,6 @@ gmm_init_kmeanspp(const float *X, int64_t N, int D, const gmm_fit_params *p,
 		}
 	}
 
-	/* hard assignment of every row to its nearest seed (ties: lowest index) */
-	{
-		int			T = tile_rows_for(p->tile_rows, K, N);
-
-		if ((st = ctx_alloc(&s, K, D, GMM_COV_SPHERICAL, T, GMM_CPU_PREC_FLOAT, err)) != GMM_OK ||
-			(st = ctx_ensure(&s, 0, err)) != GMM_OK)
-			goto done;
-		ctx_set_center(&s, cd);
-		for (int k = 0; k < K; k++)
-		{
-			const float *xs = X + seeds[k] * (int64_t) D;
-			double		q = 0.0;
-
-			for (int d = 0; d < D; d++)
-			{
-				float		v = xs[d] - cf[d];
-
-				s.B_f[(size_t) k * D + d] = v;
-				q += (double) v * v;
-			}
-			/* score = x'.s' - ||s'||^2 / 2: larger is nearer */
-			s.c0_f[k] = (float) (-0.5 * q);
-			s.hprec_f[k] = 0.0f;
-		}
-		for (int64_t n0 = 0; n0 < N; n0 += T)
-		{
-			int			nt = (int) ((N - n0) < T ? (N - n0) : T);
-
-			tile_load_f(&s, X + n0 * (int64_t) D, nt);
-			tile_scores_f(&s, nt, 1.0);
-			for (int i = 0; i < nt; i++)
-			{
-				const float *row = s.S_f + (size_t) i * K;
-				int			best = 0;
-
-				for (int k = 1; k < K; k++)
-					if (row[k] > row[best])
-						best = k;
-				label[n0 + i] = best;
-			}
-		}
-		/* every seed keeps its own row unless an identical seed came first */
-		for (int k = 0; k < K; k++)
-		{
-			int64_t		n = seeds[k];
-			int			l = label[n];
-			const float *a = X + n * (int64_t) D,
-					   *b = X + seeds[l] * (int64_t) D;
-
-			if (l != k && memcmp(a, b, sizeof(float) * D) != 0)
-				label[n] = k;
-		}
-	}
 	for (int64_t n = 0; n < N; n++)
 	{
 		const float *x = X + n * (int64_t) D;
@@ -1135,14 +1100,10 @@ gmm_init_kmeanspp(const float *X, int64_t N, int D, const gmm_fit_params *p,
 	m = NULL;
 
 done:
-	ctx_free(&s);
 	gmm_model_free(m);
 	free(cd);
-	free(cf);
-	free(sp);
-	free(xn2);
+	free(dss);
 	free(d2);
-	free(dots);
 	free(seeds);
 	free(label);
 	free(cnt);

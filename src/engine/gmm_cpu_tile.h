@@ -7,6 +7,7 @@
  *   scores: S = A B^T + c0 (+ hprec * xn2), times 1/temperature
  *   lse:    lz = log sum_k exp S, and S := exp(S - lz) (responsibilities)
  *   stats:  nk += sum_i S, sxx += sum_i S xn2 (spherical), sx += S^T A
+ *           (row by row over the non-zero responsibilities when S is sparse)
  */
 #define TCAT_(a, b) a##b
 #define TCAT(a, b) TCAT_(a, b)
@@ -103,13 +104,21 @@ FN(tile_lse) (score_ctx *s, int nt)
 	}
 }
 
+/*
+ * Statistics of the tile.  Responsibilities are mostly exact zeros when the
+ * posterior is nearly hard (high dimension: one or two components per row),
+ * then accumulating r * A row by row into the float64 sums costs nnz * W
+ * instead of the T * K * W of the product; otherwise one GEMM R^T A.
+ */
 static void
 FN(tile_stats) (score_ctx *s, int nt, em_stats *st)
 {
 	int			K = s->K,
 				W = s->W;
 	const REAL *S = s->FLD(S);
+	const REAL *A = s->FLD(A);
 	REAL	   *tmp = s->FLD(tmp);
+	int64_t		nnz = 0;
 
 	for (int i = 0; i < nt; i++)
 	{
@@ -121,15 +130,42 @@ FN(tile_stats) (score_ctx *s, int nt, em_stats *st)
 			{
 				st->nk[k] += r[k];
 				st->sxx[k] += r[k] * x2;
+				nnz += r[k] != (REAL) 0;
 			}
 		else
 			for (int k = 0; k < K; k++)
+			{
 				st->nk[k] += r[k];
+				nnz += r[k] != (REAL) 0;
+			}
+	}
+	if (nnz * SPARSE_RATIO < (int64_t) nt * K)
+	{
+		for (int i = 0; i < nt; i++)
+		{
+			const REAL *r = S + (size_t) i * K;
+			const REAL *a = A + (size_t) i * W;
+
+			for (int k = 0; k < K; k++)
+			{
+				double		rk = r[k];
+				double	   *acc;
+
+				if (rk == 0.0)
+					continue;
+				acc = st->sx + (size_t) k * W;
+				for (int j = 0; j < W; j++)
+					acc[j] += rk * a[j];
+			}
+		}
+		s->sparse_tiles++;
+		return;
 	}
 	GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, K, W, nt,
-		 (REAL) 1, S, K, s->FLD(A), W, (REAL) 0, tmp, W);
+		 (REAL) 1, S, K, A, W, (REAL) 0, tmp, W);
 	for (size_t j = 0; j < (size_t) K * W; j++)
 		st->sx[j] += tmp[j];
+	s->dense_tiles++;
 }
 
 #undef FN
