@@ -31,6 +31,10 @@ gmmivfcostestimate(PlannerInfo *root, IndexPath *path, double loop_count,
 	GmmIvfMetaPageData meta;
 	double		ratio;
 	double		spc_seq_page_cost;
+	double		cpu,
+				pages,
+				heap_pages,
+				total;
 
 	if (path->indexorderbys == NIL)
 	{
@@ -61,16 +65,28 @@ gmmivfcostestimate(PlannerInfo *root, IndexPath *path, double loop_count,
 	MemSet(&costs, 0, sizeof(costs));
 	costs.numIndexTuples = path->indexinfo->tuples;
 	genericcostestimate(root, path, loop_count, &costs);
-
 	get_tablespace_page_costs(path->indexinfo->reltablespace, NULL, &spc_seq_page_cost);
-	/* list pages are chained and mostly consecutive: half of them sequential */
-	costs.indexTotalCost -= 0.5 * costs.numIndexPages *
-		(costs.spc_random_page_cost - spc_seq_page_cost);
-	if (costs.indexTotalCost < 0)
-		costs.indexTotalCost = 0;
 
-	*indexStartupCost = costs.indexTotalCost * ratio;
-	*indexTotalCost = costs.indexTotalCost;
+	/* what genericcostestimate charged besides page reads: tuples and operators */
+	cpu = costs.indexTotalCost - costs.numIndexPages * costs.spc_random_page_cost;
+	if (cpu < 0)
+		cpu = 0;
+
+	/*
+	 * Pages: list pages are chained and mostly consecutive (half random,
+	 * half sequential).  The index stores every vector inline, while the
+	 * heap usually keeps large ones in TOAST, which a sequential scan's cost
+	 * does not count: charge no more pages than the heap's main fork has, so
+	 * the comparison with a sequential scan stays fair.
+	 */
+	pages = costs.numIndexPages;
+	heap_pages = path->indexinfo->rel->pages;
+	if (heap_pages > 0 && pages > heap_pages)
+		pages = heap_pages;
+	total = pages * (0.5 * costs.spc_random_page_cost + 0.5 * spc_seq_page_cost) + cpu;
+
+	*indexStartupCost = total * ratio;
+	*indexTotalCost = total;
 	*indexSelectivity = costs.indexSelectivity;
 	*indexCorrelation = 0;
 	*indexPages = costs.numIndexPages;
