@@ -34,6 +34,13 @@
 
 #define GMM_LOG_2PI 1.8378770664093454835606594728112
 
+/* x86-64: AVX2 + FMA kernels for the float path's element-wise work, chosen
+ * at run time (FLASHGMM_NO_SIMD in the environment turns them off). */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define GMM_HAVE_AVX2_PATH 1
+static int	cpu_has_avx2(void);
+#endif
+
 /*
  * Responsibilities below exp(-RESP_CUT) of the row's best are exact zeros:
  * they cannot move a sum by a measurable amount (e^-30 ~ 1e-13 per row), and
@@ -192,6 +199,8 @@ typedef struct score_ctx
 	int			dbl;			/* this pass runs in float64 */
 	double		cond;			/* conditioning estimate of the current model */
 	double	   *m2;				/* D: mean (x - c)^2 per dimension (for cond) */
+	int			simd;			/* use the AVX2 float kernels */
+	int64_t		tile_nnz;		/* non-zero responsibilities in the current tile */
 	int64_t		sparse_tiles;	/* statistics accumulated row by row */
 	int64_t		dense_tiles;	/* statistics by GEMM */
 	double	   *xn2;			/* T: ||x - c||^2 */
@@ -248,6 +257,9 @@ ctx_alloc(score_ctx *s, int K, int D, gmm_cov_type cov, int T, gmm_cpu_precision
 	s->W = cov == GMM_COV_DIAG ? 2 * D : D;
 	s->T = T;
 	s->prec = prec;
+#ifdef GMM_HAVE_AVX2_PATH
+	s->simd = cpu_has_avx2() && getenv("FLASHGMM_NO_SIMD") == NULL;
+#endif
 	s->m2 = calloc((size_t) D, sizeof(double));
 	s->xn2 = malloc(sizeof(double) * (size_t) T);
 	s->lz = malloc(sizeof(double) * (size_t) T);
@@ -413,22 +425,313 @@ ctx_set_model(score_ctx *s, const gmm_model *m, int stats, gmm_error *err)
 #undef GEMM
 #undef EXP
 
-/* Load a tile, score it, turn scores into responsibilities (lz per row). */
+/* ---------------------------------------------------------------------------
+ * AVX2 + FMA versions of the float path's element-wise work (load, post),
+ * chosen at run time; the scalar template versions above are the fallback
+ * and the reference.  exp is a Cephes-style polynomial (relative error about
+ * 2e-7 on [-RESP_CUT, 0], like expf).
+ */
+#ifdef GMM_HAVE_AVX2_PATH
+#include <immintrin.h>
+
+#define AVX2_FN __attribute__((target("avx2,fma")))
+
+static int
+cpu_has_avx2(void)
+{
+	__builtin_cpu_init();
+	return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+AVX2_FN static inline __m256
+exp256(__m256 x)
+{
+	const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
+	const __m256 c1 = _mm256_set1_ps(0.693359375f);
+	const __m256 c2 = _mm256_set1_ps(-2.12194440e-4f);
+	__m256		fx,
+				y,
+				z;
+	__m256i		n;
+
+	x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+	fx = _mm256_round_ps(_mm256_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	x = _mm256_fnmadd_ps(fx, c1, x);
+	x = _mm256_fnmadd_ps(fx, c2, x);
+	z = _mm256_mul_ps(x, x);
+	y = _mm256_set1_ps(1.9875691500E-4f);
+	y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
+	y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
+	y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
+	y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
+	y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+	y = _mm256_fmadd_ps(y, z, x);
+	y = _mm256_add_ps(y, _mm256_set1_ps(1.0f));
+	n = _mm256_cvtps_epi32(fx);
+	n = _mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23);
+	return _mm256_mul_ps(y, _mm256_castsi256_ps(n));
+}
+
+AVX2_FN static inline float
+hmax256(__m256 v)
+{
+	__m128		m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+
+	m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+	m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+	return _mm_cvtss_f32(m);
+}
+
+AVX2_FN static inline double
+hsum256d(__m256d v)
+{
+	__m128d		s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+
+	s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
+	return _mm_cvtsd_f64(s);
+}
+
+AVX2_FN static void
+tile_load_f_avx2(score_ctx *s, const float *X, int nt)
+{
+	int			D = s->D,
+				W = s->W;
+	const float *c = s->center_f;
+
+	for (int i = 0; i < nt; i++)
+	{
+		const float *x = X + (size_t) i * D;
+		float	   *a = s->A_f + (size_t) i * W;
+		__m256d		acc0 = _mm256_setzero_pd(),
+					acc1 = _mm256_setzero_pd();
+		double		n2;
+		int			d = 0;
+
+		for (; d + 8 <= D; d += 8)
+		{
+			__m256		v = _mm256_sub_ps(_mm256_loadu_ps(x + d), _mm256_loadu_ps(c + d));
+			__m256d		lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+			__m256d		hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+
+			_mm256_storeu_ps(a + d, v);
+			if (W != D)
+				_mm256_storeu_ps(a + D + d, _mm256_mul_ps(v, v));
+			acc0 = _mm256_fmadd_pd(lo, lo, acc0);
+			acc1 = _mm256_fmadd_pd(hi, hi, acc1);
+		}
+		n2 = hsum256d(_mm256_add_pd(acc0, acc1));
+		for (; d < D; d++)
+		{
+			float		v = x[d] - c[d];
+
+			a[d] = v;
+			if (W != D)
+				a[D + d] = v * v;
+			n2 += (double) v * v;
+		}
+		s->xn2[i] = n2;
+	}
+}
+
+AVX2_FN static void
+tile_post_f_avx2(score_ctx *s, int nt, double inv_temp, em_stats *st)
+{
+	int			K = s->K;
+	int			K8 = K & ~7;
+	const float *c0 = s->c0_f;
+	const float *hp = s->hprec_f;
+	int			sph = s->cov == GMM_COV_SPHERICAL;
+	int64_t		nnz = 0;
+	const __m256 cut = _mm256_set1_ps(-RESP_CUT);
+
+	for (int i = 0; i < nt; i++)
+	{
+		float	   *row = s->S_f + (size_t) i * K;
+		float		x2f = (float) s->xn2[i];
+		__m256		vx2 = _mm256_set1_ps(x2f);
+		__m256		vit = _mm256_set1_ps((float) inv_temp);
+		__m256		vmx = _mm256_set1_ps(-INFINITY);
+		__m256		vsum = _mm256_setzero_ps();
+		float		mx,
+					sum,
+					inv;
+		int			k;
+
+		for (k = 0; k < K8; k += 8)
+		{
+			__m256		v = _mm256_add_ps(_mm256_loadu_ps(row + k), _mm256_loadu_ps(c0 + k));
+
+			if (sph)
+				v = _mm256_fmadd_ps(_mm256_loadu_ps(hp + k), vx2, v);
+			if (inv_temp != 1.0)
+				v = _mm256_mul_ps(v, vit);
+			_mm256_storeu_ps(row + k, v);
+			vmx = _mm256_max_ps(vmx, v);
+		}
+		mx = K8 > 0 ? hmax256(vmx) : -INFINITY;
+		for (; k < K; k++)
+		{
+			float		v = row[k] + c0[k];
+
+			if (sph)
+				v += hp[k] * x2f;
+			if (inv_temp != 1.0)
+				v *= (float) inv_temp;
+			row[k] = v;
+			if (v > mx)
+				mx = v;
+		}
+		{
+			__m256		vm = _mm256_set1_ps(mx);
+
+			for (k = 0; k < K8; k += 8)
+			{
+				__m256		t = _mm256_sub_ps(_mm256_loadu_ps(row + k), vm);
+				__m256		keep = _mm256_cmp_ps(t, cut, _CMP_GT_OQ);
+				__m256		e;
+
+				if (_mm256_movemask_ps(keep) == 0)
+					e = _mm256_setzero_ps();
+				else
+					e = _mm256_and_ps(exp256(t), keep);
+				_mm256_storeu_ps(row + k, e);
+				vsum = _mm256_add_ps(vsum, e);
+			}
+		}
+		{
+			__m128		h = _mm_add_ps(_mm256_castps256_ps128(vsum), _mm256_extractf128_ps(vsum, 1));
+
+			h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+			h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+			sum = _mm_cvtss_f32(h);
+		}
+		for (; k < K; k++)
+		{
+			float		t = row[k] - mx;
+			float		e = t > -RESP_CUT ? expf(t) : 0.0f;
+
+			row[k] = e;
+			sum += e;
+		}
+		s->lz[i] = (double) mx + log((double) sum);
+		inv = 1.0f / sum;
+		{
+			__m256		vinv = _mm256_set1_ps(inv);
+			__m256d		vx2d = _mm256_set1_pd(s->xn2[i]);
+
+			for (k = 0; k < K8; k += 8)
+			{
+				__m256		r = _mm256_mul_ps(_mm256_loadu_ps(row + k), vinv);
+
+				_mm256_storeu_ps(row + k, r);
+				if (st)
+				{
+					__m256		nz = _mm256_cmp_ps(r, _mm256_setzero_ps(), _CMP_NEQ_OQ);
+					int			msk = _mm256_movemask_ps(nz);
+
+					if (msk)
+					{
+						__m256d		lo = _mm256_cvtps_pd(_mm256_castps256_ps128(r));
+						__m256d		hi = _mm256_cvtps_pd(_mm256_extractf128_ps(r, 1));
+
+						nnz += __builtin_popcount((unsigned) msk);
+						_mm256_storeu_pd(st->nk + k, _mm256_add_pd(_mm256_loadu_pd(st->nk + k), lo));
+						_mm256_storeu_pd(st->nk + k + 4, _mm256_add_pd(_mm256_loadu_pd(st->nk + k + 4), hi));
+						if (sph)
+						{
+							_mm256_storeu_pd(st->sxx + k, _mm256_fmadd_pd(lo, vx2d, _mm256_loadu_pd(st->sxx + k)));
+							_mm256_storeu_pd(st->sxx + k + 4, _mm256_fmadd_pd(hi, vx2d, _mm256_loadu_pd(st->sxx + k + 4)));
+						}
+					}
+				}
+			}
+			for (; k < K; k++)
+			{
+				row[k] *= inv;
+				if (st && row[k] != 0.0f)
+				{
+					st->nk[k] += row[k];
+					if (sph)
+						st->sxx[k] += row[k] * s->xn2[i];
+					nnz++;
+				}
+			}
+		}
+	}
+	s->tile_nnz = nnz;
+}
+
+/* sx += r * a over the non-zero r of a sparse tile (float path) */
+AVX2_FN static void
+tile_sx_sparse_f_avx2(score_ctx *s, int nt, em_stats *st)
+{
+	int			K = s->K,
+				W = s->W;
+
+	for (int i = 0; i < nt; i++)
+	{
+		const float *r = s->S_f + (size_t) i * K;
+		const float *a = s->A_f + (size_t) i * W;
+
+		for (int k = 0; k < K; k++)
+		{
+			double	   *acc;
+			__m256d		vr;
+			int			j = 0;
+
+			if (r[k] == 0.0f)
+				continue;
+			acc = st->sx + (size_t) k * W;
+			vr = _mm256_set1_pd((double) r[k]);
+			for (; j + 4 <= W; j += 4)
+				_mm256_storeu_pd(acc + j, _mm256_fmadd_pd(vr, _mm256_cvtps_pd(_mm_loadu_ps(a + j)),
+														 _mm256_loadu_pd(acc + j)));
+			for (; j < W; j++)
+				acc[j] += (double) r[k] * a[j];
+		}
+	}
+	s->sparse_tiles++;
+}
+#endif
+
+/* Load a tile, score it, turn scores into responsibilities (lz per row);
+ * with st, also nk, sxx and the tile's non-zero count. */
 static void
-ctx_tile(score_ctx *s, const float *X, int nt, double inv_temp)
+ctx_tile(score_ctx *s, const float *X, int nt, double inv_temp, em_stats *st)
 {
 	if (s->dbl)
 	{
 		tile_load_d(s, X, nt);
-		tile_scores_d(s, nt, inv_temp);
-		tile_lse_d(s, nt);
+		tile_scores_d(s, nt);
+		tile_post_d(s, nt, inv_temp, st);
+		return;
 	}
-	else
+#ifdef GMM_HAVE_AVX2_PATH
+	if (s->simd)
 	{
-		tile_load_f(s, X, nt);
-		tile_scores_f(s, nt, inv_temp);
-		tile_lse_f(s, nt);
+		tile_load_f_avx2(s, X, nt);
+		tile_scores_f(s, nt);
+		tile_post_f_avx2(s, nt, inv_temp, st);
+		return;
 	}
+#endif
+	tile_load_f(s, X, nt);
+	tile_scores_f(s, nt);
+	tile_post_f(s, nt, inv_temp, st);
+}
+
+/* sx of the tile (after ctx_tile with st) */
+static void
+ctx_tile_sx(score_ctx *s, int nt, em_stats *st)
+{
+	if (s->dbl)
+		tile_sx_d(s, nt, st);
+#ifdef GMM_HAVE_AVX2_PATH
+	else if (s->simd && s->tile_nnz * SPARSE_RATIO < (int64_t) nt * s->K)
+		tile_sx_sparse_f_avx2(s, nt, st);
+#endif
+	else
+		tile_sx_f(s, nt, st);
 }
 
 /* responsibility of row i, component k in the current tile */
@@ -472,7 +775,7 @@ e_pass(score_ctx *s, const float *X, int64_t N, em_stats *st, float *row_ll,
 	{
 		int			nt = (int) ((N - n0) < s->T ? (N - n0) : s->T);
 
-		ctx_tile(s, X + n0 * (int64_t) D, nt, 1.0);
+		ctx_tile(s, X + n0 * (int64_t) D, nt, 1.0, st);
 		for (int i = 0; i < nt; i++)
 		{
 			ll += s->lz[i];
@@ -480,12 +783,7 @@ e_pass(score_ctx *s, const float *X, int64_t N, em_stats *st, float *row_ll,
 				row_ll[n0 + i] = (float) s->lz[i];
 		}
 		if (st)
-		{
-			if (s->dbl)
-				tile_stats_d(s, nt, st);
-			else
-				tile_stats_f(s, nt, st);
-		}
+			ctx_tile_sx(s, nt, st);
 		if (p && p->progress && (++tiles % PROGRESS_EVERY_TILES) == 0)
 		{
 			if (p->progress(p->progress_arg, "estep", n0 + nt, N))
@@ -1294,7 +1592,7 @@ gmm_assign(const gmm_model *m, const float *X, int64_t N,
 
 		if ((st = check_finite_rows(X, n0, n0 + nt, D, err)) != GMM_OK)
 			break;
-		ctx_tile(&s, X + n0 * (int64_t) D, nt, 1.0 / (double) temperature);
+		ctx_tile(&s, X + n0 * (int64_t) D, nt, 1.0 / (double) temperature, NULL);
 		for (int i = 0; i < nt; i++)
 		{
 			int32_t    *oc = out_comp + (n0 + i) * (int64_t) max_assign;

@@ -1,13 +1,17 @@
 /*
  * gmm_cpu_tile.h - the per-tile E-step kernels, instantiated twice by
  * gmm_cpu.c: REAL = float (SFX _f, sgemm) and REAL = double (SFX _d, dgemm).
- * Not a public header.
+ * Not a public header.  (gmm_cpu.c has AVX2 versions of load and post for
+ * the float path.)
  *
  *   load:   A = [x - c] or [x - c, (x - c)^2], xn2 = ||x - c||^2 (double)
- *   scores: S = A B^T + c0 (+ hprec * xn2), times 1/temperature
- *   lse:    lz = log sum_k exp S, and S := exp(S - lz) (responsibilities)
- *   stats:  nk += sum_i S, sxx += sum_i S xn2 (spherical), sx += S^T A
- *           (row by row over the non-zero responsibilities when S is sparse)
+ *   scores: S = A B^T (GEMM)
+ *   post:   S += c0 (+ hprec * xn2), times 1/temperature; lz = log sum_k exp S;
+ *           S := exp(S - lz) (responsibilities, exact zeros below e^-RESP_CUT
+ *           of the row's best); with st: nk += sum_i S, sxx += sum_i S xn2
+ *           (spherical), and the count of non-zero responsibilities
+ *   sx:     sx += S^T A: one GEMM, or row by row over the non-zero
+ *           responsibilities when S is sparse (near-hard posteriors)
  */
 #define TCAT_(a, b) a##b
 #define TCAT(a, b) TCAT_(a, b)
@@ -42,20 +46,28 @@ FN(tile_load) (score_ctx *s, const float *X, int nt)
 }
 
 static void
-FN(tile_scores) (score_ctx *s, int nt, double inv_temp)
+FN(tile_scores) (score_ctx *s, int nt)
 {
-	int			K = s->K,
-				W = s->W;
+	GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, nt, s->K, s->W,
+		 (REAL) 1, s->FLD(A), s->W, s->FLD(B), s->W, (REAL) 0, s->FLD(S), s->K);
+}
+
+static void
+FN(tile_post) (score_ctx *s, int nt, double inv_temp, em_stats *st)
+{
+	int			K = s->K;
 	REAL	   *S = s->FLD(S);
 	const REAL *c0 = s->FLD(c0);
 	const REAL *hp = s->FLD(hprec);
 	REAL		it = (REAL) inv_temp;
+	int64_t		nnz = 0;
 
-	GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, nt, K, W,
-		 (REAL) 1, s->FLD(A), W, s->FLD(B), W, (REAL) 0, S, K);
 	for (int i = 0; i < nt; i++)
 	{
 		REAL	   *row = S + (size_t) i * K;
+		REAL		mx;
+		double		sum = 0.0;
+		REAL		inv;
 
 		if (s->cov == GMM_COV_SPHERICAL)
 		{
@@ -70,22 +82,7 @@ FN(tile_scores) (score_ctx *s, int nt, double inv_temp)
 		if (inv_temp != 1.0)
 			for (int k = 0; k < K; k++)
 				row[k] *= it;
-	}
-}
-
-static void
-FN(tile_lse) (score_ctx *s, int nt)
-{
-	int			K = s->K;
-	REAL	   *S = s->FLD(S);
-
-	for (int i = 0; i < nt; i++)
-	{
-		REAL	   *row = S + (size_t) i * K;
-		REAL		mx = row[0];
-		double		sum = 0.0;
-		REAL		inv;
-
+		mx = row[0];
 		for (int k = 1; k < K; k++)
 			if (row[k] > mx)
 				mx = row[k];
@@ -101,45 +98,32 @@ FN(tile_lse) (score_ctx *s, int nt)
 		inv = (REAL) (1.0 / sum);
 		for (int k = 0; k < K; k++)
 			row[k] *= inv;
+		if (st)
+		{
+			double		x2 = s->xn2[i];
+
+			for (int k = 0; k < K; k++)
+			{
+				st->nk[k] += row[k];
+				if (s->cov == GMM_COV_SPHERICAL)
+					st->sxx[k] += row[k] * x2;
+				nnz += row[k] != (REAL) 0;
+			}
+		}
 	}
+	s->tile_nnz = nnz;
 }
 
-/*
- * Statistics of the tile.  Responsibilities are mostly exact zeros when the
- * posterior is nearly hard (high dimension: one or two components per row),
- * then accumulating r * A row by row into the float64 sums costs nnz * W
- * instead of the T * K * W of the product; otherwise one GEMM R^T A.
- */
 static void
-FN(tile_stats) (score_ctx *s, int nt, em_stats *st)
+FN(tile_sx) (score_ctx *s, int nt, em_stats *st)
 {
 	int			K = s->K,
 				W = s->W;
 	const REAL *S = s->FLD(S);
 	const REAL *A = s->FLD(A);
 	REAL	   *tmp = s->FLD(tmp);
-	int64_t		nnz = 0;
 
-	for (int i = 0; i < nt; i++)
-	{
-		const REAL *r = S + (size_t) i * K;
-		double		x2 = s->xn2[i];
-
-		if (s->cov == GMM_COV_SPHERICAL)
-			for (int k = 0; k < K; k++)
-			{
-				st->nk[k] += r[k];
-				st->sxx[k] += r[k] * x2;
-				nnz += r[k] != (REAL) 0;
-			}
-		else
-			for (int k = 0; k < K; k++)
-			{
-				st->nk[k] += r[k];
-				nnz += r[k] != (REAL) 0;
-			}
-	}
-	if (nnz * SPARSE_RATIO < (int64_t) nt * K)
+	if (s->tile_nnz * SPARSE_RATIO < (int64_t) nt * K)
 	{
 		for (int i = 0; i < nt; i++)
 		{
