@@ -79,6 +79,25 @@ SELECT tuples_scanned FROM flashgmm_last_scan();
 RESET flashgmm.probes;
 RESET enable_seqscan;
 
+-- space freed by VACUUM is reused by later inserts (the index does not grow)
+CREATE TABLE ru (id int, v real[]);
+INSERT INTO ru SELECT i, dv(i, 4) FROM generate_series(1, 4000) i;
+CREATE INDEX ru_i ON ru USING gmmivf (v) WITH (lists = 2, max_assign = 1);
+CREATE TEMP TABLE sz AS SELECT pg_relation_size('ru_i') AS before;
+DELETE FROM ru WHERE id % 2 = 0;
+VACUUM ru;
+INSERT INTO ru SELECT i, dv(i, 4) FROM generate_series(4001, 5900) i;
+SELECT pg_relation_size('ru_i') <= before AS space_reused FROM sz;
+SET enable_seqscan = off;
+SET flashgmm.probes = 2;
+SELECT count(*), count(DISTINCT id) FROM (SELECT id FROM ru ORDER BY v <-> dv(1, 4)) s;
+SELECT (SELECT array_agg(d) FROM (SELECT v <-> dv(9, 4) AS d FROM ru ORDER BY v <-> dv(9, 4) LIMIT 30) s)
+	 = (SELECT array_agg(d) FROM (SELECT v <-> dv(9, 4) AS d FROM ru ORDER BY (v <-> dv(9, 4)) + 0 LIMIT 30) s)
+	   AS exact_after_reuse;
+RESET flashgmm.probes;
+RESET enable_seqscan;
+DROP TABLE ru, sz;
+
 -- fewer rows than lists: K is reduced, with a NOTICE
 TRUNCATE dml;
 INSERT INTO dml SELECT i, dv(i, 4) FROM generate_series(1, 5) i;

@@ -358,9 +358,29 @@ gmmivf_append_vector(Relation index, BlockNumber headblk, uint32 headoff,
 
 	for (;;)
 	{
-		int			n = gmmivf_fit_floats(BufferGetPage(buf), dim - done);
+		Page		cur = BufferGetPage(buf);
+		BlockNumber next = GmmIvfPageGetOpaque(cur)->nextblk;
+		int			n = gmmivf_fit_floats(cur, dim - done);
 		Buffer		newbuf;
 		Page		npage;
+
+		/*
+		 * Not at the tail (VACUUM pointed the insert page back at space it
+		 * freed): only a whole vector goes here, so fragments of a split
+		 * vector always follow each other at the tail.  Else move on.
+		 */
+		if (BlockNumberIsValid(next) && (done > 0 || n != dim))
+		{
+			newbuf = ReadBuffer(index, next);
+			LockBuffer(newbuf, BUFFER_LOCK_EXCLUSIVE);
+			UnlockReleaseBuffer(buf);
+			buf = newbuf;
+			state = GenericXLogStart(index);
+			hpage = GenericXLogRegisterBuffer(state, hbuf, 0);
+			((GmmIvfListHead *) ((char *) hpage + headoff))->insert = next;
+			GenericXLogFinish(state);
+			continue;
+		}
 
 		if (n > 0)
 		{

@@ -2,9 +2,10 @@
  * gmmivf_vacuum.c - remove dead heap TIDs from every list they stand in.
  *
  * Every fragment carries its TID, so each page is cleaned on its own with
- * PageIndexMultiDelete under GenericXLog.  Pages emptied this way stay in
- * their chain; their space is reused when they are the list's insert page,
- * and REINDEX compacts the lists.
+ * PageIndexMultiDelete under GenericXLog.  Pages stay in their chain; when a
+ * pass frees room, the list's insert page is pointed back at the first page
+ * with room for a whole vector, and inserts fill the freed space from there
+ * on (vectors split over pages only at the tail).  REINDEX compacts lists.
  */
 #include "postgres.h"
 
@@ -17,17 +18,28 @@
 
 #include "gmmivf.h"
 
-/* All list heads: the meta list and every component's list. */
-static BlockNumber *
-list_heads(Relation index, int *nheads)
+typedef struct ListRef
+{
+	BlockNumber head;			/* first page of the list */
+	BlockNumber headblk;		/* page holding its GmmIvfListHead */
+	uint32		headoff;		/* byte offset of the GmmIvfListHead in that page */
+} ListRef;
+
+/* All lists: the meta list and every component's list. */
+static ListRef *
+list_refs(Relation index, int *nlists, int *dims)
 {
 	GmmIvfMetaPageData meta;
-	BlockNumber *heads;
+	ListRef    *refs;
 	int			n = 0;
 
 	gmmivf_read_meta(index, &meta);
-	heads = palloc(sizeof(BlockNumber) * (meta.nlists + 1));
-	heads[n++] = meta.metalist.head;
+	*dims = meta.dims;
+	refs = palloc(sizeof(ListRef) * (meta.nlists + 1));
+	refs[n].head = meta.metalist.head;
+	refs[n].headblk = GMMIVF_METAPAGE_BLKNO;
+	refs[n].headoff = gmmivf_meta_list_offset();
+	n++;
 	for (int k = 0; k < meta.nlists; k++)
 	{
 		BlockNumber blk;
@@ -37,11 +49,38 @@ list_heads(Relation index, int *nheads)
 		gmmivf_comp_locate(&meta, k, &blk, &off);
 		buf = ReadBuffer(index, blk);
 		LockBuffer(buf, BUFFER_LOCK_SHARE);
-		heads[n++] = gmmivf_comp_header(BufferGetPage(buf), off)->list.head;
+		refs[n].head = gmmivf_comp_header(BufferGetPage(buf), off)->list.head;
+		refs[n].headblk = blk;
+		refs[n].headoff = gmmivf_comp_list_offset(off);
 		UnlockReleaseBuffer(buf);
+		n++;
 	}
-	*nheads = n;
-	return heads;
+	*nlists = n;
+	return refs;
+}
+
+/*
+ * Point the list's insert page back at the first page where VACUUM freed room
+ * for a whole vector; inserts walk on from there to the tail (see
+ * gmmivf_append_vector), so an earlier page is always a valid insert page.
+ */
+static void
+set_insert_page(Relation index, const ListRef *ref, BlockNumber blk)
+{
+	Buffer		buf = ReadBuffer(index, ref->headblk);
+	GmmIvfListHead *lh;
+
+	LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
+	lh = (GmmIvfListHead *) ((char *) BufferGetPage(buf) + ref->headoff);
+	if (lh->insert != blk && lh->head == ref->head)
+	{
+		GenericXLogState *state = GenericXLogStart(index);
+		Page		page = GenericXLogRegisterBuffer(state, buf, 0);
+
+		((GmmIvfListHead *) ((char *) page + ref->headoff))->insert = blk;
+		GenericXLogFinish(state);
+	}
+	UnlockReleaseBuffer(buf);
 }
 
 /*
@@ -53,14 +92,19 @@ walk_lists(IndexVacuumInfo *info, IndexBulkDeleteResult *stats,
 		   IndexBulkDeleteCallback callback, void *callback_state)
 {
 	Relation	index = info->index;
-	int			nheads;
-	BlockNumber *heads = list_heads(index, &nheads);
+	int			nlists,
+				dims;
+	ListRef    *refs = list_refs(index, &nlists, &dims);
 	OffsetNumber *dead = palloc(sizeof(OffsetNumber) * MaxOffsetNumber);
 	BufferAccessStrategy bas = info->strategy;
+	/* room a whole vector (or its largest fragment) needs */
+	Size		room = MAXALIGN(GMMIVF_ITEM_HDRSZ + sizeof(float4) * Min(Max(dims, 1), GMMIVF_PAGE_MAX_FLOATS));
 
-	for (int l = 0; l < nheads; l++)
+	for (int l = 0; l < nlists; l++)
 	{
-		BlockNumber blk = heads[l];
+		BlockNumber blk = refs[l].head;
+		BlockNumber first_free = InvalidBlockNumber;
+		bool		freed = false;
 
 		while (BlockNumberIsValid(blk))
 		{
@@ -94,13 +138,18 @@ walk_lists(IndexVacuumInfo *info, IndexBulkDeleteResult *stats,
 				page = GenericXLogRegisterBuffer(state, buf, 0);
 				PageIndexMultiDelete(page, dead, ndead);
 				GenericXLogFinish(state);
+				freed = true;
 			}
+			if (!BlockNumberIsValid(first_free) && PageGetFreeSpace(page) >= room)
+				first_free = blk;
 			blk = GmmIvfPageGetOpaque(page)->nextblk;
 			UnlockReleaseBuffer(buf);
 		}
+		if (freed && BlockNumberIsValid(first_free))
+			set_insert_page(index, &refs[l], first_free);
 	}
 	pfree(dead);
-	pfree(heads);
+	pfree(refs);
 }
 
 IndexBulkDeleteResult *
