@@ -12,7 +12,8 @@
 #        tap      prove test/t/*.pl                (PostgreSQL::Test::Cluster: crash, replica, ...)
 #        recall   test/recall/run.sh               (recall@10 on sift-10k and glove-twitter-25)
 #        bench    bench/run.sh --quick             (benchmark smoke test on sift-10k, no timings)
-#        gpu      make -C test/gpu check           (prints SKIP without a GPU)
+#        gpu      test/gpu/run_tests.sh            (CUDA engine vs CPU; prints SKIP without a GPU,
+#                                                  skipped without nvcc)
 #   5. stops the cluster, prints a per-suite summary and, as its last line, "N passed, N failed".
 #      The exit status is non-zero when anything failed.
 #
@@ -198,19 +199,30 @@ if want bench; then
 fi
 
 # ---------------------------------------------------------------- gpu
+# test/gpu/run_tests.sh prints PASS / FAIL / SKIP lines (SKIP without a GPU); it builds the CUDA
+# library with nvcc, so without a CUDA toolkit the suite is skipped.
 if want gpu; then
-	if [ -f test/gpu/Makefile ]; then
-		log=$FG_LOGDIR/gpu.log
+	log=$FG_LOGDIR/gpu.log
+	if [ -f test/gpu/run_tests.sh ]; then
+		if command -v nvcc >/dev/null 2>&1; then
+			run_logged 900 "$log" bash test/gpu/run_tests.sh
+			rc=$?
+			p=$(grep -acE '^PASS' "$log")
+			f=$(grep -acE '^FAIL' "$log")
+			sk=$(grep -aE '^SKIP' "$log" | head -1 | cut -c1-90)
+			note=${sk:+$sk}
+			if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; note="${note:+$note, }exit $rc"; fi
+			record gpu "$p" "$f" "$note"
+			[ "$f" -gt 0 ] && show_failure "$log"
+		else
+			record gpu 0 0 "SKIP: no CUDA toolkit (nvcc) on this machine"
+		fi
+	elif [ -f test/gpu/Makefile ]; then
 		# shellcheck disable=SC2086
 		run_logged 900 "$log" make -C test/gpu check $MAKE_FLAGS
 		record_from_log gpu "$log" $?
-		[ "${FAIL[gpu]}" -gt 0 ] && show_failure "$log"
-	elif [ -x test/gpu/run.sh ]; then
-		log=$FG_LOGDIR/gpu.log
-		run_logged 900 "$log" test/gpu/run.sh
-		record_from_log gpu "$log" $?
 	else
-		record gpu 0 0 "absent: no test/gpu/Makefile yet"
+		record gpu 0 0 "absent: no test/gpu/run_tests.sh yet"
 	fi
 fi
 
