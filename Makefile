@@ -3,6 +3,8 @@
 #   make                 the extension (CPU engine always; CUDA library when nvcc is found)
 #   make install         installs both into PostgreSQL's pkglibdir
 #   make installcheck    pg_regress against a running server (see README for the full test command)
+#   make tapcheck        TAP tests (test/t: replica, crash, concurrency); run as a non-root user,
+#                        they start their own clusters (TESTDIR=dir puts tmp_check/ there)
 #   make NO_CUDA=1       skip the CUDA library even when nvcc is present
 EXTENSION   = flashgmm
 MODULE_big  = flashgmm
@@ -24,6 +26,14 @@ SHLIB_LINK  = -lopenblas -lm -ldl
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# TAP tests with PostgreSQL::Test::Cluster (Debian ships it under pgxs/src/test/perl)
+PG_BINDIR := $(shell $(PG_CONFIG) --bindir)
+tapcheck:
+	cd $(srcdir) && TESTDIR=$${TESTDIR:-$(CURDIR)} PATH="$(PG_BINDIR):$$PATH" \
+	PG_REGRESS='$(pgxsdir)/src/test/regress/pg_regress' \
+	$(or $(PROVE),prove) $(PROVE_FLAGS) -I '$(pgxsdir)/src/test/perl' -I test/t test/t/*.pl
+.PHONY: tapcheck
 
 # --- cuda ---
 # The CUDA engine (cuda/) as its own shared library, flashgmm_cuda.so, built
