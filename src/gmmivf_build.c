@@ -38,6 +38,7 @@
 #include "storage/bufmgr.h"
 #include "storage/smgr.h"
 #include "utils/array.h"
+#include "portability/instr_time.h"
 #include "utils/backend_progress.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -253,19 +254,25 @@ sample_rows(GmmIvfBuildState *bs)
 	bs->rstate.W = exp(-log(sampler_random_fract(&bs->rstate.randstate)) / bs->targrows);
 
 	{
-		const int	cols[] = {PROGRESS_CREATEIDX_TUPLES_TOTAL, PROGRESS_CREATEIDX_TUPLES_DONE};
-		int64		vals[] = {Min(nblocks, (BlockNumber) bs->targrows), 0};
+		/* blocks: sampled / to sample; tuples: rows kept / sample size */
+		const int	cols[] = {PROGRESS_SCAN_BLOCKS_TOTAL, PROGRESS_SCAN_BLOCKS_DONE,
+		PROGRESS_CREATEIDX_TUPLES_TOTAL, PROGRESS_CREATEIDX_TUPLES_DONE};
+		int64		vals[] = {Min(nblocks, (BlockNumber) bs->targrows), 0, bs->targrows, 0};
 
-		pgstat_progress_update_multi_param(2, cols, vals);
+		pgstat_progress_update_multi_param(4, cols, vals);
 	}
 	while (BlockSampler_HasMore(&bsamp))
 	{
 		BlockNumber blk = BlockSampler_Next(&bsamp);
+		const int	cols[] = {PROGRESS_SCAN_BLOCKS_DONE, PROGRESS_CREATEIDX_TUPLES_DONE};
+		int64		vals[2];
 
 		table_index_build_range_scan(bs->heap, bs->index, bs->indexInfo,
 									 false, false, false, blk, 1,
 									 sample_callback, (void *) bs, NULL);
-		pgstat_progress_update_param(PROGRESS_CREATEIDX_TUPLES_DONE, bsamp.m);
+		vals[0] = bsamp.m;
+		vals[1] = bs->nsamples;
+		pgstat_progress_update_multi_param(2, cols, vals);
 	}
 }
 
@@ -752,6 +759,11 @@ gmmivfbuild(Relation heap, Relation index, IndexInfo *indexInfo)
 	MemoryContext buildctx,
 				old;
 	double		reltuples;
+	instr_time	t0,
+				t1,
+				t2,
+				t3,
+				t4;
 
 	if (RelationGetNumberOfBlocks(index) != 0)
 		elog(ERROR, "index \"%s\" already contains data", RelationGetRelationName(index));
@@ -778,7 +790,9 @@ gmmivfbuild(Relation heap, Relation index, IndexInfo *indexInfo)
 		bs.targrows = Max(10000, 64 * bs.lists);
 
 	/* 1. sample */
+	INSTR_TIME_SET_CURRENT(t0);
 	sample_rows(&bs);
+	INSTR_TIME_SET_CURRENT(t1);
 
 	/* 2. train */
 	if (bs.nsamples > 0)
@@ -805,15 +819,26 @@ gmmivfbuild(Relation heap, Relation index, IndexInfo *indexInfo)
 		bs.samples = NULL;
 	}
 
+	INSTR_TIME_SET_CURRENT(t2);
 	fill_meta(&bs, &meta);
 	write_model_pages(&bs, &meta);
 
 	/* 3. assign and 4. write */
 	assign_rows(&bs);
+	INSTR_TIME_SET_CURRENT(t3);
 	write_lists(&bs, &meta);
 
 	if (RelationNeedsWAL(index))
 		log_newpage_range(index, MAIN_FORKNUM, 0, RelationGetNumberOfBlocks(index), true);
+	INSTR_TIME_SET_CURRENT(t4);
+	INSTR_TIME_SUBTRACT(t4, t3);
+	INSTR_TIME_SUBTRACT(t3, t2);
+	INSTR_TIME_SUBTRACT(t2, t1);
+	INSTR_TIME_SUBTRACT(t1, t0);
+	elog(DEBUG1, "gmmivf build of \"%s\": %d lists, %.0f rows, %.0f copies; sampling %.0f ms (%d rows), training %.0f ms (%s), assigning %.0f ms, writing %.0f ms",
+		 RelationGetRelationName(index), bs.K, bs.rows, bs.copies,
+		 INSTR_TIME_GET_MILLISEC(t1), bs.nsamples, INSTR_TIME_GET_MILLISEC(t2),
+		 bs.use_gpu ? "GPU" : "CPU", INSTR_TIME_GET_MILLISEC(t3), INSTR_TIME_GET_MILLISEC(t4));
 
 	ExecDropSingleTupleTableSlot(bs.slot);
 	ExecDropSingleTupleTableSlot(bs.rslot);
