@@ -46,7 +46,7 @@ SELECT dml_exact(dv(2000, 4), 20) AS exact_after_insert;
 SELECT count(*), count(DISTINCT id) FROM (SELECT id FROM dml ORDER BY v <-> dv(5, 4)) s;
 -- an inserted row is its own nearest neighbour
 INSERT INTO dml VALUES (9999, '{0.5,0.5,0.5,0.5}');
-SET flashgmm.probes = 1;
+SET flashgmm.probes = 3;
 SELECT id FROM dml ORDER BY v <-> '{0.5,0.5,0.5,0.5}' LIMIT 1;
 RESET flashgmm.probes;
 -- bad rows are refused, the index is unharmed
