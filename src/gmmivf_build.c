@@ -126,17 +126,21 @@ get_vector(GmmIvfBuildState *bs, Datum value, ArrayType **arr)
 }
 
 /*
- * Memory the training needs besides the sample: the model and the engine's
- * per-tile buffers (an estimate; the engine never allocates N x K).
+ * Memory the training needs besides the sample (an estimate of the CPU
+ * engine's allocations: float and double copies of the K x D parameters and
+ * statistics, 512-row tiles of K scores; the engine never allocates N x K).
  */
 static Size
 train_overhead(int K, int D, gmm_cov_type cov)
 {
-	Size		model = (Size) K * D * sizeof(float) * (cov == GMM_COV_DIAG ? 6 : 3);
-	Size		tiles = (Size) 1024 * K * sizeof(float) * 2 + (Size) 1024 * D * sizeof(float) * 2;
+	Size		kd = (Size) K * (D + 2) * (cov == GMM_COV_DIAG ? 48 : 32);
+	Size		tiles = (Size) 512 * K * 12 * 2 + (Size) 512 * (D + 2) * 12;
 
-	return model + tiles + (Size) K * 64;
+	return kd + tiles + (Size) K * 128;
 }
+
+/* Sample bytes per row: the vector plus the engine's per-row arrays. */
+#define SAMPLE_ROW_BYTES(D)	((Size) (D) * sizeof(float4) + 16)
 
 /*
  * The sample grows by doubling, so a small table costs little; its cap is
@@ -156,7 +160,8 @@ grow_samples(GmmIvfBuildState *bs)
 		Size		budget = (Size) maintenance_work_mem * 1024;
 		Size		over = train_overhead(bs->lists, bs->dims, gmmivf_option_cov(bs->opts));
 
-		bs->memcap = budget > over ? (int) Min((budget - over) / row, (Size) INT_MAX / 2) : 0;
+		bs->memcap = budget > over ?
+			(int) Min((budget - over) / SAMPLE_ROW_BYTES(bs->dims), (Size) INT_MAX / 2) : 0;
 	}
 	if (bs->nsamples >= bs->memcap)
 	{
@@ -167,7 +172,7 @@ grow_samples(GmmIvfBuildState *bs)
 							RelationGetRelationName(bs->index)),
 					 errdetail("Training %d lists of %d dimensions needs at least %zu kB; maintenance_work_mem is %d kB.",
 							   bs->lists, bs->dims,
-							   (row * bs->lists + train_overhead(bs->lists, bs->dims, gmmivf_option_cov(bs->opts))) / 1024,
+							   (SAMPLE_ROW_BYTES(bs->dims) * bs->lists + train_overhead(bs->lists, bs->dims, gmmivf_option_cov(bs->opts))) / 1024,
 							   maintenance_work_mem),
 					 errhint("Raise maintenance_work_mem or lower \"lists\".")));
 		ereport(NOTICE,
