@@ -254,6 +254,7 @@ extern void gmmivf_ereport_engine(gmm_status st, const gmm_error *err, const cha
 extern void gmmivf_free_model_on_reset(MemoryContext cxt, gmm_model *m);
 
 /* gmmivf_engine.c: CPU / GPU dispatch */
+extern bool gmmivf_engine_gpu_usable(void);
 extern gmm_status gmmivf_engine_fit(const float *X, int64_t N, int D, const gmm_fit_params *p,
 									gmm_model **out, gmm_fit_report *report, gmm_error *err,
 									bool *used_gpu);

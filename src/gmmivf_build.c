@@ -64,6 +64,7 @@ typedef struct GmmIvfBuildState
 	int			nsamples;
 	int			samplecap;		/* rows allocated */
 	int			memcap;			/* rows maintenance_work_mem allows */
+	bool		sample_auto_all;	/* sample = the table, as far as memory allows */
 	float4	   *samples;
 	double		samplerows;
 	double		rowstoskip;
@@ -175,10 +176,14 @@ grow_samples(GmmIvfBuildState *bs)
 							   (SAMPLE_ROW_BYTES(bs->dims) * bs->lists + train_overhead(bs->lists, bs->dims, gmmivf_option_cov(bs->opts))) / 1024,
 							   maintenance_work_mem),
 					 errhint("Raise maintenance_work_mem or lower \"lists\".")));
-		ereport(NOTICE,
-				(errmsg("gmmivf: training sample reduced from %d to %d rows to fit maintenance_work_mem (%d kB)",
-						bs->targrows, bs->memcap, maintenance_work_mem),
-				 errhint("Raise maintenance_work_mem to train on more rows.")));
+		if (!bs->sample_auto_all)
+			ereport(NOTICE,
+					(errmsg("gmmivf: training sample reduced from %d to %d rows to fit maintenance_work_mem (%d kB)",
+							bs->targrows, bs->memcap, maintenance_work_mem),
+					 errhint("Raise maintenance_work_mem to train on more rows.")));
+		else
+			elog(DEBUG1, "gmmivf: training sample is %d rows, what maintenance_work_mem (%d kB) holds",
+				 bs->memcap, maintenance_work_mem);
 		bs->targrows = bs->memcap;
 		bs->rstate.W = exp(-log(sampler_random_fract(&bs->rstate.randstate)) / bs->targrows);
 		return;
@@ -262,7 +267,8 @@ sample_rows(GmmIvfBuildState *bs)
 		/* blocks: sampled / to sample; tuples: rows kept / sample size */
 		const int	cols[] = {PROGRESS_SCAN_BLOCKS_TOTAL, PROGRESS_SCAN_BLOCKS_DONE,
 		PROGRESS_CREATEIDX_TUPLES_TOTAL, PROGRESS_CREATEIDX_TUPLES_DONE};
-		int64		vals[] = {Min(nblocks, (BlockNumber) bs->targrows), 0, bs->targrows, 0};
+		int64		vals[] = {Min(nblocks, (BlockNumber) bs->targrows), 0,
+		bs->sample_auto_all ? (int64) bs->tuples_total : bs->targrows, 0};
 
 		pgstat_progress_update_multi_param(4, cols, vals);
 	}
@@ -791,6 +797,12 @@ gmmivfbuild(Relation heap, Relation index, IndexInfo *indexInfo)
 	bs.tuples_total = reltuples > 0 ? reltuples : 0;
 	if (bs.opts->sample_rows > 0)
 		bs.targrows = Max(bs.opts->sample_rows, bs.lists);
+	else if (gmmivf_engine_gpu_usable())
+	{
+		/* the GPU trains on the whole table when maintenance_work_mem holds it */
+		bs.targrows = INT_MAX / 2;
+		bs.sample_auto_all = true;
+	}
 	else
 		bs.targrows = Max(10000, 64 * bs.lists);
 

@@ -53,6 +53,15 @@ gpu_unavailable_error(const char *why)
 			 errhint("SET flashgmm.device = auto (or cpu) to train on the CPU.")));
 }
 
+/* True when flashgmm.device lets the GPU train and the CUDA engine loads. */
+bool
+gmmivf_engine_gpu_usable(void)
+{
+	const char *why;
+
+	return gmmivf_device != GMMIVF_DEVICE_CPU && gpu_available(&why);
+}
+
 gmm_status
 gmmivf_engine_fit(const float *X, int64_t N, int D, const gmm_fit_params *p,
 				  gmm_model **out, gmm_fit_report *report, gmm_error *err, bool *used_gpu)

@@ -51,6 +51,14 @@ SET flashgmm.device = gpu;
 CREATE INDEX t_gpu ON t USING gmmivf (v) WITH (lists = $LISTS, sample_rows = $ROWS);
 \timing off
 SELECT 'gpu' AS device, lists, build_copies, recall($PROBES) FROM flashgmm_index_info('t_gpu');
+DROP INDEX t_gpu;
+-- default sample_rows on the GPU: the whole table, as far as maintenance_work_mem holds it
+SET client_min_messages = debug1;
+\timing on
+CREATE INDEX t_gpu ON t USING gmmivf (v) WITH (lists = $LISTS);
+\timing off
+RESET client_min_messages;
+SELECT 'gpu, whole table' AS device, lists, build_copies, recall($PROBES) FROM flashgmm_index_info('t_gpu');
 -- inserts after a GPU build use the CPU engine with the stored model
 INSERT INTO t SELECT $ROWS + id, v FROM t WHERE id <= 100;
 SELECT recall($PROBES) AS recall_after_insert;
