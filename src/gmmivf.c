@@ -75,7 +75,7 @@ _PG_init(void)
 					   "Temperature of the responsibilities used for assignment",
 					   GMMIVF_DEFAULT_TEMPERATURE, 0.01, 100.0, AccessExclusiveLock);
 	add_int_reloption(gmmivf_relopt_kind, "sample_rows",
-					  "Rows sampled for training (0 = max(10000, 64 * lists))",
+					  "Rows sampled for training (0 = max(10000, 64 * lists) on the CPU; on the GPU, the whole table as far as maintenance_work_mem holds it)",
 					  GMMIVF_DEFAULT_SAMPLE_ROWS, 0, 100000000, AccessExclusiveLock);
 	add_int_reloption(gmmivf_relopt_kind, "iterations",
 					  "Most EM iterations",

@@ -169,7 +169,7 @@ typedef struct GmmIvfOptions
 #define GMMIVF_DEFAULT_MAX_ASSIGN	8
 #define GMMIVF_DEFAULT_TAU			0.0 /* 0 = 1 / lists */
 #define GMMIVF_DEFAULT_TEMPERATURE	1.0
-#define GMMIVF_DEFAULT_SAMPLE_ROWS	0	/* 0 = max(10000, 64 * lists) */
+#define GMMIVF_DEFAULT_SAMPLE_ROWS	0	/* 0 = max(10000, 64 * lists); GPU: the table within maintenance_work_mem */
 #define GMMIVF_DEFAULT_ITERATIONS	20
 #define GMMIVF_DEFAULT_SEED			42
 
