@@ -176,10 +176,20 @@ tile_rows_for(int requested, int K, int64_t N)
  * precision chosen for the pass.
  */
 
-/* Above this estimate of float32 rounding error (log units, or relative
- * error of a variance) the products run in float64. */
+/*
+ * cond (ctx_set_model) is a worst-case bound on the float32 rounding error
+ * of a score, in nats: eps32 * max_k sum_d prec_kd ((x_d - c_d)^2 + (mu_kd - c_d)^2)
+ * with (x_d - c_d)^2 taken at its data mean.  It is also a bound on the
+ * relative error of a variance computed from float32 statistics.  Typical
+ * errors are ~sqrt(D) smaller (random rounding), so at COND_MAX = 1e-4 the
+ * tests' bounds (LL 1e-5, means/vars 1e-4 relative) hold with margin; above it
+ * the pass runs in float64 (dgemm).  It exceeds the bound when a component
+ * is much narrower than the data along some dimension (SIFT diag: dimensions
+ * that are zero inside a component, variance at reg_covar).
+ */
 #define COND_MAX 1e-4
 #define EPS32 5.96e-8
+#define EPS64_OVER_EPS32 1.862645149230957e-09	/* 2^-29 */
 
 typedef struct em_stats
 {
@@ -200,6 +210,23 @@ typedef struct score_ctx
 	double		cond;			/* conditioning estimate of the current model */
 	double	   *m2;				/* D: mean (x - c)^2 per dimension (for cond) */
 	int			simd;			/* use the AVX2 float kernels */
+	/*
+	 * Ill-conditioned components (cond_k > COND_MAX) on the float path: their
+	 * scores are computed directly in float64 from x - mu, their statistics
+	 * accumulated in float64; the GEMM sees zeros for them.
+	 */
+	int			nbad;
+	int			bad_cap;
+	int32_t    *bad;			/* K: indices */
+	unsigned char *isbad;		/* K */
+	int32_t    *badidx;			/* K: index into bad[], or -1 */
+	double	   *bad_s1;			/* bad_cap x D: sum r (x - mu_old) */
+	double	   *bad_s2;			/* bad_cap x VL: sum r (x - mu_old)^2 [summed over d: spherical] */
+	double	   *condk;			/* K */
+	double	   *lnk;			/* K: log w_k - 0.5 (D log 2pi + sum log var) */
+	double	   *bad_mu;			/* bad_cap x D */
+	double	   *bad_prec;		/* bad_cap x VL */
+	double	   *bad_ln;			/* bad_cap */
 	int64_t		tile_nnz;		/* non-zero responsibilities in the current tile */
 	int64_t		sparse_tiles;	/* statistics accumulated row by row */
 	int64_t		dense_tiles;	/* statistics by GEMM */
@@ -226,6 +253,16 @@ typedef struct score_ctx
 static void
 ctx_free(score_ctx *s)
 {
+	free(s->bad);
+	free(s->isbad);
+	free(s->badidx);
+	free(s->bad_s1);
+	free(s->bad_s2);
+	free(s->condk);
+	free(s->lnk);
+	free(s->bad_mu);
+	free(s->bad_prec);
+	free(s->bad_ln);
 	free(s->m2);
 	free(s->xn2);
 	free(s->lz);
@@ -260,6 +297,11 @@ ctx_alloc(score_ctx *s, int K, int D, gmm_cov_type cov, int T, gmm_cpu_precision
 #ifdef GMM_HAVE_AVX2_PATH
 	s->simd = cpu_has_avx2() && getenv("FLASHGMM_NO_SIMD") == NULL;
 #endif
+	s->bad = malloc(sizeof(int32_t) * (size_t) K);
+	s->isbad = calloc((size_t) K, 1);
+	s->badidx = malloc(sizeof(int32_t) * (size_t) K);
+	s->condk = malloc(sizeof(double) * (size_t) K);
+	s->lnk = malloc(sizeof(double) * (size_t) K);
 	s->m2 = calloc((size_t) D, sizeof(double));
 	s->xn2 = malloc(sizeof(double) * (size_t) T);
 	s->lz = malloc(sizeof(double) * (size_t) T);
@@ -270,7 +312,7 @@ ctx_alloc(score_ctx *s, int K, int D, gmm_cov_type cov, int T, gmm_cpu_precision
 	s->center_f = calloc((size_t) D, sizeof(float));
 	s->c0_f = malloc(sizeof(float) * (size_t) K);
 	s->hprec_f = malloc(sizeof(float) * (size_t) K);
-	if (!s->m2 || !s->xn2 || !s->lz || !s->center_d || !s->B_d || !s->c0_d || !s->hprec_d ||
+	if (!s->bad || !s->isbad || !s->badidx || !s->condk || !s->lnk || !s->m2 || !s->xn2 || !s->lz || !s->center_d || !s->B_d || !s->c0_d || !s->hprec_d ||
 		!s->center_f || !s->c0_f || !s->hprec_f)
 	{
 		ctx_free(s);
@@ -365,6 +407,7 @@ ctx_set_model(score_ctx *s, const gmm_model *m, int stats, gmm_error *err)
 			s->c0_d[k] = ln - 0.5 * pr * q;
 			s->hprec_d[k] = -0.5 * pr;
 			ck = pr * (m2sum + q);
+			s->lnk[k] = ln;
 		}
 		else
 		{
@@ -383,15 +426,85 @@ ctx_set_model(score_ctx *s, const gmm_model *m, int stats, gmm_error *err)
 			}
 			s->c0_d[k] = ln - 0.5 * q;
 			s->hprec_d[k] = 0.0;
+			s->lnk[k] = ln;
 		}
+		s->condk[k] = ck * EPS32;
 		if (ck > cond)
 			cond = ck;
 	}
 	s->cond = cond * EPS32;
-	s->dbl = s->prec == GMM_CPU_PREC_DOUBLE ||
-		(s->prec == GMM_CPU_PREC_AUTO && !(s->cond <= COND_MAX));
+
+	/*
+	 * AUTO: float32 products when every component is well conditioned; when
+	 * a few are not (a component much narrower than the data along some
+	 * dimension), float32 for the rest and float64 for those; float64
+	 * products throughout when more than a quarter are not.
+	 */
+	s->nbad = 0;
+	for (int k = 0; k < K; k++)
+	{
+		s->isbad[k] = 0;
+		s->badidx[k] = -1;
+	}
+	if (s->prec == GMM_CPU_PREC_AUTO)
+		for (int k = 0; k < K; k++)
+			if (!(s->condk[k] <= COND_MAX))
+				s->bad[s->nbad++] = k;
+	s->dbl = s->prec == GMM_CPU_PREC_DOUBLE || s->nbad > K / 4;
+	if (s->dbl && s->prec != GMM_CPU_PREC_FLOAT)
+	{
+		/* float64 products: only components ill-conditioned even for
+		 * float64 (cond in float64 units above COND_MAX) are special */
+		s->nbad = 0;
+		for (int k = 0; k < K; k++)
+			if (!(s->condk[k] * EPS64_OVER_EPS32 <= COND_MAX))
+				s->bad[s->nbad++] = k;
+	}
 	if (ctx_ensure(s, stats, err) != GMM_OK)
 		return GMM_ENOMEM;
+	if (s->nbad > s->bad_cap)
+	{
+		int			VL = gmm_var_len(s->cov, D);
+
+		free(s->bad_mu);
+		free(s->bad_prec);
+		free(s->bad_ln);
+		free(s->bad_s1);
+		free(s->bad_s2);
+		s->bad_mu = malloc(sizeof(double) * (size_t) s->nbad * D);
+		s->bad_prec = malloc(sizeof(double) * (size_t) s->nbad * VL);
+		s->bad_ln = malloc(sizeof(double) * (size_t) s->nbad);
+		s->bad_s1 = malloc(sizeof(double) * (size_t) s->nbad * D);
+		s->bad_s2 = malloc(sizeof(double) * (size_t) s->nbad * VL);
+		s->bad_cap = s->nbad;
+		if (!s->bad_mu || !s->bad_prec || !s->bad_ln || !s->bad_s1 || !s->bad_s2)
+		{
+			s->bad_cap = 0;
+			return gmm_fail(err, GMM_ENOMEM, "out of memory for the E-step workspace (K = %d, D = %d)", K, D);
+		}
+	}
+	for (int b = 0; b < s->nbad; b++)
+	{
+		int			k = s->bad[b];
+		int			VL = gmm_var_len(s->cov, D);
+
+		s->isbad[k] = 1;
+		s->badidx[k] = b;
+		for (int d = 0; d < D; d++)
+			s->bad_mu[(size_t) b * D + d] = m->means[(size_t) k * D + d];
+		for (int j = 0; j < VL; j++)
+			s->bad_prec[(size_t) b * VL + j] = 1.0 / (double) m->vars[(size_t) k * VL + j];
+		s->bad_ln[b] = s->lnk[k];
+	}
+	/* the products see zeros for the special components */
+	for (int b = 0; b < s->nbad; b++)
+	{
+		int			k = s->bad[b];
+
+		memset(s->B_d + (size_t) k * W, 0, sizeof(double) * W);
+		s->c0_d[k] = 0.0;
+		s->hprec_d[k] = 0.0;
+	}
 	if (!s->dbl)
 	{
 		for (size_t j = 0; j < (size_t) K * W; j++)
@@ -403,6 +516,93 @@ ctx_set_model(score_ctx *s, const gmm_model *m, int stats, gmm_error *err)
 		}
 	}
 	return GMM_OK;
+}
+
+/* Exact float64 scores of the ill-conditioned components (float path). */
+static void
+ctx_fix_bad(score_ctx *s, const float *X, int nt)
+{
+	int			K = s->K,
+				D = s->D,
+				VL = gmm_var_len(s->cov, D);
+
+	for (int i = 0; i < nt; i++)
+	{
+		const float *x = X + (size_t) i * D;
+		float	   *row = s->dbl ? NULL : s->S_f + (size_t) i * K;
+
+		for (int b = 0; b < s->nbad; b++)
+		{
+			const double *mu = s->bad_mu + (size_t) b * D;
+			const double *pr = s->bad_prec + (size_t) b * VL;
+			double		q = 0.0;
+
+			if (VL == 1)
+			{
+				for (int d = 0; d < D; d++)
+				{
+					double		t = (double) x[d] - mu[d];
+
+					q += t * t;
+				}
+				q *= pr[0];
+			}
+			else
+				for (int d = 0; d < D; d++)
+				{
+					double		t = (double) x[d] - mu[d];
+
+					q += t * t * pr[d];
+				}
+			if (s->dbl)
+				s->S_d[(size_t) i * K + s->bad[b]] = s->bad_ln[b] - 0.5 * q;
+			else
+				row[s->bad[b]] = (float) (s->bad_ln[b] - 0.5 * q);
+		}
+	}
+}
+
+/*
+ * Statistics of the special components, around their current means in
+ * float64 (the one-pass moments around the data centre would cancel away a
+ * variance that small).
+ */
+static void
+ctx_bad_stats(score_ctx *s, const float *X, int nt)
+{
+	int			K = s->K,
+				D = s->D,
+				VL = gmm_var_len(s->cov, D);
+
+	for (int i = 0; i < nt; i++)
+	{
+		const float *x = X + (size_t) i * D;
+
+		for (int b = 0; b < s->nbad; b++)
+		{
+			size_t		j = (size_t) i * K + s->bad[b];
+			double		r = s->dbl ? s->S_d[j] : (double) s->S_f[j];
+			const double *mu = s->bad_mu + (size_t) b * D;
+			double	   *s1 = s->bad_s1 + (size_t) b * D;
+			double	   *s2 = s->bad_s2 + (size_t) b * VL;
+			double		q = 0.0;
+
+			if (r == 0.0)
+				continue;
+			for (int d = 0; d < D; d++)
+			{
+				double		t = (double) x[d] - mu[d];
+
+				s1[d] += r * t;
+				if (VL == 1)
+					q += t * t;
+				else
+					s2[d] += r * t * t;
+			}
+			if (VL == 1)
+				s2[0] += r * q;
+		}
+	}
 }
 
 #define REAL float
@@ -666,7 +866,8 @@ AVX2_FN static void
 tile_sx_sparse_f_avx2(score_ctx *s, int nt, em_stats *st)
 {
 	int			K = s->K,
-				W = s->W;
+				W = s->W,
+				D = s->D;
 
 	for (int i = 0; i < nt; i++)
 	{
@@ -679,15 +880,38 @@ tile_sx_sparse_f_avx2(score_ctx *s, int nt, em_stats *st)
 			__m256d		vr;
 			int			j = 0;
 
-			if (r[k] == 0.0f)
+			if (r[k] == 0.0f || s->isbad[k])
 				continue;
 			acc = st->sx + (size_t) k * W;
 			vr = _mm256_set1_pd((double) r[k]);
-			for (; j + 4 <= W; j += 4)
-				_mm256_storeu_pd(acc + j, _mm256_fmadd_pd(vr, _mm256_cvtps_pd(_mm_loadu_ps(a + j)),
-														 _mm256_loadu_pd(acc + j)));
-			for (; j < W; j++)
-				acc[j] += (double) r[k] * a[j];
+			if (W == D)
+			{
+				for (; j + 4 <= D; j += 4)
+					_mm256_storeu_pd(acc + j, _mm256_fmadd_pd(vr, _mm256_cvtps_pd(_mm_loadu_ps(a + j)),
+															 _mm256_loadu_pd(acc + j)));
+				for (; j < D; j++)
+					acc[j] += (double) r[k] * a[j];
+			}
+			else
+			{
+				/* diag: squares in float64 (float32 squares would round away
+				 * the variance of a narrow component) */
+				for (; j + 4 <= D; j += 4)
+				{
+					__m256d		v = _mm256_cvtps_pd(_mm_loadu_ps(a + j));
+					__m256d		rv = _mm256_mul_pd(vr, v);
+
+					_mm256_storeu_pd(acc + j, _mm256_add_pd(rv, _mm256_loadu_pd(acc + j)));
+					_mm256_storeu_pd(acc + D + j, _mm256_fmadd_pd(rv, v, _mm256_loadu_pd(acc + D + j)));
+				}
+				for (; j < D; j++)
+				{
+					double		v = a[j];
+
+					acc[j] += r[k] * v;
+					acc[D + j] += r[k] * v * v;
+				}
+			}
 		}
 	}
 	s->sparse_tiles++;
@@ -703,6 +927,8 @@ ctx_tile(score_ctx *s, const float *X, int nt, double inv_temp, em_stats *st)
 	{
 		tile_load_d(s, X, nt);
 		tile_scores_d(s, nt);
+		if (s->nbad)
+			ctx_fix_bad(s, X, nt);
 		tile_post_d(s, nt, inv_temp, st);
 		return;
 	}
@@ -711,12 +937,16 @@ ctx_tile(score_ctx *s, const float *X, int nt, double inv_temp, em_stats *st)
 	{
 		tile_load_f_avx2(s, X, nt);
 		tile_scores_f(s, nt);
+		if (s->nbad)
+			ctx_fix_bad(s, X, nt);
 		tile_post_f_avx2(s, nt, inv_temp, st);
 		return;
 	}
 #endif
 	tile_load_f(s, X, nt);
 	tile_scores_f(s, nt);
+	if (s->nbad)
+		ctx_fix_bad(s, X, nt);
 	tile_post_f(s, nt, inv_temp, st);
 }
 
@@ -761,11 +991,18 @@ e_pass(score_ctx *s, const float *X, int64_t N, em_stats *st, float *row_ll,
 		memset(st->nk, 0, sizeof(double) * K);
 		memset(st->sx, 0, sizeof(double) * (size_t) K * W);
 		memset(st->sxx, 0, sizeof(double) * K);
+		if (s->nbad)
+		{
+			memset(s->bad_s1, 0, sizeof(double) * (size_t) s->nbad * D);
+			memset(s->bad_s2, 0, sizeof(double) * (size_t) s->nbad * gmm_var_len(s->cov, D));
+		}
 	}
 	if (opt)
 	{
 		if (s->dbl)
 			opt->passes_double++;
+		else if (s->nbad)
+			opt->passes_mixed++;
 		else
 			opt->passes_float++;
 		if (s->cond > opt->max_cond)
@@ -783,7 +1020,11 @@ e_pass(score_ctx *s, const float *X, int64_t N, em_stats *st, float *row_ll,
 				row_ll[n0 + i] = (float) s->lz[i];
 		}
 		if (st)
+		{
 			ctx_tile_sx(s, nt, st);
+			if (s->nbad)
+				ctx_bad_stats(s, X + n0 * (int64_t) D, nt);
+		}
 		if (p && p->progress && (++tiles % PROGRESS_EVERY_TILES) == 0)
 		{
 			if (p->progress(p->progress_arg, "estep", n0 + nt, N))
@@ -906,26 +1147,43 @@ m_step(gmm_model *m, const score_ctx *s, const em_stats *st, const float *X, int
 	for (int k = 0; k < K; k++)
 	{
 		double		nk = st->nk[k] + 10.0 * DBL_EPSILON;
-		const double *sx = st->sx + (size_t) k * W;
+		const double *s1,
+				   *s2,
+				   *shift;
 		float	   *mu = m->means + (size_t) k * D;
 		float	   *v = m->vars + (size_t) k * VL;
+		int			b = s->badidx[k];
 
 		if (st->nk[k] < EMPTY_NK)
 		{
 			nempty++;
 			continue;
 		}
+		/* moments around the data centre, or around the old mean for the
+		 * ill-conditioned components (ctx_bad_stats) */
+		if (b >= 0)
+		{
+			s1 = s->bad_s1 + (size_t) b * D;
+			s2 = s->bad_s2 + (size_t) b * VL;
+			shift = s->bad_mu + (size_t) b * D;
+		}
+		else
+		{
+			s1 = st->sx + (size_t) k * W;
+			s2 = m->cov == GMM_COV_DIAG ? s1 + D : &st->sxx[k];
+			shift = s->center_d;
+		}
 		if (m->cov == GMM_COV_DIAG)
 		{
 			for (int d = 0; d < D; d++)
 			{
-				double		md = sx[d] / nk;
-				double		vd = sx[D + d] / nk - md * md;
+				double		md = s1[d] / nk;
+				double		vd = s2[d] / nk - md * md;
 
 				if (vd < 0.0)
 					vd = 0.0;
 				vd += reg;
-				mu[d] = (float) (md + s->center_d[d]);
+				mu[d] = (float) (md + shift[d]);
 				v[d] = (float) vd;
 				pooled[d] += st->nk[k] * vd;
 			}
@@ -937,12 +1195,12 @@ m_step(gmm_model *m, const score_ctx *s, const em_stats *st, const float *X, int
 
 			for (int d = 0; d < D; d++)
 			{
-				double		md = sx[d] / nk;
+				double		md = s1[d] / nk;
 
 				q += md * md;
-				mu[d] = (float) (md + s->center_d[d]);
+				mu[d] = (float) (md + shift[d]);
 			}
-			vd = (st->sxx[k] / nk - q) / D;
+			vd = (s2[0] / nk - q) / D;
 			if (vd < 0.0)
 				vd = 0.0;
 			vd += reg;
@@ -1047,7 +1305,7 @@ gmm_cpu_em(const float *X, int64_t N, gmm_model *m, const gmm_fit_params *p,
 	T = tile_rows_for(p->tile_rows, K, N);
 	if (opt)
 	{
-		opt->passes_double = opt->passes_float = 0;
+		opt->passes_double = opt->passes_float = opt->passes_mixed = 0;
 		opt->max_cond = 0.0;
 	}
 	if ((st = ctx_alloc(&s, K, D, m->cov, T, opt ? opt->precision : GMM_CPU_PREC_AUTO, err)) != GMM_OK)
@@ -1126,6 +1384,45 @@ done:
  * k-means++ initialisation
  */
 
+#ifdef GMM_HAVE_AVX2_PATH
+AVX2_FN static float
+sqdist_avx2(const float *a, const float *b, int D)
+{
+	__m256		acc0 = _mm256_setzero_ps(),
+				acc1 = _mm256_setzero_ps();
+	__m128		h;
+	float		q;
+	int			d = 0;
+
+	for (; d + 16 <= D; d += 16)
+	{
+		__m256		t0 = _mm256_sub_ps(_mm256_loadu_ps(a + d), _mm256_loadu_ps(b + d));
+		__m256		t1 = _mm256_sub_ps(_mm256_loadu_ps(a + d + 8), _mm256_loadu_ps(b + d + 8));
+
+		acc0 = _mm256_fmadd_ps(t0, t0, acc0);
+		acc1 = _mm256_fmadd_ps(t1, t1, acc1);
+	}
+	for (; d + 8 <= D; d += 8)
+	{
+		__m256		t0 = _mm256_sub_ps(_mm256_loadu_ps(a + d), _mm256_loadu_ps(b + d));
+
+		acc0 = _mm256_fmadd_ps(t0, t0, acc0);
+	}
+	acc0 = _mm256_add_ps(acc0, acc1);
+	h = _mm_add_ps(_mm256_castps256_ps128(acc0), _mm256_extractf128_ps(acc0, 1));
+	h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+	h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+	q = _mm_cvtss_f32(h);
+	for (; d < D; d++)
+	{
+		float		t = a[d] - b[d];
+
+		q += t * t;
+	}
+	return q;
+}
+#endif
+
 /* ||a - b||^2 in float, eight independent partial sums (vectorisable) */
 static inline float
 sqdist(const float *a, const float *b, int D)
@@ -1167,6 +1464,7 @@ gmm_init_kmeanspp(const float *X, int64_t N, int D, const gmm_fit_params *p,
 	gmm_model  *m = NULL;
 	rng64		rng;
 	int			VL;
+	int			simd = 0;
 
 	if (err)
 	{
@@ -1219,6 +1517,9 @@ gmm_init_kmeanspp(const float *X, int64_t N, int D, const gmm_fit_params *p,
 	 * skips most rows once there are a few seeds.
 	 */
 	rng.s = p->seed ^ 0x6a09e667f3bcc908ULL;
+#ifdef GMM_HAVE_AVX2_PATH
+	simd = cpu_has_avx2() && getenv("FLASHGMM_NO_SIMD") == NULL;
+#endif
 	for (int k = 0; k < K; k++)
 	{
 		int64_t		pick;
@@ -1291,7 +1592,12 @@ gmm_init_kmeanspp(const float *X, int64_t N, int D, const gmm_fit_params *p,
 
 			if (k > 0 && dss[label[n]] >= 4.0 * (double) d2[n])
 				continue;
-			q = sqdist(x, xs, D);
+#ifdef GMM_HAVE_AVX2_PATH
+			if (simd)
+				q = sqdist_avx2(x, xs, D);
+			else
+#endif
+				q = sqdist(x, xs, D);
 			if (k == 0 || q < d2[n])
 			{
 				d2[n] = q;
@@ -1536,7 +1842,7 @@ gmm_cpu_score(const gmm_model *m, const float *X, int64_t N, gmm_cpu_options *op
 		return st;
 	if (opt)
 	{
-		opt->passes_double = opt->passes_float = 0;
+		opt->passes_double = opt->passes_float = opt->passes_mixed = 0;
 		opt->max_cond = 0.0;
 	}
 	if ((st = ctx_for_model(&s, m, N, opt ? opt->precision : GMM_CPU_PREC_AUTO, err)) != GMM_OK)

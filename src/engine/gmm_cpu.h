@@ -11,8 +11,10 @@
  * Precision of the tile matrix products (scores, statistics):
  *   AUTO   float32 products unless the model is ill-conditioned for them
  *          (a component's variance is tiny against the spread of the data,
- *          e.g. a dimension constant inside one component but not globally),
- *          then float64 for that pass.  Sums across tiles are always float64.
+ *          e.g. a dimension constant inside one component but not globally):
+ *          then those components (when at most K/4) are scored and summed
+ *          in float64 beside the float32 products ("mixed" pass), or the
+ *          whole pass runs in float64.  Sums across tiles are always float64.
  *   FLOAT  always float32 products (sgemm).
  *   DOUBLE always float64 products (dgemm).
  */
@@ -26,9 +28,10 @@ typedef enum gmm_cpu_precision
 typedef struct gmm_cpu_options
 {
 	gmm_cpu_precision precision;
-	/* out: E passes run in float64 / float32 during the last call */
+	/* out: E passes run in float64 / float32 / mixed during the last call */
 	int			passes_double;
 	int			passes_float;
+	int			passes_mixed;
 	/* out: worst conditioning estimate seen (float32 rounding x condition) */
 	double		max_cond;
 } gmm_cpu_options;

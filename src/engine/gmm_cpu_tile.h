@@ -118,7 +118,8 @@ static void
 FN(tile_sx) (score_ctx *s, int nt, em_stats *st)
 {
 	int			K = s->K,
-				W = s->W;
+				W = s->W,
+				D = s->D;
 	const REAL *S = s->FLD(S);
 	const REAL *A = s->FLD(A);
 	REAL	   *tmp = s->FLD(tmp);
@@ -135,11 +136,14 @@ FN(tile_sx) (score_ctx *s, int nt, em_stats *st)
 				double		rk = r[k];
 				double	   *acc;
 
-				if (rk == 0.0)
+				if (rk == 0.0 || s->isbad[k])
 					continue;
 				acc = st->sx + (size_t) k * W;
-				for (int j = 0; j < W; j++)
+				for (int j = 0; j < D; j++)
 					acc[j] += rk * a[j];
+				if (W != D)		/* diag: squares in float64 */
+					for (int j = 0; j < D; j++)
+						acc[D + j] += rk * ((double) a[j] * a[j]);
 			}
 		}
 		s->sparse_tiles++;
@@ -147,8 +151,16 @@ FN(tile_sx) (score_ctx *s, int nt, em_stats *st)
 	}
 	GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, K, W, nt,
 		 (REAL) 1, S, K, A, W, (REAL) 0, tmp, W);
-	for (size_t j = 0; j < (size_t) K * W; j++)
-		st->sx[j] += tmp[j];
+	for (int k = 0; k < K; k++)
+	{
+		double	   *acc = st->sx + (size_t) k * W;
+		const REAL *t = tmp + (size_t) k * W;
+
+		if (s->isbad[k])		/* summed by ctx_bad_stats */
+			continue;
+		for (int j = 0; j < W; j++)
+			acc[j] += t[j];
+	}
 	s->dense_tiles++;
 }
 
