@@ -71,7 +71,8 @@ fg_make_flags() {
 	if [ -z "$clang" ] || ! command -v "${clang%% *}" >/dev/null 2>&1; then
 		echo "with_llvm=no"
 	fi
-	[ -n "${NO_CUDA:-}" ] && echo "NO_CUDA=1"
+	if [ -n "${NO_CUDA:-}" ]; then echo "NO_CUDA=1"; fi
+	return 0
 }
 
 fg_build_install() {
