@@ -75,3 +75,18 @@ SET flashgmm.device = cpu;
 CREATE INDEX dev_i ON dev USING gmmivf (v) WITH (lists = 2);
 SELECT lists FROM flashgmm_index_info('dev_i');
 DROP TABLE dev;
+
+-- a long build can be canceled (here by statement_timeout, most likely during
+-- training: the engine's progress callback asks it to stop), and the session goes on
+CREATE TABLE cancel_t (v real[]);
+SELECT setseed(0.5);
+INSERT INTO cancel_t SELECT (SELECT array_agg(random()::real) FROM generate_series(1, 64) WHERE g > 0)
+FROM generate_series(1, 20000) g;
+SET flashgmm.device = cpu;
+SET statement_timeout = '400ms';
+CREATE INDEX cancel_i ON cancel_t USING gmmivf (v) WITH (lists = 2000, iterations = 1000);
+RESET statement_timeout;
+SELECT count(*) FROM pg_class WHERE relname = 'cancel_i';
+CREATE INDEX cancel_i ON cancel_t USING gmmivf (v) WITH (lists = 10, iterations = 2);
+SELECT lists, build_rows FROM flashgmm_index_info('cancel_i');
+DROP TABLE cancel_t;
