@@ -46,7 +46,7 @@ static int	cpu_has_avx2(void);
  * they cannot move a sum by a measurable amount (e^-30 ~ 1e-13 per row), and
  * zeros let the statistics skip them (see SPARSE_RATIO).
  */
-#define RESP_CUT 30.0f
+#define RESP_CUT 80.0f
 
 /* A tile whose responsibilities are less than 1/SPARSE_RATIO non-zero
  * accumulates its statistics row by row instead of with a GEMM. */
@@ -181,13 +181,19 @@ tile_rows_for(int requested, int K, int64_t N)
  * of a score, in nats: eps32 * max_k sum_d prec_kd ((x_d - c_d)^2 + (mu_kd - c_d)^2)
  * with (x_d - c_d)^2 taken at its data mean.  It is also a bound on the
  * relative error of a variance computed from float32 statistics.  Typical
- * errors are ~sqrt(D) smaller (random rounding), so at COND_MAX = 1e-4 the
- * tests' bounds (LL 1e-5, means/vars 1e-4 relative) hold with margin; above it
- * the pass runs in float64 (dgemm).  It exceeds the bound when a component
+ * errors are ~sqrt(D) smaller (random rounding).  Measured against the
+ * float64 reference (test/engine): spherical variances average the error
+ * over D dimensions and stay within 1e-5 at cond 1e-3; a diagonal variance
+ * floored near reg_covar moves with the responsibilities of distant rows,
+ * and 1e-3 nats of score error gave 2.5e-3 relative variance error, so diag
+ * components must stay below 3e-5.  Above the bound a component is scored
+ * and summed in float64 (or, when more than a quarter are, the whole pass).  It exceeds the bound when a component
  * is much narrower than the data along some dimension (SIFT diag: dimensions
  * that are zero inside a component, variance at reg_covar).
  */
-#define COND_MAX 1e-4
+#define COND_MAX_SPHERICAL 1e-3
+#define COND_MAX_DIAG 3e-5
+#define COND_MAX(cov) ((cov) == GMM_COV_DIAG ? COND_MAX_DIAG : COND_MAX_SPHERICAL)
 #define EPS32 5.96e-8
 #define EPS64_OVER_EPS32 1.862645149230957e-09	/* 2^-29 */
 
@@ -448,7 +454,7 @@ ctx_set_model(score_ctx *s, const gmm_model *m, int stats, gmm_error *err)
 	}
 	if (s->prec == GMM_CPU_PREC_AUTO)
 		for (int k = 0; k < K; k++)
-			if (!(s->condk[k] <= COND_MAX))
+			if (!(s->condk[k] <= COND_MAX(s->cov)))
 				s->bad[s->nbad++] = k;
 	s->dbl = s->prec == GMM_CPU_PREC_DOUBLE || s->nbad > K / 4;
 	if (s->dbl && s->prec != GMM_CPU_PREC_FLOAT)
@@ -457,7 +463,7 @@ ctx_set_model(score_ctx *s, const gmm_model *m, int stats, gmm_error *err)
 		 * float64 (cond in float64 units above COND_MAX) are special */
 		s->nbad = 0;
 		for (int k = 0; k < K; k++)
-			if (!(s->condk[k] * EPS64_OVER_EPS32 <= COND_MAX))
+			if (!(s->condk[k] * EPS64_OVER_EPS32 <= COND_MAX(s->cov)))
 				s->bad[s->nbad++] = k;
 	}
 	if (ctx_ensure(s, stats, err) != GMM_OK)

@@ -248,6 +248,9 @@ static int t_ref_sift_spherical(void) { return t_ref("sift-10k", 0, 64, GMM_COV_
 static int t_ref_sift_diag(void) { return t_ref("sift-10k", 0, 64, GMM_COV_DIAG, 10, 1e-5, 1e-4); }
 static int t_ref_glove_spherical(void) { return t_ref("glove-twitter-25", 0, 64, GMM_COV_SPHERICAL, 10, 1e-5, 1e-4); }
 static int t_ref_glove_diag(void) { return t_ref("glove-twitter-25", 0, 64, GMM_COV_DIAG, 10, 1e-5, 1e-4); }
+/* high dimension with pixels that are zero inside a component: narrow variances */
+static int t_ref_fashion_spherical(void) { return t_ref("fashion-mnist-784", 5000, 32, GMM_COV_SPHERICAL, 5, 1e-5, 1e-4); }
+static int t_ref_fashion_diag(void) { return t_ref("fashion-mnist-784", 5000, 32, GMM_COV_DIAG, 5, 1e-5, 1e-4); }
 static int t_d4096_spherical(void) { return t_ref("lex-cohere-4096", 0, 8, GMM_COV_SPHERICAL, 3, 1e-5, 1e-4); }
 static int t_d4096_diag(void) { return t_ref("lex-cohere-4096", 0, 8, GMM_COV_DIAG, 3, 1e-5, 1e-4); }
 
@@ -1175,6 +1178,8 @@ static const test tests[] = {
 	{"ref64_sift10k_diag", t_ref_sift_diag},
 	{"ref64_glove25_spherical", t_ref_glove_spherical},
 	{"ref64_glove25_diag", t_ref_glove_diag},
+	{"ref64_fashion5k_spherical", t_ref_fashion_spherical},
+	{"ref64_fashion5k_diag", t_ref_fashion_diag},
 	{"sklearn_sift10k_spherical", t_sklearn_sift_spherical},
 	{"sklearn_sift10k_diag", t_sklearn_sift_diag},
 	{"sklearn_glove25_spherical", t_sklearn_glove_spherical},
