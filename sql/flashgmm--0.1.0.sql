@@ -70,7 +70,8 @@ CREATE FUNCTION flashgmm_last_scan(
 -- What the metapage of a gmmivf index says.
 CREATE FUNCTION flashgmm_index_info(index regclass,
 	OUT lists int, OUT dimensions int, OUT metric text, OUT covariance text,
-	OUT max_assign int, OUT tau real, OUT build_rows float8, OUT build_copies float8)
+	OUT max_assign int, OUT tau real, OUT build_rows float8, OUT build_copies float8,
+	OUT temperature real)
 	RETURNS record AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE STRICT;
 
 -- 'available: <device>' or 'unavailable: <why>' for the CUDA engine.

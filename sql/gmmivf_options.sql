@@ -16,7 +16,7 @@ DROP INDEX opt_i;
 
 -- every option at a valid value
 CREATE INDEX opt_i ON opt_t USING gmmivf (v float4_l2_ops)
-	WITH (lists = 10, max_assign = 2, tau = 0.2, temperature = 2, sample_rows = 500,
+	WITH (lists = 10, max_assign = 2, tau = 0.2, temperature = 2, copies = 0, sample_rows = 500,
 		  iterations = 5, seed = 7, covariance = 'diag');
 SELECT lists, dimensions, metric, covariance, max_assign, tau, build_rows FROM flashgmm_index_info('opt_i');
 SELECT build_copies BETWEEN build_rows AND 2 * build_rows AS copies_within_max_assign
@@ -29,7 +29,15 @@ CREATE INDEX opt_i ON opt_t USING gmmivf (v) WITH (lists = 10, max_assign = 1);
 SELECT build_copies = build_rows AS hard FROM flashgmm_index_info('opt_i');
 DROP INDEX opt_i;
 
+-- copies: the build picks the temperature that stores about that many copies per row
+CREATE INDEX opt_i ON opt_t USING gmmivf (v) WITH (lists = 10, copies = 2);
+SELECT build_copies / build_rows BETWEEN 1.7 AND 2.3 AS about_two_copies, temperature <> 1 AS tempered
+FROM flashgmm_index_info('opt_i');
+DROP INDEX opt_i;
+
 -- bounds
+CREATE INDEX ON opt_t USING gmmivf (v) WITH (copies = -1);
+CREATE INDEX ON opt_t USING gmmivf (v) WITH (copies = 33);
 CREATE INDEX ON opt_t USING gmmivf (v) WITH (lists = 0);
 CREATE INDEX ON opt_t USING gmmivf (v) WITH (lists = 32769);
 CREATE INDEX ON opt_t USING gmmivf (v) WITH (max_assign = 0);

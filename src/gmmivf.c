@@ -74,6 +74,9 @@ _PG_init(void)
 	add_real_reloption(gmmivf_relopt_kind, "temperature",
 					   "Temperature of the responsibilities used for assignment",
 					   GMMIVF_DEFAULT_TEMPERATURE, 0.01, 100.0, AccessExclusiveLock);
+	add_real_reloption(gmmivf_relopt_kind, "copies",
+					   "Mean lists per vector the build aims at by choosing the temperature (0 = use temperature)",
+					   GMMIVF_DEFAULT_COPIES, 0.0, GMMIVF_MAX_ASSIGN, AccessExclusiveLock);
 	add_int_reloption(gmmivf_relopt_kind, "sample_rows",
 					  "Rows sampled for training (0 = max(10000, 64 * lists) on the CPU; on the GPU, the whole table as far as maintenance_work_mem holds it)",
 					  GMMIVF_DEFAULT_SAMPLE_ROWS, 0, 100000000, AccessExclusiveLock);
@@ -129,6 +132,7 @@ gmmivfoptions(Datum reloptions, bool validate)
 		{"max_assign", RELOPT_TYPE_INT, offsetof(GmmIvfOptions, max_assign)},
 		{"tau", RELOPT_TYPE_REAL, offsetof(GmmIvfOptions, tau)},
 		{"temperature", RELOPT_TYPE_REAL, offsetof(GmmIvfOptions, temperature)},
+		{"copies", RELOPT_TYPE_REAL, offsetof(GmmIvfOptions, copies)},
 		{"sample_rows", RELOPT_TYPE_INT, offsetof(GmmIvfOptions, sample_rows)},
 		{"iterations", RELOPT_TYPE_INT, offsetof(GmmIvfOptions, iterations)},
 		{"seed", RELOPT_TYPE_INT, offsetof(GmmIvfOptions, seed)},
@@ -270,8 +274,8 @@ flashgmm_index_info(PG_FUNCTION_ARGS)
 	Relation	index;
 	GmmIvfMetaPageData meta;
 	TupleDesc	tupdesc;
-	Datum		values[8];
-	bool		nulls[8] = {0};
+	Datum		values[9];
+	bool		nulls[9] = {0};
 	static const char *metric_names[] = {"?", "l2", "ip", "cosine"};
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
@@ -294,6 +298,7 @@ flashgmm_index_info(PG_FUNCTION_ARGS)
 	values[5] = Float4GetDatum(meta.tau);
 	values[6] = Float8GetDatum(meta.build_rows);
 	values[7] = Float8GetDatum(meta.build_copies);
+	values[8] = Float4GetDatum(meta.temperature);
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

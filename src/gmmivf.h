@@ -159,6 +159,7 @@ typedef struct GmmIvfOptions
 	int			max_assign;
 	double		tau;
 	double		temperature;
+	double		copies;			/* > 0: pick the temperature for this many copies */
 	int			sample_rows;
 	int			iterations;
 	int			seed;
@@ -169,6 +170,7 @@ typedef struct GmmIvfOptions
 #define GMMIVF_DEFAULT_MAX_ASSIGN	8
 #define GMMIVF_DEFAULT_TAU			0.0 /* 0 = 1 / lists */
 #define GMMIVF_DEFAULT_TEMPERATURE	1.0
+#define GMMIVF_DEFAULT_COPIES		0.0 /* 0 = use temperature as given */
 #define GMMIVF_DEFAULT_SAMPLE_ROWS	0	/* 0 = max(10000, 64 * lists); GPU: the table within maintenance_work_mem */
 #define GMMIVF_DEFAULT_ITERATIONS	20
 #define GMMIVF_DEFAULT_SEED			42

@@ -362,6 +362,49 @@ train(GmmIvfBuildState *bs)
 		 bs->use_gpu ? "GPU" : "CPU");
 }
 
+/*
+ * copies > 0: choose the temperature that gives about that many lists per
+ * vector (mean over up to 4096 sample rows), by bisection on log T in
+ * [0.01, 100]: a higher temperature flattens the responsibilities, so more
+ * components pass tau (RESEARCH.md round 2: tempered soft assignment is what
+ * makes soft assignment pay at high dimension).
+ */
+static float
+pick_temperature(GmmIvfBuildState *bs, double target)
+{
+	int			n = Min(bs->nsamples, 4096);
+	int32	   *comp = palloc(sizeof(int32) * (Size) n * bs->max_assign);
+	double		lo = log(0.01),
+				hi = log(100.0);
+	double		mean = 0;
+
+	for (int it = 0; it < 24; it++)
+	{
+		double		mid = 0.5 * (lo + hi);
+		int64		cnt = 0;
+		gmm_error	err;
+		gmm_status	st;
+
+		CHECK_FOR_INTERRUPTS();
+		memset(&err, 0, sizeof(err));
+		st = gmmivf_engine_assign(bs->model, bs->samples, n, bs->max_assign, bs->tau,
+								  (float) exp(mid), comp, NULL, &err, bs->use_gpu);
+		if (st != GMM_OK)
+			gmmivf_ereport_engine(st, &err, "choosing the temperature");
+		for (Size i = 0; i < (Size) n * bs->max_assign; i++)
+			cnt += comp[i] >= 0;
+		mean = (double) cnt / n;
+		if (mean < target)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	pfree(comp);
+	elog(DEBUG1, "gmmivf: temperature %g gives %.3f copies per vector (target %g)",
+		 exp(0.5 * (lo + hi)), mean, target);
+	return (float) exp(0.5 * (lo + hi));
+}
+
 static void
 fill_meta(GmmIvfBuildState *bs, GmmIvfMetaPage meta)
 {
@@ -824,6 +867,8 @@ gmmivfbuild(Relation heap, Relation index, IndexInfo *indexInfo)
 		train(&bs);
 		bs.tau = bs.opts->tau > 0 ? (float) bs.opts->tau : 1.0f / bs.K;
 		bs.max_assign = Min(bs.max_assign, bs.K);
+		if (bs.opts->copies > 0 && bs.K > 1 && bs.max_assign > 1)
+			bs.temperature = pick_temperature(&bs, bs.opts->copies);
 	}
 	else
 	{

@@ -91,6 +91,7 @@ gmmivf_get_options(Relation index)
 	defaults.max_assign = GMMIVF_DEFAULT_MAX_ASSIGN;
 	defaults.tau = GMMIVF_DEFAULT_TAU;
 	defaults.temperature = GMMIVF_DEFAULT_TEMPERATURE;
+	defaults.copies = GMMIVF_DEFAULT_COPIES;
 	defaults.sample_rows = GMMIVF_DEFAULT_SAMPLE_ROWS;
 	defaults.iterations = GMMIVF_DEFAULT_ITERATIONS;
 	defaults.seed = GMMIVF_DEFAULT_SEED;
