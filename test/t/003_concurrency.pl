@@ -1,4 +1,4 @@
-# gmmivf under concurrent inserts, deletes, vacuum and scans (pgbench): rows
+# gmmivf under concurrent inserts, deletes, VACUUM and scans (pgbench): rows
 # whose vectors span several pages (D = 3000, 12 kB) are appended by several
 # backends to the same few lists at once; afterwards every live row is found
 # exactly once and the index agrees with a sort.
@@ -30,9 +30,9 @@ CREATE INDEX s_i ON s USING gmmivf (v) WITH (lists = 4, max_assign = 4, tau = 0.
 });
 
 $node->pgbench(
-	'--no-vacuum --client=6 --transactions=40',
+	'--no-vacuum --client=6 --transactions=50',
 	0,
-	[qr{processed: 240/240}],
+	[qr{processed: 300/300}],
 	[qr{^$}],
 	'concurrent inserts, deletes and scans',
 	{
@@ -45,8 +45,13 @@ INSERT INTO t (v) SELECT tv(:i, 3000);
 INSERT INTO s (v) SELECT tv(:i + g, 8) FROM generate_series(1, 10) g;
 },
 		'delete' => q{
-\set i random(1, 600)
-DELETE FROM s WHERE id = :i;
+\set i random(1, 2000)
+DELETE FROM s WHERE id BETWEEN :i AND :i + 5;
+DELETE FROM t WHERE id = :i % 100;
+},
+		'vacuum' => q{
+VACUUM s;
+VACUUM t;
 },
 		'scan' => q{
 \set i random(1, 1000000)
