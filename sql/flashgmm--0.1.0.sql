@@ -77,3 +77,10 @@ CREATE FUNCTION flashgmm_index_info(index regclass,
 -- 'available: <device>' or 'unavailable: <why>' for the CUDA engine.
 CREATE FUNCTION flashgmm_gpu_status() RETURNS text
 	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
+
+-- One row per list of a gmmivf index: component weight, vectors held (dead
+-- ones not yet vacuumed included), pages.  List -1 is the meta list (rows with
+-- no component: an index built on an empty table, cosine zero vectors).
+CREATE FUNCTION flashgmm_lists(index regclass,
+	OUT list int, OUT weight real, OUT entries bigint, OUT pages int)
+	RETURNS SETOF record AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE STRICT;

@@ -38,6 +38,10 @@ RESET enable_seqscan;
 -- REINDEX trains a model
 REINDEX INDEX dml_i;
 SELECT lists, dimensions, build_rows FROM flashgmm_index_info('dml_i');
+-- flashgmm_lists: the meta list (-1) and one row per component; entries add up to the copies
+SELECT count(*) AS lists, min(list), max(list), sum(entries) = (SELECT build_copies FROM flashgmm_index_info('dml_i')) AS entries_match,
+	   abs(sum(weight) - 1) < 1e-4 AS weights_sum_to_one
+FROM flashgmm_lists('dml_i');
 SELECT dml_exact(dv(1000, 4), 10) AS exact_after_reindex;
 
 -- inserts after the build are assigned with the stored model

@@ -10,7 +10,11 @@
 #include "postgres.h"
 
 #include "access/generic_xlog.h"
+#include "access/genam.h"
 #include "commands/vacuum.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "utils/tuplestore.h"
 #include "miscadmin.h"
 #include "storage/bufmgr.h"
 #include "storage/indexfsm.h"
@@ -179,4 +183,81 @@ gmmivfvacuumcleanup(IndexVacuumInfo *info, IndexBulkDeleteResult *stats)
 	/* a row stands in several lists: the count is of list entries */
 	stats->estimated_count = false;
 	return stats;
+}
+
+/*
+ * flashgmm_lists(regclass): one row per list - the component's weight, the
+ * vectors the list holds (dead ones not yet vacuumed included) and its pages.
+ * List -1 is the meta list.  For tests and benchmarks (list balance).
+ */
+PG_FUNCTION_INFO_V1(flashgmm_lists);
+Datum
+flashgmm_lists(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Relation	index;
+	GmmIvfMetaPageData meta;
+	ListRef    *refs;
+	int			nlists,
+				dims;
+
+	InitMaterializedSRF(fcinfo, 0);
+	index = index_open(relid, AccessShareLock);
+	if (index->rd_indam->ambuild != gmmivfbuild)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a gmmivf index", RelationGetRelationName(index))));
+	gmmivf_read_meta(index, &meta);
+	refs = list_refs(index, &nlists, &dims);
+
+	for (int l = 0; l < nlists; l++)
+	{
+		Datum		values[4];
+		bool		nulls[4] = {0};
+		BlockNumber blk = refs[l].head;
+		int64		entries = 0;
+		int32		pages = 0;
+
+		values[0] = Int32GetDatum(l - 1);
+		if (l == 0)
+			nulls[1] = true;
+		else
+		{
+			BlockNumber cblk;
+			uint32		off;
+			Buffer		buf;
+
+			gmmivf_comp_locate(&meta, l - 1, &cblk, &off);
+			buf = ReadBuffer(index, cblk);
+			LockBuffer(buf, BUFFER_LOCK_SHARE);
+			values[1] = Float4GetDatum(gmmivf_comp_header(BufferGetPage(buf), off)->weight);
+			UnlockReleaseBuffer(buf);
+		}
+		while (BlockNumberIsValid(blk))
+		{
+			Buffer		buf = ReadBuffer(index, blk);
+			Page		page;
+			OffsetNumber maxoff;
+
+			LockBuffer(buf, BUFFER_LOCK_SHARE);
+			page = BufferGetPage(buf);
+			maxoff = PageGetMaxOffsetNumber(page);
+			for (OffsetNumber off = FirstOffsetNumber; off <= maxoff; off = OffsetNumberNext(off))
+			{
+				GmmIvfItemHeader *ih = (GmmIvfItemHeader *) PageGetItem(page, PageGetItemId(page, off));
+
+				entries += ih->start == 0;
+			}
+			pages++;
+			blk = GmmIvfPageGetOpaque(page)->nextblk;
+			UnlockReleaseBuffer(buf);
+			CHECK_FOR_INTERRUPTS();
+		}
+		values[2] = Int64GetDatum(entries);
+		values[3] = Int32GetDatum(pages);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	index_close(index, AccessShareLock);
+	return (Datum) 0;
 }
