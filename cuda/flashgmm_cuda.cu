@@ -300,8 +300,26 @@ __global__ void mstep_kernel(const double *nk, const double *sx, const double *s
  *   diag:      Wm[k] = [mu/var | -1/(2 var)], colp = 0,
  *              colc = log w - 1/2 sum_d log(2 pi var_d) - 1/2 sum_d mu_d^2 / var_d
  */
+/* m2[d] = sum_k w_k (mu_kd^2 + var_kd): the model's second moment of (centred) x per dimension */
+__global__ void moment_kernel(const float *mu, const float *var, const double *wraw, double inv_wsum, int K, int D,
+							  int diag, double *m2)
+{
+	int d = blockIdx.x * blockDim.x + threadIdx.x;
+	if (d >= D)
+		return;
+	double s = 0.0;
+	for (int k = 0; k < K; k++)
+	{
+		double m = mu[(int64_t) k * D + d];
+		double v = diag ? var[(int64_t) k * D + d] : var[k];
+		s += wraw[k] * inv_wsum * (m * m + v);
+	}
+	m2[d] = s;
+}
+
 __global__ void prepare_kernel(const float *mu, const float *var, const double *wraw, double inv_wsum, int K, int D,
-							   int Dp, int Dp2, int diag, float *Wm, float *colc, float *colp, float *w_out)
+							   int Dp, int Dp2, int diag, float *Wm, float *colc, float *colp, float *w_out,
+							   const double *m2, float *cdir, float *ek)
 {
 	int k = blockIdx.x;
 	float *W = Wm + (int64_t) k * Dp2;
@@ -313,11 +331,13 @@ __global__ void prepare_kernel(const float *mu, const float *var, const double *
 		{
 			colc[k] = -INFINITY;
 			colp[k] = 0.f;
+			cdir[k] = -INFINITY;
+			ek[k] = 0.f;
 		}
 		return;
 	}
-	__shared__ double r1[256], r2[256];
-	double a = 0.0, b = 0.0;
+	__shared__ double r1[256], r2[256], r3[256];
+	double a = 0.0, b = 0.0, e = 0.0;	/* e: sum_d prec (m2_d + mu_d^2), the scale of the expanded terms */
 	for (int c = threadIdx.x; c < Dp2; c += blockDim.x)
 	{
 		int d = c < Dp ? c : c - Dp;
@@ -335,6 +355,7 @@ __global__ void prepare_kernel(const float *mu, const float *var, const double *
 					v = (float) (m * p);
 					a += log(vr);
 					b += m * m * p;
+					e += p * (m2[d] + m * m);
 				}
 				else
 					v = (float) (-0.5 * p);
@@ -343,12 +364,14 @@ __global__ void prepare_kernel(const float *mu, const float *var, const double *
 			{
 				v = (float) m;
 				b += m * m;
+				e += m2[d] + m * m;
 			}
 		}
 		W[c] = v;
 	}
 	r1[threadIdx.x] = a;
 	r2[threadIdx.x] = b;
+	r3[threadIdx.x] = e;
 	__syncthreads();
 	for (int o = blockDim.x / 2; o > 0; o >>= 1)
 	{
@@ -356,6 +379,7 @@ __global__ void prepare_kernel(const float *mu, const float *var, const double *
 		{
 			r1[threadIdx.x] += r1[threadIdx.x + o];
 			r2[threadIdx.x] += r2[threadIdx.x + o];
+			r3[threadIdx.x] += r3[threadIdx.x + o];
 		}
 		__syncthreads();
 	}
@@ -371,6 +395,8 @@ __global__ void prepare_kernel(const float *mu, const float *var, const double *
 		{
 			colc[k] = (float) (lw - 0.5 * (D * LOG_2PI + r1[0]) - 0.5 * r2[0]);
 			colp[k] = 0.f;
+			cdir[k] = (float) (lw - 0.5 * (D * LOG_2PI + r1[0]));
+			ek[k] = (float) r3[0];
 		}
 		else
 		{
@@ -378,6 +404,8 @@ __global__ void prepare_kernel(const float *mu, const float *var, const double *
 			double p = 1.0 / vr;
 			colc[k] = (float) (lw - 0.5 * D * (LOG_2PI + log(vr)) - 0.5 * p * r2[0]);
 			colp[k] = (float) p;
+			cdir[k] = (float) (lw - 0.5 * D * (LOG_2PI + log(vr)));
+			ek[k] = (float) (p * r3[0]);
 		}
 	}
 }
@@ -507,6 +535,163 @@ __global__ void gather_rows_kernel(const float *X, int D, const int64_t *idx, in
 		out[i] = X[idx[i / D] * D + i % D];
 }
 
+/*
+ * Statistics of the flagged (ill-conditioned) components, from differences
+ * and in FP64: for component fidx[f] and the rows of this block,
+ *   s1[d] = sum r (x_d - mu_d),  s2[d] = sum r (x_d - mu_d)^2,  nk = sum r
+ * around the component's current mean mu, so that a dimension constant
+ * inside the component gets variance exactly 0 (then reg_covar), as in FP64.
+ * Partials per (split, f); D <= FLAG_DMAX.
+ */
+constexpr int FLAG_DMAX = 4096;
+__global__ void __launch_bounds__(256)
+flag_stats_kernel(const float *X, int64_t nrows, int D, const int *fidx, int nflag, Direct dr, const float *logZ,
+				  int64_t rows_per_split, double *ps1, double *ps2, double *pnk)
+{
+	const int f = blockIdx.x, tid = threadIdx.x;
+	const int k = fidx[f];
+	const int64_t rbeg = (int64_t) blockIdx.y * rows_per_split, rend = min(nrows, rbeg + rows_per_split);
+	const float *mu = dr.mu + (int64_t) k * D;
+	__shared__ float red[8];
+	double a1[FLAG_DMAX / 256], a2[FLAG_DMAX / 256], nk = 0.0;
+#pragma unroll
+	for (int j = 0; j < FLAG_DMAX / 256; j++)
+		a1[j] = a2[j] = 0.0;
+	const float cd = dr.cdir[k];
+	const float vs = dr.diag ? 0.f : dr.var[k];
+	for (int64_t n = rbeg; n < rend; n++)
+	{
+		const float *x = X + n * D;
+		float q = 0.f;
+#pragma unroll
+		for (int j = 0; j < FLAG_DMAX / 256; j++)
+		{
+			int d = tid + j * 256;
+			if (d < D)
+			{
+				float t = x[d] - mu[d];
+				q += dr.diag ? t * t / dr.var[(int64_t) k * D + d] : t * t;
+			}
+		}
+		for (int o = 16; o; o >>= 1)
+			q += __shfl_xor_sync(0xffffffffu, q, o);
+		if ((tid & 31) == 0)
+			red[tid >> 5] = q;
+		__syncthreads();
+		q = 0.f;
+		for (int w = 0; w < 8; w++)
+			q += red[w];
+		__syncthreads();
+		if (!dr.diag)
+			q /= vs;
+		float dlt = cd - 0.5f * q - logZ[n];
+		if (!(dlt > -RESP_CUT))
+			continue;
+		double r = (double) __expf(dlt);
+		nk += r;
+#pragma unroll
+		for (int j = 0; j < FLAG_DMAX / 256; j++)
+		{
+			int d = tid + j * 256;
+			if (d < D)
+			{
+				double t = (double) x[d] - (double) mu[d];
+				a1[j] += r * t;
+				a2[j] += r * t * t;
+			}
+		}
+	}
+	double *o1 = ps1 + ((int64_t) blockIdx.y * nflag + f) * D, *o2 = ps2 + ((int64_t) blockIdx.y * nflag + f) * D;
+#pragma unroll
+	for (int j = 0; j < FLAG_DMAX / 256; j++)
+	{
+		int d = tid + j * 256;
+		if (d < D)
+		{
+			o1[d] = a1[j];
+			o2[d] = a2[j];
+		}
+	}
+	if (tid == 0)
+		pnk[(int64_t) blockIdx.y * nflag + f] = nk;
+}
+
+/* acc (+)= sum over splits, fixed order */
+__global__ void flag_reduce_kernel(const double *ps1, const double *ps2, const double *pnk, int nsplit, int nflag, int D,
+								   double *s1, double *s2, double *fnk)
+{
+	int64_t total = (int64_t) nflag * D;
+	for (int64_t i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < total; i += (int64_t) gridDim.x * blockDim.x)
+	{
+		double a = 0.0, b = 0.0;
+		for (int y = 0; y < nsplit; y++)
+		{
+			a += ps1[(int64_t) y * total + i];
+			b += ps2[(int64_t) y * total + i];
+		}
+		s1[i] += a;
+		s2[i] += b;
+		if (i % D == 0)
+		{
+			int f = (int) (i / D);
+			double c = 0.0;
+			for (int y = 0; y < nsplit; y++)
+				c += pnk[(int64_t) y * nflag + f];
+			fnk[f] += c;
+		}
+	}
+}
+
+/* M-step of the flagged components (after mstep_kernel): mean and variance from s1, s2 around the old mean */
+__global__ void flag_mstep_kernel(const int *fidx, const float *mu_old, const double *s1, const double *s2,
+								  const double *fnk, int D, int diag, double reg, float *mu, float *var, double *wraw,
+								  double *nk_out)
+{
+	int f = blockIdx.x, k = fidx[f];
+	double n = fnk[f];
+	__shared__ double red[256];
+	if (threadIdx.x == 0)
+		nk_out[k] = n;
+	if (n < EMPTY_NK)
+		return;
+	double nkd = n + 10.0 * DBL_EPSILON;
+	double q = 0.0;
+	for (int d = threadIdx.x; d < D; d += blockDim.x)
+	{
+		double m1 = s1[(int64_t) f * D + d] / nkd;
+		double v = s2[(int64_t) f * D + d] / nkd - m1 * m1;
+		if (v < 0.0)
+			v = 0.0;
+		mu[(int64_t) k * D + d] = (float) ((double) mu_old[(int64_t) f * D + d] + m1);
+		if (diag)
+			var[(int64_t) k * D + d] = (float) (v + reg);
+		else
+			q += v;
+	}
+	if (!diag)
+	{
+		red[threadIdx.x] = q;
+		__syncthreads();
+		for (int o = blockDim.x / 2; o > 0; o >>= 1)
+		{
+			if (threadIdx.x < o)
+				red[threadIdx.x] += red[threadIdx.x + o];
+			__syncthreads();
+		}
+		if (threadIdx.x == 0)
+			var[k] = (float) (red[0] / D + reg);
+	}
+	if (threadIdx.x == 0)
+		wraw[k] = nkd;
+}
+
+__global__ void gather_means_kernel(const float *mu, const int *fidx, int nflag, int D, float *out)
+{
+	int64_t total = (int64_t) nflag * D;
+	for (int64_t i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < total; i += (int64_t) gridDim.x * blockDim.x)
+		out[i] = mu[(int64_t) fidx[i / D] * D + i % D];
+}
+
 /* ---- helpers ----------------------------------------------------------------- */
 
 int round_up(int x, int m) { return (x + m - 1) / m * m; }
@@ -534,6 +719,15 @@ struct DevModel
 	bool diag;
 	float *mu, *var, *w, *Wm, *colc, *colp;
 	double *wraw;
+	/* conditioning (see Direct in kernels.cuh) */
+	float *cdir, *ek;
+	int *cflag, *fidx;
+	double *m2;
+	int prec_used = GMM_GPU_PREC_TF32;
+	int nflag = 0;
+	double worst_err = 0.0;		/* estimated worst score error of the chosen products */
+
+	Direct direct() const { return Direct{cflag, cdir, mu, var, nflag > 0, diag}; }
 
 	/* bn: component tile of the kernels that will use the model (0 = the EM kernels') */
 	void init(int K_, int D_, int cov, int bn = 0)
@@ -553,6 +747,12 @@ struct DevModel
 		Wm = dalloc<float>((size_t) Kp * Dp2, "score matrix");
 		colc = dalloc<float>(Kp, "constants");
 		colp = dalloc<float>(Kp, "precisions");
+		cdir = dalloc<float>(Kp, "constants");
+		ek = dalloc<float>(Kp, "conditioning");
+		cflag = dalloc<int>(Kp, "flags");
+		fidx = dalloc<int>(Kp, "flags");
+		m2 = dalloc<double>(D, "moments");
+		CK(cudaMemset(cflag, 0, sizeof(int) * Kp));
 		CK(cudaMemset(mu, 0, sizeof(float) * Kp * D));
 		CK(cudaMemset(var, 0, sizeof(float) * Kp * VL));
 	}
@@ -574,10 +774,49 @@ struct DevModel
 		CK(cudaMemcpy(wraw, wr.data(), sizeof(double) * K, cudaMemcpyHostToDevice));
 		prepare(ws > 0 ? 1.0 / ws : 1.0);
 	}
+	/*
+	 * Derived constants, then the precision of this model's passes.  The
+	 * expanded score of component k sums terms of size e_k = sum_d prec_kd
+	 * (E[x_d^2] + mu_kd^2); a product with unit roundoff u leaves an error of
+	 * about u e_k / sqrt(D) in the score (random rounding).  Default (auto):
+	 * TF32 when that stays below ERR_OK for every component, else 3xTF32;
+	 * components still above it get their scores recomputed from the
+	 * differences (Direct).  A forced precision keeps the recomputation.
+	 */
 	void prepare(double inv_wsum)
 	{
-		prepare_kernel<<<Kp, 256, 0, g_s>>>(mu, var, wraw, inv_wsum, K, D, Dp, Dp2, diag, Wm, colc, colp, w);
+		const double ERR_OK = 0.01, U_TF32 = 1.0 / 2048.0, U_3X = 1.0 / 4194304.0;
+		moment_kernel<<<(D + 127) / 128, 128, 0, g_s>>>(mu, var, wraw, inv_wsum, K, D, diag, m2);
+		CKL("moment_kernel");
+		prepare_kernel<<<Kp, 256, 0, g_s>>>(mu, var, wraw, inv_wsum, K, D, Dp, Dp2, diag, Wm, colc, colp, w, m2,
+											cdir, ek);
 		CKL("prepare_kernel");
+		std::vector<float> e(K);
+		CK(cudaMemcpyAsync(e.data(), ek, sizeof(float) * K, cudaMemcpyDeviceToHost, g_s));
+		CK(cudaStreamSynchronize(g_s));
+		double emax = 0.0, sq = std::sqrt((double) D);
+		for (int k = 0; k < K; k++)
+			emax = std::max(emax, std::isfinite(e[k]) ? (double) e[k] : 1e300);
+		/* default: 3xTF32 (cuda/NOTES.md: TF32 scores moved SIFT means by 1.5e-3 over 10 iterations) */
+		prec_used = g_prec == GMM_GPU_PREC_DEFAULT ? GMM_GPU_PREC_3XTF32 : g_prec;
+		/* flag by what even 3xTF32 cannot score accurately: a forced TF32 keeps its speed */
+		double u = U_3X;
+		std::vector<int> f(Kp, 0), fi;
+		int nf = 0;
+		for (int k = 0; k < K; k++)
+			if (!(u * (std::isfinite(e[k]) ? e[k] : 1e300) / sq <= ERR_OK))
+			{
+				f[k] = 1;
+				fi.push_back(k);
+				nf++;
+			}
+		if (nf > 0 || nflag > 0)
+			CK(cudaMemcpyAsync(cflag, f.data(), sizeof(int) * Kp, cudaMemcpyHostToDevice, g_s));
+		if (nf > 0)
+			CK(cudaMemcpyAsync(fidx, fi.data(), sizeof(int) * nf, cudaMemcpyHostToDevice, g_s));
+		CK(cudaStreamSynchronize(g_s));
+		nflag = nf;
+		worst_err = (prec_used == GMM_GPU_PREC_TF32 ? U_TF32 : U_3X) * emax / sq;
 	}
 	void download(float *weights, float *means, float *vars, const std::vector<float> &shift)
 	{
@@ -605,6 +844,7 @@ struct Source
 	float *dshift = nullptr;
 	cudaEvent_t copied[2], used[2];
 	double h2d_seconds = 0.0;
+	bool logz_full = true;		/* per-row logZ for all N fits on the device */
 
 	/* bytes_other: what the caller will allocate besides X; budget: bytes allowed */
 	void init(const float *X, int64_t N_, int D_, const std::vector<float> &shift, int64_t budget,
@@ -642,6 +882,10 @@ struct Source
 		else
 		{
 			resident = false;
+			/* per-row logZ for all rows (re-seeding by lowest likelihood, as when resident) if small */
+			logz_full = N * 4 <= avail / 8;
+			if (logz_full)
+				avail -= N * 4;
 			/* two device buffers (and, without registration, two pinned staging buffers) */
 			chunk = avail / (2 * row_bytes);
 			chunk = chunk / BM * BM;
@@ -742,6 +986,11 @@ struct EStep
 	float *part;
 	double *pnk, *psxn;
 	double *nk, *sx, *sxn;		/* FP64 accumulators */
+	/* flagged components (allocated on demand, freed with the call) */
+	int fcap = 0, fsplit = 0;
+	double *fps1 = nullptr, *fps2 = nullptr, *fpnk = nullptr, *fs1 = nullptr, *fs2 = nullptr, *fnk = nullptr;
+	float *fmu = nullptr;
+	int fn = 0;					/* flagged components in the last stats pass */
 	int64_t logz_rows;
 
 	static int64_t bytes_needed(int Kp, int D, bool diag, int64_t rows, int sms)
@@ -786,9 +1035,10 @@ struct EStep
 	void launch_lse(const float *dX, int64_t nc, float *lz, bool hard)
 	{
 		dim3 grid((unsigned) ((nc + BM - 1) / BM));
-		bool sp = prec == GMM_GPU_PREC_3XTF32;
+		bool sp = M->prec_used == GMM_GPU_PREC_3XTF32;
+		Direct dr = M->direct();
 		int sph = !M->diag;
-#define LSE_ARGS dX, nc, M->D, M->Dp, M->Dp2, M->Kp, M->Wm, M->colc, M->colp, sph, (int) hard, lz, blockll
+#define LSE_ARGS dX, nc, M->D, M->Dp, M->Dp2, M->Kp, M->Wm, M->colc, M->colp, sph, (int) hard, lz, blockll, dr
 		if (M->BN == 128)
 		{
 			if (sp) lse_kernel<128, true><<<grid, NTHREADS, lse_smem(128), g_s>>>(LSE_ARGS);
@@ -814,8 +1064,9 @@ struct EStep
 		int64_t rps = (tiles + ns - 1) / ns * BM;
 		ns = (int) ((nc + rps - 1) / rps);
 		dim3 grid(nkt, ns, nDt);
-		bool sp = prec == GMM_GPU_PREC_3XTF32;
-#define ST_ARGS dX, nc, M->D, M->Dp, M->Dp2, M->Kp, M->Wm, M->colc, M->colp, lz, (int) hard, rps, part, pnk, psxn, Wd
+		bool sp = M->prec_used == GMM_GPU_PREC_3XTF32;
+		Direct dr = M->direct();
+#define ST_ARGS dX, nc, M->D, M->Dp, M->Dp2, M->Kp, M->Wm, M->colc, M->colp, lz, (int) hard, rps, part, pnk, psxn, Wd, dr
 		if (!M->diag)
 		{
 			if (sp) stats_kernel<128, false, true><<<grid, NTHREADS, stats_smem(128), g_s>>>(ST_ARGS);
@@ -837,17 +1088,56 @@ struct EStep
 	void run(bool stats, bool hard)
 	{
 		CK(cudaMemsetAsync(ll, 0, sizeof(double), g_s));
+		fn = (stats && !hard && M->D <= FLAG_DMAX) ? M->nflag : 0;
 		if (stats)
 		{
 			CK(cudaMemsetAsync(nk, 0, sizeof(double) * M->Kp, g_s));
 			CK(cudaMemsetAsync(sxn, 0, sizeof(double) * M->Kp, g_s));
 			CK(cudaMemsetAsync(sx, 0, sizeof(double) * M->Kp * Wd, g_s));
 		}
+		if (fn > 0)
+		{
+			const int D = M->D;
+			if (fn > fcap)
+			{
+				if (fps1)
+				{
+					for (void *p : {(void *) fps1, (void *) fps2, (void *) fpnk, (void *) fs1, (void *) fs2,
+									(void *) fnk, (void *) fmu})
+						dfree(p);
+				}
+				fcap = fn;
+				fsplit = (int) std::max<int64_t>(1, std::min<int64_t>((2 * g_prop.multiProcessorCount + fn - 1) / fn,
+																	  (8ll << 20) / ((int64_t) fn * D * 16)));
+				fps1 = dalloc<double>((size_t) fsplit * fn * D, "flagged statistics");
+				fps2 = dalloc<double>((size_t) fsplit * fn * D, "flagged statistics");
+				fpnk = dalloc<double>((size_t) fsplit * fn, "flagged statistics");
+				fs1 = dalloc<double>((size_t) fn * D, "flagged statistics");
+				fs2 = dalloc<double>((size_t) fn * D, "flagged statistics");
+				fnk = dalloc<double>(fn, "flagged statistics");
+				fmu = dalloc<float>((size_t) fn * D, "flagged means");
+			}
+			CK(cudaMemsetAsync(fs1, 0, sizeof(double) * fn * D, g_s));
+			CK(cudaMemsetAsync(fs2, 0, sizeof(double) * fn * D, g_s));
+			CK(cudaMemsetAsync(fnk, 0, sizeof(double) * fn, g_s));
+			gather_means_kernel<<<64, 256, 0, g_s>>>(M->mu, M->fidx, fn, D, fmu);
+			CKL("gather_means_kernel");
+		}
 		src->for_each([&](const float *dX, int64_t n0, int64_t nc) {
 			float *lz = (logz_rows >= src->N) ? logZ + n0 : logZ;
 			launch_lse(dX, nc, lz, hard);
 			if (stats)
 				launch_stats(dX, nc, lz, hard);
+			if (fn > 0)
+			{
+				int64_t rps = (nc + fsplit - 1) / fsplit;
+				int ns = (int) ((nc + rps - 1) / rps);
+				flag_stats_kernel<<<dim3(fn, ns), 256, 0, g_s>>>(dX, nc, M->D, M->fidx, fn, M->direct(), lz, rps,
+																  fps1, fps2, fpnk);
+				CKL("flag_stats_kernel");
+				flag_reduce_kernel<<<64, 256, 0, g_s>>>(fps1, fps2, fpnk, ns, fn, M->D, fs1, fs2, fnk);
+				CKL("flag_reduce_kernel");
+			}
 		});
 	}
 	double get_ll()
@@ -884,6 +1174,12 @@ int mstep(DevModel &M, EStep &E, Source &src, double reg, const std::vector<int6
 	const int K = M.K, VL = M.VL;
 	mstep_kernel<<<K, 128, 0, g_s>>>(E.nk, E.sx, E.sxn, M.D, E.Wd, M.diag, reg, M.mu, M.var, M.wraw);
 	CKL("mstep_kernel");
+	if (E.fn > 0)
+	{
+		flag_mstep_kernel<<<E.fn, 256, 0, g_s>>>(M.fidx, E.fmu, E.fs1, E.fs2, E.fnk, M.D, M.diag, reg, M.mu, M.var,
+												 M.wraw, E.nk);
+		CKL("flag_mstep_kernel");
+	}
 	std::vector<double> nk(K);
 	CK(cudaMemcpyAsync(nk.data(), E.nk, sizeof(double) * K, cudaMemcpyDeviceToHost, g_s));
 	CK(cudaStreamSynchronize(g_s));
@@ -918,7 +1214,7 @@ int mstep(DevModel &M, EStep &E, Source &src, double reg, const std::vector<int6
 		std::vector<int64_t> rows;
 		if (seed_rows == nullptr)
 		{
-			if (src.resident && E.logz_rows >= src.N)
+			if (E.logz_rows >= src.N)
 			{
 				/* lowest log-likelihood rows, like the CPU engine */
 				std::vector<float> lz(src.N);
@@ -963,13 +1259,14 @@ void ensure_ready()
 	CK(cudaSetDevice(0));
 }
 
-void check_inputs(const float *X, int64_t N, int K, int D, int cov)
+/* fitting needs K <= N; scoring and assigning take any N >= 1 (the access method assigns in batches) */
+void check_inputs(const float *X, int64_t N, int K, int D, int cov, bool fitting = true)
 {
 	if (X == nullptr || N < 1)
 		fail(GMM_EINVAL, "no input rows (N = %lld)", (long long) N);
 	if (K < 1 || D < 1)
 		fail(GMM_EINVAL, "K and D must be >= 1 (K = %d, D = %d)", K, D);
-	if ((int64_t) K > N)
+	if (fitting && (int64_t) K > N)
 		fail(GMM_EINVAL, "K = %d components need at least as many rows (N = %lld)", K, (long long) N);
 	if (cov != GMM_COV_SPHERICAL && cov != GMM_COV_DIAG)
 		fail(GMM_EINVAL, "unknown covariance type %d", cov);
@@ -989,14 +1286,18 @@ void check_params(const gmm_fit_params *p)
 		fail(GMM_EINVAL, "reg_covar must be finite and >= 0 (got %g)", p->reg_covar);
 }
 
-void finish_stats(Source &src)
+struct DevModel;
+void finish_stats(Source &src, const DevModel &M);
+void finish_stats_(Source &src, int prec, int flagged, double err)
 {
+	g_stats.precision = prec;
+	g_stats.flagged = flagged;
+	g_stats.score_err = err;
 	g_stats.peak_bytes = g_peak;
 	g_stats.x_bytes = src.x_bytes();
 	g_stats.streamed = !src.resident;
 	g_stats.chunk_rows = src.chunk;
 	g_stats.seconds_h2d = src.h2d_seconds;
-	g_stats.precision = effective_prec();
 }
 
 double median(std::vector<double> v)
@@ -1248,6 +1549,11 @@ void kmeanspp_device(Source &src, DevModel &M, EStep &E, const gmm_fit_params *p
 	mstep(M, E, src, p->reg_covar, &seed_rows, r2, shift);
 }
 
+void finish_stats(Source &src, const DevModel &M)
+{
+	finish_stats_(src, M.prec_used, M.nflag, M.worst_err);
+}
+
 }								/* namespace */
 
 /* ================================ extern "C" ================================== */
@@ -1344,13 +1650,13 @@ gmm_status fgc_init_kmeanspp(const float *X, int64_t N, int D, const gmm_fit_par
 		Source src;
 		src.init(X, N, D, shift, p->device_mem_budget, eb, 4);
 		EStep E;
-		E.init(&M, &src, src.resident ? N : src.chunk);
+		E.init(&M, &src, src.logz_full ? N : src.chunk);
 		Timer t;
 		t.start();
 		kmeanspp_device(src, M, E, p, shift);
 		M.download(weights, means, vars, shift);
 		g_stats.ms_kernel = t.stop_ms();
-		finish_stats(src);
+		finish_stats(src, M);
 		src.destroy();
 	});
 }
@@ -1371,14 +1677,14 @@ gmm_status fgc_fit(const float *X, int64_t N, int D, const gmm_fit_params *p,
 		Source src;
 		src.init(X, N, D, shift, p->device_mem_budget, eb, 4);
 		EStep E;
-		E.init(&M, &src, src.resident ? N : src.chunk);
+		E.init(&M, &src, src.logz_full ? N : src.chunk);
 		Timer t;
 		t.start();
 		kmeanspp_device(src, M, E, p, shift);
 		rep.seconds_init = t.stop_ms() / 1000.0;
 		em_loop(M, src, E, p, &rep, shift);
 		M.download(weights, means, vars, shift);
-		finish_stats(src);
+		finish_stats(src, M);
 		src.destroy();
 		if (report)
 			*report = rep;
@@ -1401,14 +1707,49 @@ gmm_status fgc_em(const float *X, int64_t N, int K, int D, int cov, const gmm_fi
 		Source src;
 		src.init(X, N, D, shift, p->device_mem_budget, eb, 4);
 		EStep E;
-		E.init(&M, &src, src.resident ? N : src.chunk);
+		E.init(&M, &src, src.logz_full ? N : src.chunk);
 		M.upload(weights, means, vars, shift);
 		em_loop(M, src, E, p, &rep, shift);
 		M.download(weights, means, vars, shift);
-		finish_stats(src);
+		finish_stats(src, M);
 		src.destroy();
 		if (report)
 			*report = rep;
+	});
+}
+
+/* test hook: one E pass of the given model; nk (K), sx (K * Wd, Wd = D or 2D), sxn (K), ll (sum) */
+gmm_status fgc_debug_estep(const float *X, int64_t N, int K, int D, int cov, const float *weights,
+						   const float *means, const float *vars, double *nk, double *sx, double *sxn, double *ll,
+						   gmm_error *err)
+{
+	return guarded(err, [&] {
+		ensure_ready();
+		check_inputs(X, N, K, D, cov);
+		std::vector<float> shift = model_shift(K, D, weights, means);
+		DevModel M;
+		M.init(K, D, cov);
+		int64_t eb = EStep::bytes_needed(M.Kp, D, M.diag, N, g_prop.multiProcessorCount);
+		Source src;
+		src.init(X, N, D, shift, g_budget, eb, 4);
+		EStep E;
+		E.init(&M, &src, src.logz_full ? N : src.chunk);
+		M.upload(weights, means, vars, shift);
+		E.run(true, false);
+		*ll = E.get_ll();
+		CK(cudaMemcpy(nk, E.nk, sizeof(double) * K, cudaMemcpyDeviceToHost));
+		CK(cudaMemcpy(sxn, E.sxn, sizeof(double) * K, cudaMemcpyDeviceToHost));
+		CK(cudaMemcpy(sx, E.sx, sizeof(double) * K * E.Wd, cudaMemcpyDeviceToHost));
+		/* back to raw coordinates: sx_d += nk * shift_d, sxx_d += 2 shift_d sx_d + nk shift_d^2 (before the first fix) */
+		for (int k = 0; k < K; k++)
+			for (int d = 0; d < D; d++)
+			{
+				double c = shift[d], a = sx[(size_t) k * E.Wd + d];
+				if (M.diag)
+					sx[(size_t) k * E.Wd + D + d] += 2.0 * c * a + nk[k] * c * c;
+				sx[(size_t) k * E.Wd + d] = a + nk[k] * c;
+			}
+		src.destroy();
 	});
 }
 
@@ -1417,7 +1758,7 @@ gmm_status fgc_score(const float *X, int64_t N, int K, int D, int cov, const flo
 {
 	return guarded(err, [&] {
 		ensure_ready();
-		check_inputs(X, N, K, D, cov);
+		check_inputs(X, N, K, D, cov, false);
 		std::vector<float> shift = model_shift(K, D, weights, means);
 		DevModel M;
 		M.init(K, D, cov);
@@ -1433,7 +1774,7 @@ gmm_status fgc_score(const float *X, int64_t N, int K, int D, int cov, const flo
 		double ll = E.get_ll();
 		g_stats.ms_kernel = t.stop_ms();
 		*mean_loglik = ll / (double) N;
-		finish_stats(src);
+		finish_stats(src, M);
 		src.destroy();
 	});
 }
@@ -1444,7 +1785,7 @@ gmm_status fgc_assign(const float *X, int64_t N, int K, int D, int cov, const fl
 {
 	return guarded(err, [&] {
 		ensure_ready();
-		check_inputs(X, N, K, D, cov);
+		check_inputs(X, N, K, D, cov, false);
 		if (max_assign < 1)
 			fail(GMM_EINVAL, "max_assign must be >= 1 (got %d)", max_assign);
 		if (max_assign > 32)
@@ -1469,7 +1810,8 @@ gmm_status fgc_assign(const float *X, int64_t N, int K, int D, int cov, const fl
 		float *dresp = dalloc<float>((size_t) sub * m, "assignment");
 		double *bll = dalloc<double>(sub / BM + 1, "row sums");
 		M.upload(weights, means, vars, shift);
-		bool sp = effective_prec() == GMM_GPU_PREC_3XTF32;
+		bool sp = M.prec_used == GMM_GPU_PREC_3XTF32;
+		Direct dr = M.direct();
 		int sph = !M.diag;
 		float invT = 1.0f / temperature;
 		size_t sm = assign_smem(maxm);
@@ -1479,13 +1821,13 @@ gmm_status fgc_assign(const float *X, int64_t N, int K, int D, int cov, const fl
 		{                                                                                                          \
 			set_smem(assign_kernel<MM, true>, sm);                                                                 \
 			assign_kernel<MM, true><<<grid, NTHREADS, sm, g_s>>>(dx, nr, D, M.Dp, M.Dp2, M.Kp, M.Wm, M.colc,     \
-																  M.colp, sph, invT, m, tau, dcomp, dresp, bll); \
+																  M.colp, sph, invT, m, tau, dcomp, dresp, bll, dr); \
 		}                                                                                                          \
 		else                                                                                                       \
 		{                                                                                                          \
 			set_smem(assign_kernel<MM, false>, sm);                                                                \
 			assign_kernel<MM, false><<<grid, NTHREADS, sm, g_s>>>(dx, nr, D, M.Dp, M.Dp2, M.Kp, M.Wm, M.colc,    \
-																   M.colp, sph, invT, m, tau, dcomp, dresp, bll); \
+																   M.colp, sph, invT, m, tau, dcomp, dresp, bll, dr); \
 		}                                                                                                          \
 		break;
 		double kms = 0.0;
@@ -1516,7 +1858,7 @@ gmm_status fgc_assign(const float *X, int64_t N, int K, int D, int cov, const fl
 		});
 #undef AS_CASE
 		g_stats.ms_kernel = kms;
-		finish_stats(src);
+		finish_stats(src, M);
 		src.destroy();
 	});
 }

@@ -66,6 +66,12 @@ gmm_status	fgc_assign(const float *X, int64_t N, int K, int D, int cov,
 					   int max_assign, float tau, float temperature,
 					   int32_t *out_comp, float *out_resp, gmm_error *err);
 
+/* Test hook: one E pass; sufficient statistics in raw coordinates (nk: K, sx: K * (D or 2D) =
+ * sum r x [, sum r x^2], sxn: K = sum r ||x - shift||^2 (spherical, centred), ll: sum of logZ). */
+gmm_status	fgc_debug_estep(const float *X, int64_t N, int K, int D, int cov, const float *weights,
+							const float *means, const float *vars, double *nk, double *sx, double *sxn,
+							double *ll, gmm_error *err);
+
 /* Timings and memory of the last call (see gmm_gpu_stats in gmm.h). */
 gmm_status	fgc_last_stats(gmm_gpu_stats *out, gmm_error *err);
 

@@ -89,6 +89,34 @@ __device__ __forceinline__ void mma_f(float *c, const float *af, const float *bf
 }
 
 /*
+ * Statistics product: A = responsibilities, B = [x | x^2].
+ *   SPLIT: 3xTF32 (about FP32).
+ *   else:  "2xTF32": A is already TF32-exact (r rounded once when written to
+ *          shared memory, and sum r uses the same rounded values, so the
+ *          weights of the mean and of the second moment agree exactly and
+ *          var = E[x^2] - E[x]^2 cannot go negative through rounding); B is
+ *          split hi + lo, so x and x^2 keep FP32 accuracy.
+ */
+template <bool SPLIT>
+__device__ __forceinline__ void mma_stats(float *c, const float *af, const float *bf)
+{
+	if (SPLIT)
+		mma_f<true>(c, af, bf);
+	else
+	{
+		uint32_t a[4], bh[2], bl[2];
+#pragma unroll
+		for (int i = 0; i < 4; i++)
+			a[i] = __float_as_uint(af[i]);
+#pragma unroll
+		for (int i = 0; i < 2; i++)
+			split_tf32(bf[i], bh[i], bl[i]);
+		mma_tf32(c, a, bl);
+		mma_tf32(c, a, bh);
+	}
+}
+
+/*
  * Load a BM x DK chunk of the A operand [x | x^2] (columns c0..c0+DK of the
  * augmented matrix) into Xc.  Columns >= Dp are the squares of column
  * c - Dp; columns >= D (within a half) and rows >= nrows are zero.
@@ -147,10 +175,100 @@ __device__ __forceinline__ void load_w_chunk(float *Wc, const float *Wm, int Dp2
 }
 
 /*
- * Score GEMM for one block tile: acc[MT][NT][4] += Xaug[row0.., :] . Wm[k0.., :]^T,
- * warps laid out WM x WN over the BM x BN tile.
+ * Register-staged chunk loads (v2): the next chunk's global loads are issued
+ * before the current chunk's products and stored to shared memory after
+ * them, so their latency hides behind the tensor-core work.
  */
-template <int BN, int WM, int WN, bool SPLIT>
+constexpr int XV = (BM * DK / 4) / NTHREADS;	/* float4 of X per thread per chunk */
+template <int BN>
+struct ChunkRegs
+{
+	static constexpr int WV = (BN * DK / 4 + NTHREADS - 1) / NTHREADS;
+	float4 x[XV];
+	float4 w[WV];
+};
+
+template <int BN>
+__device__ __forceinline__ void fetch_chunk(ChunkRegs<BN> &cr, const float *X, int64_t row0, int64_t nrows, int D,
+											int Dp, int Dp2, const float *Wm, int k0, int c0, bool vec4, int tid)
+{
+	const bool sq = c0 >= Dp;
+	const int cb = sq ? c0 - Dp : c0;
+#pragma unroll
+	for (int it = 0; it < XV; it++)
+	{
+		int i = tid + it * NTHREADS;
+		int r = i / (DK / 4);
+		int c = (i % (DK / 4)) * 4;
+		int64_t gr = row0 + r;
+		int gc = cb + c;
+		float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+		if (gr < nrows)
+		{
+			const float *src = X + gr * (int64_t) D + gc;
+			if (vec4 && gc + 3 < D)
+				v = __ldg(reinterpret_cast<const float4 *>(src));
+			else
+			{
+				if (gc < D) v.x = __ldg(src);
+				if (gc + 1 < D) v.y = __ldg(src + 1);
+				if (gc + 2 < D) v.z = __ldg(src + 2);
+				if (gc + 3 < D) v.w = __ldg(src + 3);
+			}
+		}
+		cr.x[it] = v;
+	}
+#pragma unroll
+	for (int it = 0; it < ChunkRegs<BN>::WV; it++)
+	{
+		int i = tid + it * NTHREADS;
+		if ((BN * DK / 4) % NTHREADS == 0 || i < BN * DK / 4)
+		{
+			int r = i / (DK / 4);
+			int c = (i % (DK / 4)) * 4;
+			cr.w[it] = __ldg(reinterpret_cast<const float4 *>(Wm + (int64_t) (k0 + r) * Dp2 + c0 + c));
+		}
+	}
+}
+
+template <int BN>
+__device__ __forceinline__ void stash_chunk(const ChunkRegs<BN> &cr, float *Xc, float *Wc, bool sq, int tid)
+{
+#pragma unroll
+	for (int it = 0; it < XV; it++)
+	{
+		int i = tid + it * NTHREADS;
+		int r = i / (DK / 4);
+		int c = (i % (DK / 4)) * 4;
+		float4 v = cr.x[it];
+		if (sq)
+		{
+			v.x *= v.x; v.y *= v.y; v.z *= v.z; v.w *= v.w;
+		}
+		*reinterpret_cast<float4 *>(Xc + r * LDC + c) = v;
+	}
+#pragma unroll
+	for (int it = 0; it < ChunkRegs<BN>::WV; it++)
+	{
+		int i = tid + it * NTHREADS;
+		if ((BN * DK / 4) % NTHREADS == 0 || i < BN * DK / 4)
+		{
+			int r = i / (DK / 4);
+			int c = (i % (DK / 4)) * 4;
+			*reinterpret_cast<float4 *>(Wc + r * LDC + c) = cr.w[it];
+		}
+	}
+}
+
+/*
+ * Score GEMM for one block tile: acc[MT][NT][4] = Xaug[row0.., :] . Wm[k0.., :]^T,
+ * warps laid out WM x WN over the BM x BN tile.
+ * COMP (diag): each DK-wide chunk is accumulated on its own and folded into
+ * the result with an error-free two-sum, so the FP32 accumulation error of the
+ * long, cancelling sum  x.(prec mu) - x^2.(prec/2)  stays at the chunk level
+ * (measured: it dominated the diag score error under 3xTF32).
+ */
+template <int BN, int WM, int WN, bool SPLIT, bool COMP = false, bool PF = false>
 __device__ __forceinline__ void score_gemm(float (&acc)[BM / WM / 16][BN / WN / 8][4],
 										   float *Xc, float *Wc, const float *X, int64_t row0, int64_t nrows,
 										   int D, int Dp, int Dp2, const float *Wm, int k0, bool vec4, int tid)
@@ -158,18 +276,47 @@ __device__ __forceinline__ void score_gemm(float (&acc)[BM / WM / 16][BN / WN / 
 	constexpr int MT = BM / WM / 16, NT = BN / WN / 8;
 	const int warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
 	const int wm = warp / WN, wn = warp % WN;
+	float lo[COMP ? MT : 1][COMP ? NT : 1][4];
+	float part[COMP ? MT : 1][COMP ? NT : 1][4];
 #pragma unroll
 	for (int i = 0; i < MT; i++)
 #pragma unroll
 		for (int j = 0; j < NT; j++)
 #pragma unroll
 			for (int q = 0; q < 4; q++)
+			{
 				acc[i][j][q] = 0.f;
+				if (COMP)
+					lo[COMP ? i : 0][COMP ? j : 0][q] = 0.f;
+			}
+	ChunkRegs<PF ? BN : 8> cr;
+	if (PF)
+		fetch_chunk<PF ? BN : 8>(cr, X, row0, nrows, D, Dp, Dp2, Wm, k0, 0, vec4, tid);
 	for (int c0 = 0; c0 < Dp2; c0 += DK)
 	{
-		load_x_chunk(Xc, X, row0, nrows, D, Dp, c0, vec4, tid);
-		load_w_chunk<BN>(Wc, Wm, Dp2, k0, c0, tid);
-		__syncthreads();
+		if (COMP)
+		{
+#pragma unroll
+			for (int i = 0; i < MT; i++)
+#pragma unroll
+				for (int j = 0; j < NT; j++)
+#pragma unroll
+					for (int q = 0; q < 4; q++)
+						part[COMP ? i : 0][COMP ? j : 0][q] = 0.f;
+		}
+		if (PF)
+		{
+			stash_chunk<PF ? BN : 8>(cr, Xc, Wc, c0 >= Dp, tid);
+			__syncthreads();
+			if (c0 + DK < Dp2)
+				fetch_chunk<PF ? BN : 8>(cr, X, row0, nrows, D, Dp, Dp2, Wm, k0, c0 + DK, vec4, tid);
+		}
+		else
+		{
+			load_x_chunk(Xc, X, row0, nrows, D, Dp, c0, vec4, tid);
+			load_w_chunk<BN>(Wc, Wm, Dp2, k0, c0, tid);
+			__syncthreads();
+		}
 #pragma unroll
 		for (int kk = 0; kk < DK; kk += 8)
 		{
@@ -194,9 +341,34 @@ __device__ __forceinline__ void score_gemm(float (&acc)[BM / WM / 16][BN / WN / 
 			for (int i = 0; i < MT; i++)
 #pragma unroll
 				for (int j = 0; j < NT; j++)
-					mma_f<SPLIT>(acc[i][j], af[i], bf[j]);
+					mma_f<SPLIT>(COMP ? part[COMP ? i : 0][COMP ? j : 0] : acc[i][j], af[i], bf[j]);
+		}
+		if (COMP)
+		{
+#pragma unroll
+			for (int i = 0; i < MT; i++)
+#pragma unroll
+				for (int j = 0; j < NT; j++)
+#pragma unroll
+					for (int q = 0; q < 4; q++)
+					{
+						float a = acc[i][j][q], p = part[COMP ? i : 0][COMP ? j : 0][q];
+						float s = a + p, bp = s - a;
+						lo[COMP ? i : 0][COMP ? j : 0][q] += (a - (s - bp)) + (p - bp);
+						acc[i][j][q] = s;
+					}
 		}
 		__syncthreads();
+	}
+	if (COMP)
+	{
+#pragma unroll
+		for (int i = 0; i < MT; i++)
+#pragma unroll
+			for (int j = 0; j < NT; j++)
+#pragma unroll
+				for (int q = 0; q < 4; q++)
+					acc[i][j][q] += lo[COMP ? i : 0][COMP ? j : 0][q];
 	}
 }
 
@@ -225,6 +397,50 @@ __device__ __forceinline__ void row_norms(float *xn, const float *X, int64_t row
 	}
 }
 
+/*
+ * Components whose expanded score is ill-conditioned for the chosen precision
+ * (a variance tiny against the spread of the data: a singleton component, a
+ * dimension constant inside one component) get their score recomputed in the
+ * epilogue from the differences, in FP32 on the CUDA cores:
+ *   s = cdir_k - 1/2 sum_d (x_d - mu_kd)^2 / var_kd.
+ * The host flags them (DevModel::prepare); usually none are.
+ */
+struct Direct
+{
+	const int *flag;			/* Kp: 1 = recompute directly */
+	const float *cdir;			/* Kp: log w - 1/2 (D log 2 pi + sum_d log var) */
+	const float *mu;			/* Kp x D, centred */
+	const float *var;			/* Kp x D (diag) or Kp */
+	int any;					/* some component is flagged */
+	int diag;
+};
+
+__device__ __noinline__ float direct_score(const Direct &dr, const float *X, int64_t gr, int D, int k)
+{
+	const float *x = X + gr * (int64_t) D;
+	const float *m = dr.mu + (int64_t) k * D;
+	float q = 0.f;
+	if (dr.diag)
+	{
+		const float *v = dr.var + (int64_t) k * D;
+		for (int d = 0; d < D; d++)
+		{
+			float t = __ldg(x + d) - __ldg(m + d);
+			q += t * t / __ldg(v + d);
+		}
+	}
+	else
+	{
+		for (int d = 0; d < D; d++)
+		{
+			float t = __ldg(x + d) - __ldg(m + d);
+			q = fmaf(t, t, q);
+		}
+		q /= __ldg(dr.var + k);
+	}
+	return __ldg(dr.cdir + k) - 0.5f * q;
+}
+
 /* score of (row i, column k) from the GEMM value */
 __device__ __forceinline__ float finish_score(float a, bool sph, float cc, float cp, float xnorm)
 {
@@ -240,7 +456,7 @@ template <int BN, bool SPLIT>
 __global__ void __launch_bounds__(NTHREADS)
 lse_kernel(const float *__restrict__ X, int64_t nrows, int D, int Dp, int Dp2, int Kp,
 		   const float *__restrict__ Wm, const float *__restrict__ colc, const float *__restrict__ colp,
-		   int sph, int hard, float *__restrict__ logZ, double *__restrict__ blockll)
+		   int sph, int hard, float *__restrict__ logZ, double *__restrict__ blockll, Direct dr)
 {
 	constexpr int WM = 2, WN = 4;
 	constexpr int MT = BM / WM / 16, NT = BN / WN / 8;
@@ -270,7 +486,7 @@ lse_kernel(const float *__restrict__ X, int64_t nrows, int D, int Dp, int Dp2, i
 	float acc[MT][NT][4];
 	for (int k0 = 0; k0 < Kp; k0 += BN)
 	{
-		score_gemm<BN, WM, WN, SPLIT>(acc, Xc, Wc, X, row0, nrows, D, Dp, Dp2, Wm, k0, vec4, tid);
+		score_gemm<BN, WM, WN, SPLIT, BN == 64, true>(acc, Xc, Wc, X, row0, nrows, D, Dp, Dp2, Wm, k0, vec4, tid);
 		float cc[NT][2], cp[NT][2];
 #pragma unroll
 		for (int j = 0; j < NT; j++)
@@ -296,6 +512,12 @@ lse_kernel(const float *__restrict__ X, int64_t nrows, int D, int Dp, int Dp2, i
 					for (int e = 0; e < 2; e++)
 					{
 						s[j][e] = finish_score(acc[i][j][2 * h + e], sph, cc[j][e], cp[j][e], xr);
+						if (dr.any)
+						{
+							int k = k0 + wn * (BN / WN) + j * 8 + 2 * t + e;
+							if (dr.flag[k] && row0 + r < nrows)
+								s[j][e] = direct_score(dr, X, row0 + r, D, k);
+						}
 						tmax = fmaxf(tmax, s[j][e]);
 					}
 				tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
@@ -392,7 +614,8 @@ __global__ void __launch_bounds__(NTHREADS, 1)
 stats_kernel(const float *__restrict__ X, int64_t nrows, int D, int Dp, int Dp2, int Kp,
 			 const float *__restrict__ Wm, const float *__restrict__ colc, const float *__restrict__ colp,
 			 const float *__restrict__ logZ, int hard, int64_t rows_per_split,
-			 float *__restrict__ part, double *__restrict__ part_nk, double *__restrict__ part_sxn, int Wd)
+			 float *__restrict__ part, double *__restrict__ part_nk, double *__restrict__ part_sxn, int Wd,
+			 Direct dr)
 {
 	constexpr int WM = 2, WN = 4;
 	constexpr int MT = BM / WM / 16, NT = BN / WN / 8;
@@ -446,7 +669,7 @@ stats_kernel(const float *__restrict__ X, int64_t nrows, int D, int Dp, int Dp2,
 			row_norms(xn, X, row0, rend, D, tid);
 			__syncthreads();
 		}
-		score_gemm<BN, WM, WN, SPLIT>(acc, Xc, Wc, X, row0, rend, D, Dp, Dp2, Wm, k0, vec4, tid);
+		score_gemm<BN, WM, WN, SPLIT, DIAG>(acc, Xc, Wc, X, row0, rend, D, Dp, Dp2, Wm, k0, vec4, tid);
 		/* responsibilities into Rs [BM][LDR] */
 #pragma unroll
 		for (int i = 0; i < MT; i++)
@@ -466,12 +689,20 @@ stats_kernel(const float *__restrict__ X, int64_t nrows, int D, int Dp, int Dp2,
 					for (int e = 0; e < 2; e++)
 					{
 						float s = finish_score(acc[i][j][2 * h + e], sph, cc[j][e], cp[j][e], xr);
+						if (dr.any && valid)
+						{
+							int k = k0 + wn * (BN / WN) + j * 8 + 2 * t + e;
+							if (dr.flag[k])
+								s = direct_score(dr, X, gr, D, k);
+						}
 						float d = s - lz;
 						float v;
 						if (hard)
 							v = (d >= 0.f) ? 1.f : 0.f;
 						else
 							v = (d > -RESP_CUT) ? __expf(d) : 0.f;
+						if (!SPLIT)
+							v = __uint_as_float(to_tf32(v));	/* see mma_stats */
 						rv[e] = valid ? v : 0.f;
 					}
 					*reinterpret_cast<float2 *>(Rs + r * LDR + wn * (BN / WN) + j * 8 + 2 * t) =
@@ -555,7 +786,7 @@ stats_kernel(const float *__restrict__ X, int64_t nrows, int D, int Dp, int Dp2,
 				for (int i = 0; i < MT2; i++)
 #pragma unroll
 					for (int j = 0; j < NT2; j++)
-						mma_f<SPLIT>(sacc[i][j], af[i], bf[j]);
+						mma_stats<SPLIT>(sacc[i][j], af[i], bf[j]);
 			}
 		}
 		__syncthreads();
@@ -606,7 +837,8 @@ __global__ void __launch_bounds__(NTHREADS)
 assign_kernel(const float *__restrict__ X, int64_t nrows, int D, int Dp, int Dp2, int Kp,
 			  const float *__restrict__ Wm, const float *__restrict__ colc, const float *__restrict__ colp,
 			  int sph, float invT, int m, float tau,
-			  int32_t *__restrict__ out_comp, float *__restrict__ out_resp, double *__restrict__ blockll)
+			  int32_t *__restrict__ out_comp, float *__restrict__ out_resp, double *__restrict__ blockll,
+			  Direct dr)
 {
 	constexpr int BN = 128, WM = 8, WN = 1;
 	constexpr int NT = BN / 8;
@@ -641,7 +873,10 @@ assign_kernel(const float *__restrict__ X, int64_t nrows, int D, int Dp, int Dp2
 	float acc[1][NT][4];
 	for (int k0 = 0; k0 < Kp; k0 += BN)
 	{
-		score_gemm<BN, WM, WN, SPLIT>(acc, Xc, Wc, X, row0, nrows, D, Dp, Dp2, Wm, k0, vec4, tid);
+		if (sph)
+			score_gemm<BN, WM, WN, SPLIT, false>(acc, Xc, Wc, X, row0, nrows, D, Dp, Dp2, Wm, k0, vec4, tid);
+		else
+			score_gemm<BN, WM, WN, SPLIT, true>(acc, Xc, Wc, X, row0, nrows, D, Dp, Dp2, Wm, k0, vec4, tid);
 #pragma unroll
 		for (int h = 0; h < 2; h++)
 		{
@@ -656,6 +891,8 @@ assign_kernel(const float *__restrict__ X, int64_t nrows, int D, int Dp, int Dp2
 				{
 					int k = k0 + j * 8 + 2 * t + e;
 					s[j][e] = finish_score(acc[0][j][2 * h + e], sph, __ldg(colc + k), __ldg(colp + k), xr);
+					if (dr.any && dr.flag[k] && row0 + r < nrows)
+						s[j][e] = direct_score(dr, X, row0 + r, D, k);
 					tmax = fmaxf(tmax, s[j][e]);
 				}
 			float mnew = fmaxf(mx[h], tmax * invT);

@@ -226,7 +226,9 @@ typedef struct gmm_gpu_stats
 	int64_t		live_bytes;		/* device memory the engine holds now (0 between calls) */
 	int64_t		chunk_rows;		/* rows per streamed chunk (= N when X was resident) */
 	int			streamed;		/* 1 when X streamed from host memory in chunks */
-	int			precision;		/* gmm_gpu_precision used */
+	int			precision;		/* gmm_gpu_precision the last pass used */
+	int			flagged;		/* components whose scores were recomputed from differences (ill-conditioned) */
+	double		score_err;		/* estimated worst score error of the matrix products (see cuda/flashgmm_cuda.cu) */
 } gmm_gpu_stats;
 gmm_status	gmm_gpu_last_stats(gmm_gpu_stats *out, gmm_error *err);
 

@@ -88,8 +88,17 @@ approx_normal(uint64_t *s)
  * Clustered synthetic data (never zeros): C centres ~ N(0, 4^2) per dimension
  * with per-cluster spread in [0.5, 1.5], rows = centre + spread * N(0, 1).
  */
+static float *make_clustered_scaled(int64_t N, int D, int C, uint64_t seed, float centre_scale);
+
 static float *
 make_clustered(int64_t N, int D, int C, uint64_t seed)
+{
+	return make_clustered_scaled(N, D, C, seed, 4.0f);
+}
+
+/* centre_scale: standard deviation of the centres per dimension (1 = clusters overlap) */
+static float *
+make_clustered_scaled(int64_t N, int D, int C, uint64_t seed, float centre_scale)
 {
 	float	   *X = (float *) malloc(sizeof(float) * (size_t) N * D);
 	float	   *cen = (float *) malloc(sizeof(float) * (size_t) C * D);
@@ -104,7 +113,7 @@ make_clustered(int64_t N, int D, int C, uint64_t seed)
 		return NULL;
 	}
 	for (int64_t i = 0; i < (int64_t) C * D; i++)
-		cen[i] = 4.0f * approx_normal(&s);
+		cen[i] = centre_scale * approx_normal(&s);
 	for (int c = 0; c < C; c++)
 		spr[c] = 0.5f + (float) (sm64(&s) >> 11) / 9007199254740992.0f;
 #pragma omp parallel for schedule(static)
