@@ -374,12 +374,13 @@ ctx_set_center(score_ctx *s, const double *c)
 
 /*
  * Rebuild B and the constants from the model's weights, means, vars (in
- * double) relative to the centre, estimate the float32 conditioning, choose
+ * double; log_norm from the prepared model when use_log_norm) relative to
+ * the centre, estimate the float32 conditioning, choose
  * the precision of the pass and fill the float copies when needed.  The
  * model must have positive weights and variances.
  */
 static gmm_status
-ctx_set_model(score_ctx *s, const gmm_model *m, int stats, gmm_error *err)
+ctx_set_model(score_ctx *s, const gmm_model *m, int stats, int use_log_norm, gmm_error *err)
 {
 	int			K = s->K,
 				D = s->D,
@@ -419,12 +420,15 @@ ctx_set_model(score_ctx *s, const gmm_model *m, int stats, gmm_error *err)
 		{
 			const float *v = m->vars + (size_t) k * D;
 
+			if (use_log_norm)
+				ln = m->log_norm[k];
 			for (int d = 0; d < D; d++)
 			{
 				double		pr = 1.0 / (double) v[d];
 				double		dm = (double) mu[d] - s->center_d[d];
 
-				ln -= 0.5 * log((double) v[d]);
+				if (!use_log_norm)
+					ln -= 0.5 * log((double) v[d]);
 				b[d] = pr * dm;
 				b[D + d] = -0.5 * pr;
 				q += pr * dm * dm;
@@ -922,7 +926,143 @@ tile_sx_sparse_f_avx2(score_ctx *s, int nt, em_stats *st)
 	}
 	s->sparse_tiles++;
 }
+/* ctx_fix_bad / ctx_bad_stats with 4-wide float64 FMA, components outer */
+AVX2_FN static void
+ctx_fix_bad_avx2(score_ctx *s, const float *X, int nt)
+{
+	int			K = s->K,
+				D = s->D,
+				VL = gmm_var_len(s->cov, D);
+	int			D4 = D & ~3;
+
+	for (int b = 0; b < s->nbad; b++)
+	{
+		const double *mu = s->bad_mu + (size_t) b * D;
+		const double *pr = s->bad_prec + (size_t) b * VL;
+		int			k = s->bad[b];
+
+		for (int i = 0; i < nt; i++)
+		{
+			const float *x = X + (size_t) i * D;
+			__m256d		acc0 = _mm256_setzero_pd(),
+						acc1 = _mm256_setzero_pd();
+			double		q;
+			int			d = 0;
+
+			if (VL == 1)
+			{
+				for (; d + 8 <= D4; d += 8)
+				{
+					__m256d		t0 = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + d)), _mm256_loadu_pd(mu + d));
+					__m256d		t1 = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + d + 4)), _mm256_loadu_pd(mu + d + 4));
+
+					acc0 = _mm256_fmadd_pd(t0, t0, acc0);
+					acc1 = _mm256_fmadd_pd(t1, t1, acc1);
+				}
+				for (; d < D4; d += 4)
+				{
+					__m256d		t0 = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + d)), _mm256_loadu_pd(mu + d));
+
+					acc0 = _mm256_fmadd_pd(t0, t0, acc0);
+				}
+				q = hsum256d(_mm256_add_pd(acc0, acc1));
+				for (; d < D; d++)
+				{
+					double		t = (double) x[d] - mu[d];
+
+					q += t * t;
+				}
+				q *= pr[0];
+			}
+			else
+			{
+				for (; d + 8 <= D4; d += 8)
+				{
+					__m256d		t0 = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + d)), _mm256_loadu_pd(mu + d));
+					__m256d		t1 = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + d + 4)), _mm256_loadu_pd(mu + d + 4));
+
+					acc0 = _mm256_fmadd_pd(_mm256_mul_pd(t0, t0), _mm256_loadu_pd(pr + d), acc0);
+					acc1 = _mm256_fmadd_pd(_mm256_mul_pd(t1, t1), _mm256_loadu_pd(pr + d + 4), acc1);
+				}
+				for (; d < D4; d += 4)
+				{
+					__m256d		t0 = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + d)), _mm256_loadu_pd(mu + d));
+
+					acc0 = _mm256_fmadd_pd(_mm256_mul_pd(t0, t0), _mm256_loadu_pd(pr + d), acc0);
+				}
+				q = hsum256d(_mm256_add_pd(acc0, acc1));
+				for (; d < D; d++)
+				{
+					double		t = (double) x[d] - mu[d];
+
+					q += t * t * pr[d];
+				}
+			}
+			if (s->dbl)
+				s->S_d[(size_t) i * K + k] = s->bad_ln[b] - 0.5 * q;
+			else
+				s->S_f[(size_t) i * K + k] = (float) (s->bad_ln[b] - 0.5 * q);
+		}
+	}
+}
+
+AVX2_FN static void
+ctx_bad_stats_avx2(score_ctx *s, const float *X, int nt)
+{
+	int			K = s->K,
+				D = s->D,
+				VL = gmm_var_len(s->cov, D);
+	int			D4 = D & ~3;
+
+	for (int b = 0; b < s->nbad; b++)
+	{
+		const double *mu = s->bad_mu + (size_t) b * D;
+		double	   *s1 = s->bad_s1 + (size_t) b * D;
+		double	   *s2 = s->bad_s2 + (size_t) b * VL;
+		int			k = s->bad[b];
+
+		for (int i = 0; i < nt; i++)
+		{
+			size_t		j = (size_t) i * K + k;
+			double		r = s->dbl ? s->S_d[j] : (double) s->S_f[j];
+			const float *x = X + (size_t) i * D;
+			__m256d		vr,
+						qacc = _mm256_setzero_pd();
+			double		q;
+			int			d = 0;
+
+			if (r == 0.0)
+				continue;
+			vr = _mm256_set1_pd(r);
+			for (; d < D4; d += 4)
+			{
+				__m256d		t = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + d)), _mm256_loadu_pd(mu + d));
+				__m256d		rt = _mm256_mul_pd(vr, t);
+
+				_mm256_storeu_pd(s1 + d, _mm256_add_pd(_mm256_loadu_pd(s1 + d), rt));
+				if (VL == 1)
+					qacc = _mm256_fmadd_pd(t, t, qacc);
+				else
+					_mm256_storeu_pd(s2 + d, _mm256_fmadd_pd(rt, t, _mm256_loadu_pd(s2 + d)));
+			}
+			q = VL == 1 ? hsum256d(qacc) : 0.0;
+			for (; d < D; d++)
+			{
+				double		t = (double) x[d] - mu[d];
+
+				s1[d] += r * t;
+				if (VL == 1)
+					q += t * t;
+				else
+					s2[d] += r * t * t;
+			}
+			if (VL == 1)
+				s2[0] += r * q;
+		}
+	}
+}
 #endif
+
 
 /* Load a tile, score it, turn scores into responsibilities (lz per row);
  * with st, also nk, sxx and the tile's non-zero count. */
@@ -934,7 +1074,14 @@ ctx_tile(score_ctx *s, const float *X, int nt, double inv_temp, em_stats *st)
 		tile_load_d(s, X, nt);
 		tile_scores_d(s, nt);
 		if (s->nbad)
-			ctx_fix_bad(s, X, nt);
+		{
+#ifdef GMM_HAVE_AVX2_PATH
+			if (s->simd)
+				ctx_fix_bad_avx2(s, X, nt);
+			else
+#endif
+				ctx_fix_bad(s, X, nt);
+		}
 		tile_post_d(s, nt, inv_temp, st);
 		return;
 	}
@@ -944,7 +1091,7 @@ ctx_tile(score_ctx *s, const float *X, int nt, double inv_temp, em_stats *st)
 		tile_load_f_avx2(s, X, nt);
 		tile_scores_f(s, nt);
 		if (s->nbad)
-			ctx_fix_bad(s, X, nt);
+			ctx_fix_bad_avx2(s, X, nt);
 		tile_post_f_avx2(s, nt, inv_temp, st);
 		return;
 	}
@@ -1029,7 +1176,14 @@ e_pass(score_ctx *s, const float *X, int64_t N, em_stats *st, float *row_ll,
 		{
 			ctx_tile_sx(s, nt, st);
 			if (s->nbad)
-				ctx_bad_stats(s, X + n0 * (int64_t) D, nt);
+			{
+#ifdef GMM_HAVE_AVX2_PATH
+				if (s->simd)
+					ctx_bad_stats_avx2(s, X + n0 * (int64_t) D, nt);
+				else
+#endif
+					ctx_bad_stats(s, X + n0 * (int64_t) D, nt);
+			}
 		}
 		if (p && p->progress && (++tiles % PROGRESS_EVERY_TILES) == 0)
 		{
@@ -1336,7 +1490,7 @@ gmm_cpu_em(const float *X, int64_t N, gmm_model *m, const gmm_fit_params *p,
 	{
 		double		t1 = now_seconds();
 
-		if ((st = ctx_set_model(&s, m, 1, err)) != GMM_OK ||
+		if ((st = ctx_set_model(&s, m, 1, 0, err)) != GMM_OK ||
 			(st = e_pass(&s, X, N, &es, row_ll, &ll, p, opt, err)) != GMM_OK)
 			goto done;
 		rep.seconds_estep += now_seconds() - t1;
@@ -1361,7 +1515,7 @@ gmm_cpu_em(const float *X, int64_t N, gmm_model *m, const gmm_fit_params *p,
 	{
 		double		t1 = now_seconds();
 
-		if ((st = ctx_set_model(&s, m, 0, err)) != GMM_OK ||
+		if ((st = ctx_set_model(&s, m, 0, 0, err)) != GMM_OK ||
 			(st = e_pass(&s, X, N, NULL, NULL, &ll, p, opt, err)) != GMM_OK)
 			goto done;
 		rep.seconds_estep += now_seconds() - t1;
@@ -1791,7 +1945,9 @@ ctx_for_model(score_ctx *s, const gmm_model *m, int64_t N, gmm_cpu_precision pre
 		}
 		s->m2[d] = q / ws;
 	}
-	if ((st = ctx_set_model(s, m, 0, err)) != GMM_OK)
+	/* a stored model is prepared: its float log_norm saves K * D logs per
+	 * call (gmm_assign is called per inserted row) */
+	if ((st = ctx_set_model(s, m, 0, 1, err)) != GMM_OK)
 	{
 		ctx_free(s);
 		return st;
