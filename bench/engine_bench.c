@@ -10,6 +10,7 @@
  * K = 128, both covariance types.  For each shape: k-means++ init (timed),
  * then EM from that init with tol = -inf: seconds per iteration is
  *   (wall time of gmm_cpu_em with N iterations - wall time with 0 iterations) / N
+ * each the best of two runs
  * (the 0-iteration call is the data pass plus the final scoring pass that
  * every call makes).  GFLOP/s uses the issue's nominal count: 12 N K D per
  * diag iteration, 8 N K D per spherical one (the products actually run
@@ -17,7 +18,7 @@
  * sgemm: cblas_sgemm of 2048^3 (peak) and of the shape the E-step uses
  * (tile x K x W), in the same process and thread setting.
  * scikit-learn: test/engine/sklearn_ref.py "time" mode, float64, from the same
- * init, (fit with 1 + N iterations - fit with 1 iteration) / N.
+ * init, (fit with 1 + N iterations - fit with 1 iteration) / N, best of two.
  */
 #include <math.h>
 #include <stdio.h>
@@ -410,25 +411,38 @@ main(int argc, char **argv)
 				if (!has(precs, pname))
 					continue;
 				opt.precision = (gmm_cpu_precision) pr;
-				/* 0 iterations: data pass + scoring pass */
-				m = gmm_model_clone(init, &err);
-				p.max_iter = 0;
-				t0 = now();
-				gmm_cpu_em(X, N, m, &p, &opt, &rep, &err);
-				t_0 = now() - t0;
-				gmm_model_free(m);
-				m = gmm_model_clone(init, &err);
-				p.max_iter = iters;
-				t0 = now();
-				if (gmm_cpu_em(X, N, m, &p, &opt, &rep, &err) != GMM_OK)
+				/* 0 iterations: data pass + scoring pass; best of two runs
+				 * of each (the machine is shared) */
+				t_0 = t_n = INFINITY;
+				for (int rep_i = 0; rep_i < 2; rep_i++)
 				{
-					printf("# %s: em failed: %s\n", set, err.msg);
+					double		t;
+
+					m = gmm_model_clone(init, &err);
+					p.max_iter = 0;
+					t0 = now();
+					gmm_cpu_em(X, N, m, &p, &opt, &rep, &err);
+					t = now() - t0;
+					if (t < t_0)
+						t_0 = t;
 					gmm_model_free(m);
-					continue;
+					m = gmm_model_clone(init, &err);
+					p.max_iter = iters;
+					t0 = now();
+					if (gmm_cpu_em(X, N, m, &p, &opt, &rep, &err) != GMM_OK)
+					{
+						printf("# %s: em failed: %s\n", set, err.msg);
+						gmm_model_free(m);
+						break;
+					}
+					t = now() - t0;
+					if (t < t_n)
+						t_n = t;
+					gmm_model_free(m);
 				}
-				t_n = now() - t0;
+				if (!isfinite(t_n))
+					continue;
 				dpass = opt.passes_double;
-				gmm_model_free(m);
 				spi = (t_n - t_0) / iters;
 				nominal = (c == 1 ? 12.0 : 8.0) * N * K * D;
 				tile_rate = sgemm_rate(256, K, W);
