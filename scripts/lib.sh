@@ -117,6 +117,14 @@ fg_as_pguser() {
 
 fg_cluster_dir() { echo "/tmp/flashgmm-pg-$1"; }
 
+# JIT works unless llvmjit.so is installed without its libLLVM (PostgreSQL packages unpacked with
+# dpkg -x, as on a GPU machine): then every query costly enough to be JIT-compiled fails.
+fg_jit_ok() {
+	local so
+	so=$("$PG_CONFIG" --pkglibdir)/llvmjit.so
+	[ ! -f "$so" ] || ! ldd "$so" 2>/dev/null | grep -q "not found"
+}
+
 # fg_cluster_start PORT [extra postgres -c settings...]
 fg_cluster_start() {
 	local port=$1; shift
@@ -130,6 +138,10 @@ fg_cluster_start() {
 	fg_as_pguser "$PG_BIN/initdb" -D "$dir/data" -A trust -U "$u" --no-sync -E UTF8 --locale=C \
 		>"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; return 1; }
 	for s in "$@"; do opts="$opts -c $s"; done
+	if ! fg_jit_ok; then
+		fg_log "llvmjit.so cannot load its libLLVM here: jit = off"
+		opts="$opts -c jit=off"
+	fi
 	fg_as_pguser "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 120 \
 		-o "-p $port -k /tmp -c listen_addresses= -c max_wal_size=4GB -c shared_buffers=256MB -c maintenance_work_mem=1GB $opts" \
 		start >/dev/null || { tail -30 "$dir/server.log" >&2; return 1; }

@@ -155,14 +155,23 @@ if want tap; then
 			mkdir -p "$srcdir" && cp -r "$FG_ROOT/test" "$srcdir/test"
 			chown -R "$(fg_cluster_user)" "$srcdir"
 		fi
+		# every node the tests create gets this appended to its postgresql.conf
+		: >"$tapdir/temp.conf"
+		fg_jit_ok || echo "jit = off" >>"$tapdir/temp.conf"
+		chmod 644 "$tapdir/temp.conf"
 		# shellcheck disable=SC2046
 		(cd "$srcdir" && run_logged 1200 "$log" $(fg_pguser_prefix) env -u PGHOST -u PGPORT -u PGUSER -u PGDATABASE \
 			TESTDIR="$tapdir" PATH="$PG_BIN:$PATH" PG_REGRESS="$pgxs_dir/test/regress/pg_regress" \
+			TEMP_CONFIG="$tapdir/temp.conf" \
 			prove -v -I "$pgxs_dir/test/perl" -I test/t test/t/*.pl)
 		rc=$?
 		p=$(grep -acE '^ *ok [0-9]+' "$log")
 		f=$(grep -aE '^ *not ok [0-9]+' "$log" | grep -vc '# TODO')
+		# scripts that died (non-zero exit, missing plan) without a failed assertion count once each
+		died=$(grep -aE '^test/t/\S+ +\(Wstat: [1-9][0-9]* .*Failed: 0\)' "$log" | wc -l)
+		f=$((f + died))
 		note=""
+		[ "$died" -gt 0 ] && note="$died script(s) died"
 		if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; note="exit $rc (a script died or planned tests were not run)"; fi
 		[ "$rc" -eq 124 ] && note="timed out"
 		record tap "$p" "$f" "$note${note:+, }logs $tapdir/tmp_check/log"
