@@ -1021,8 +1021,8 @@ write_outputs(PGconn *c, const char *machine_before, double total_s)
 			if (!seen && nn < MAXM)
 				snprintf(names[nn++], 64, "%s", results[i].method);
 		}
-		fprintf(f, "set terminal pngcairo size 900,600 noenhanced\nset datafile separator '\\t'\n"
-				"set key top left\nset grid\nset logscale y\nset xlabel 'recall@10'\n");
+		fprintf(f, "set terminal pngcairo size 1000,600 noenhanced\nset datafile separator '\\t'\n"
+				"set key outside right top\nset grid\nset logscale y\nset xlabel 'recall@10'\n");
 		for (int plot = 0; plot < 2; plot++)
 		{
 			int			any = 0;
