@@ -1,24 +1,41 @@
 /*
  * gmm_cpu.c - the CPU engine: k-means++ initialisation, EM, scoring, soft
- * assignment and probe ranking (contract in gmm.h).
+ * assignment and probe ranking (contract in gmm.h; extra entry points for
+ * tests and benchmarks in gmm_cpu.h).  bench/NOTES-engine.md has the
+ * measurements behind the choices below.
  *
  * Shape of the work (Flash-GMM on the CPU):
- *   - Rows are processed in tiles of T rows.  For a tile the engine builds
- *     A = [x - c] (spherical) or [x - c, (x - c)^2] (diag), where c is a fixed
- *     centre (the data mean during EM), and computes the T x K scores with one
- *     sgemm against B = [prec * (mu - c)] or [prec * (mu - c), -prec / 2],
- *     plus a per-component constant (and -prec/2 * ||x - c||^2 for spherical).
- *     Centring keeps the float32 expansion ||x||^2 - 2 x.mu + ||mu||^2 from
+ *   - Rows are processed in tiles of T rows (512 by default, fewer when K is
+ *     large).  For a tile the engine builds A = [x - c] (spherical) or
+ *     [x - c, (x - c)^2] (diag), c a fixed centre (the data mean during EM),
+ *     and computes the T x K scores with one GEMM against
+ *     B = [prec * (mu - c)] or [prec * (mu - c), -prec / 2], plus a
+ *     per-component constant (and -prec/2 * ||x - c||^2 for spherical).
+ *     Centring keeps the expansion ||x||^2 - 2 x.mu + ||mu||^2 from
  *     cancelling badly on data far from the origin (SIFT values reach 200).
- *   - Log-sum-exp per row, responsibilities in place, then the sufficient
- *     statistics R^T A with a second sgemm (float32 within a tile, folded into
- *     double accumulators across tiles), sum r and sum r ||x - c||^2 in double.
- *   - Memory: X (the caller's) + O(T*K + T*D + K*D) + O(N) floats (per-row
- *     log-likelihood, used to re-seed empty components, and k-means++ state).
+ *   - Per row: max, exp, sum (log-sum-exp), responsibilities in place
+ *     (exact zeros below e^-80 of the best), sum r and sum r ||x - c||^2.
+ *   - Statistics sum r (x - c) [, sum r (x - c)^2]: R^T A with a second
+ *     GEMM, or, when fewer than 1/16 of the tile's responsibilities are
+ *     non-zero (near-hard posteriors at high dimension), row by row over the
+ *     non-zeros in float64.
+ *   - M-step in float64 with the variance floor reg_covar; components with
+ *     less than half a row of responsibility are re-seeded at the rows the
+ *     model explains worst.
+ *   - Memory: X (the caller's) + O(T*K + T*D + K*D) + O(N) (per-row
+ *     log-likelihood for re-seeding; k-means++ distances and labels).
  *     Nothing is N x K.
  *
- * Precision: scores and the statistics sgemm in float32, all sums across rows
- * and the M-step in float64.
+ * Precision: every sum across tiles and the M-step are float64.  The tile
+ * products run in float32 (sgemm) unless a component is too narrow for
+ * float32 against the spread of the data (see COND_MAX): such components
+ * are scored directly from x - mu and summed around their own mean in
+ * float64, and when more than K/4 are, the products run in float64 (dgemm).
+ *
+ * Speed: OpenBLAS for the products (4-5x faster than hand-written AVX2
+ * distance loops here); AVX2/FMA kernels, chosen at run time, for the
+ * element-wise work (exp, sums, sparse statistics, exact scores), with
+ * portable scalar fallbacks.  No global state; OpenBLAS may use threads.
  */
 #include <float.h>
 #include <math.h>
@@ -42,9 +59,11 @@ static int	cpu_has_avx2(void);
 #endif
 
 /*
- * Responsibilities below exp(-RESP_CUT) of the row's best are exact zeros:
- * they cannot move a sum by a measurable amount (e^-30 ~ 1e-13 per row), and
- * zeros let the statistics skip them (see SPARSE_RATIO).
+ * Responsibilities below exp(-RESP_CUT) of the row's best are exact zeros
+ * (float32 exp underflows near there anyway), and zeros let the statistics
+ * skip them (SPARSE_RATIO).  A tighter cut (30) was tried: diag variances
+ * floored near reg_covar drifted from the float64 reference (1.4e-5 against
+ * 3.6e-6 relative on sift-10k), so the cut stays at the float32 limit.
  */
 #define RESP_CUT 80.0f
 
