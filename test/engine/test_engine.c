@@ -611,6 +611,70 @@ t_narrow_component(void)
 			break;
 		}
 	}
+	/* gmm_score and gmm_assign on a fitted model with a narrow component
+	 * (the stored-model path) against float64 */
+	for (int c = 0; c < 2 && rc == 1; c++)
+	{
+		gmm_fit_params p;
+		gmm_model  *m = NULL;
+		gmm_fit_report rep;
+		gmm_error	err;
+		ref_model  *r;
+		double		ll,
+					rll;
+		int32_t    *hard = malloc(sizeof(int32_t) * ds.N);
+		double	   *sc = malloc(sizeof(double) * 16);
+		int64_t		mism = 0;
+
+		params(&p, 16, (gmm_cov_type) c, 5);
+		if (gmm_fit(ds.X, ds.N, ds.D, &p, &m, &rep, &err) != GMM_OK ||
+			gmm_score(m, ds.X, ds.N, &ll, &err) != GMM_OK ||
+			gmm_assign(m, ds.X, ds.N, 1, 0.0f, 1.0f, hard, NULL, &err) != GMM_OK)
+		{
+			snprintf(reason, sizeof(reason), "cov %d: %s", c, err.msg);
+			rc = 0;
+		}
+		else
+		{
+			r = ref_from_gmm(m);
+			rll = ref_score(r, ds.X, ds.N);
+			for (int64_t n = 0; n < ds.N; n++)
+			{
+				int			best = 0;
+
+				/* reference scores (log-sum-exp not needed for argmax) */
+				for (int k = 0; k < 16; k++)
+				{
+					double		q = 0.0,
+								lv = 0.0;
+
+					for (int d = 0; d < ds.D; d++)
+					{
+						double		v = r->var[k * r->VL + (r->VL == 1 ? 0 : d)];
+						double		t = ds.X[n * ds.D + d] - r->mu[k * ds.D + d];
+
+						q += t * t / v;
+						lv += log(v);
+					}
+					sc[k] = log(r->w[k]) - 0.5 * lv - 0.5 * q;
+					if (sc[k] > sc[best])
+						best = k;
+				}
+				if (hard[n] != best && fabs(sc[hard[n]] - sc[best]) > 1e-3)
+					mism++;
+			}
+			ref_free(r);
+			if (rel(ll, rll) > 1e-6 || mism > 0)
+			{
+				snprintf(reason, sizeof(reason), "cov %d: gmm_score %.10g vs float64 %.10g, %lld hard assignments differ",
+						 c, ll, rll, (long long) mism);
+				rc = 0;
+			}
+		}
+		gmm_model_free(m);
+		free(hard);
+		free(sc);
+	}
 	free(ds.X);
 	return rc;
 }
