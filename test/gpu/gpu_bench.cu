@@ -354,13 +354,14 @@ int main(int argc, char **argv)
 {
 	if (argc < 2)
 	{
-		fprintf(stderr, "usage: %s LIB [--quick] [--big]\n", argv[0]);
+		fprintf(stderr, "usage: %s LIB [--quick [--ten]] [--big]\n", argv[0]);
 		return 2;
 	}
-	bool quick = false, big = false;
+	bool quick = false, big = false, ten = false;
 	for (int i = 2; i < argc; i++)
 	{
 		if (!strcmp(argv[i], "--quick")) quick = true;
+		if (!strcmp(argv[i], "--ten")) ten = true;
 		if (!strcmp(argv[i], "--big")) big = true;
 	}
 	gmm_error err;
@@ -392,6 +393,15 @@ int main(int argc, char **argv)
 		/* CPU engine on a small shape, and ours on the same */
 		engine_em("N=100k K=256 D=128", X, 100000, 256, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 4, "");
 		cpu_em("N=100k K=256 D=128", X, 100000, 256, D, GMM_COV_DIAG);
+		free(X);
+	}
+	if (quick && ten)
+	{
+		/* --quick --ten: the 10M-row targets only (diag EM, top-8 assignment) */
+		const int64_t N = 10000000;
+		float *X = make_clustered(N, D, 4096, 2);
+		engine_em("N=10M K=1024 D=128", X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 2, "");
+		engine_assign("N=10M K=1024 D=128", X, N, 1024, D, 8);
 		free(X);
 	}
 	if (!quick)

@@ -20,15 +20,17 @@ make -s NO_CUDA=1 with_llvm=no PG_CONFIG=$PGB/pg_config >/tmp/make.log 2>&1 &&
 cp .gpu/build/flashgmm_cuda.so "$($PGB/pg_config --pkglibdir)/" || exit 1
 echo "extension built and installed in $(( $(date +%s) - t0 )) s"
 gcc -O3 -march=native -fopenmp -Itest/gpu test/gpu/make_synth.c -o /tmp/make_synth -lm || exit 1
-/tmp/make_synth /tmp/synth "$N" 128 500 1000 1.0 || exit 1
+/tmp/make_synth /tmp/synth "$N" 128 "${QUERIES:-100}" 1000 1.0 || exit 1
 export PGHOST=/tmp PGUSER=pgu
 psql -d postgres -c "CREATE DATABASE fgpg" >/dev/null
 psql -d fgpg -c "CREATE EXTENSION flashgmm" -c "SELECT flashgmm_gpu_status()"
-common=(--data /tmp/synth --db fgpg --methods gmmivf --lists 1024 --probes 4,8,16,32 --clients 1 --queries 500 --exact-queries 0)
+common=(--data /tmp/synth --db fgpg --methods gmmivf --lists 1024 --probes ${PROBES:-16} --clients 1 --queries ${QUERIES:-100} --exact-queries 0)
 echo "=== device = gpu"
 PGOPTIONS="-c flashgmm.device=gpu -c maintenance_work_mem=4GB" .gpu/build/flashgmm_bench "${common[@]}" \
-	--name synth1m --variant gmmivf-fulltable:sample_rows=$N --out "$OUTD/gpu" 2>&1 | tail -40
+	--name synth1m --variant gmmivf-fulltable:sample_rows=$N --out "$OUTD/gpu" > "$OUTD/gpu.log" 2>&1
+grep -v "^$" "$OUTD/gpu.log" | tail -12
 echo "=== device = cpu"
 PGOPTIONS="-c flashgmm.device=cpu -c maintenance_work_mem=4GB" .gpu/build/flashgmm_bench "${common[@]}" \
-	--name synth1m --reuse --out "$OUTD/cpu" 2>&1 | tail -40
-for d in gpu cpu; do echo "=== results $d"; cat "$OUTD/$d/results.md" 2>/dev/null | head -60; done
+	--name synth1m --reuse --out "$OUTD/cpu" > "$OUTD/cpu.log" 2>&1
+grep -v "^$" "$OUTD/cpu.log" | tail -12
+for d in gpu cpu; do echo "=== results $d"; grep "^| gmmivf\|COPY" "$OUTD/$d/results.md" 2>/dev/null | head -12; done
