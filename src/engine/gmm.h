@@ -3,7 +3,7 @@
  * probe ranking on float arrays.  Pure C99, no PostgreSQL headers.
  *
  * This header is the contract between the layers (see ../shared/DESIGN.md s.2):
- *   - the PostgreSQL glue (src/*.c) calls it to build, insert and scan;
+ *   - the PostgreSQL glue (src/gmmivf*.c) calls it to build, insert and scan;
  *   - the CPU implementation lives in src/engine/gmm_*.c;
  *   - the CUDA library (cuda/) implements the same operations and is reached
  *     through gmm_gpu_* below (src/engine/gmm_gpu.c dlopens it on demand).
