@@ -90,7 +90,7 @@ approx_normal(uint64_t *s)
  */
 static float *make_clustered_scaled(int64_t N, int D, int C, uint64_t seed, float centre_scale);
 
-static float *
+static inline float *
 make_clustered(int64_t N, int D, int C, uint64_t seed)
 {
 	return make_clustered_scaled(N, D, C, seed, 4.0f);

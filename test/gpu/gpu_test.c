@@ -59,6 +59,7 @@ report_info(int ok, const char *name, const char *fmt, ...)
 {
 	va_list		ap;
 
+	(void) ok;
 	printf("%s: ", name);
 	va_start(ap, fmt);
 	vprintf(fmt, ap);
