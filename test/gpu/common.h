@@ -8,7 +8,7 @@
 #include <string.h>
 
 /* .fvecs (texmex) or .u8 (int32 n, int32 d, then n*d bytes: integral data such as SIFT or pixels) */
-static float *
+static inline float *
 load_vectors(const char *path, int64_t *n_out, int *d_out)
 {
 	FILE	   *f = fopen(path, "rb");
