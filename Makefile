@@ -19,13 +19,17 @@ OBJS        = $(GLUE_OBJS) $(ENGINE_OBJS)
 
 REGRESS      = operators gmmivf_options gmmivf_scan gmmivf_bad_input gmmivf_dml gmmivf_iterative gmmivf_highdim
 
-PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -Wno-missing-field-initializers -Wno-comment -std=gnu11 -O2
+PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -Wno-missing-field-initializers -std=gnu11 -O2
 PG_CPPFLAGS = -I$(srcdir)/src -I$(srcdir)/src/engine
 SHLIB_LINK  = -lopenblas -lm -ldl
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# PGXS tracks no header dependencies (Debian builds without --enable-depend):
+# rebuild every object when a header of ours changes.
+$(OBJS): $(wildcard $(srcdir)/src/*.h $(srcdir)/src/engine/*.h)
 
 # TAP tests with PostgreSQL::Test::Cluster (Debian ships it under pgxs/src/test/perl)
 PG_BINDIR := $(shell $(PG_CONFIG) --bindir)
