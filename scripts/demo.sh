@@ -113,5 +113,6 @@ ORDER BY 1 DESC, 2;
 SQL
 
 if [ $KEEP = 1 ]; then
-	echo "The cluster keeps running: psql -h /tmp -p $PORT -U $PGUSER postgres   (stop: $PG_BIN/pg_ctl -D $(fg_cluster_dir "$PORT")/data stop)"
+	echo "The cluster keeps running: psql -h /tmp -p $PORT -U $PGUSER postgres"
+	echo "Stop it with: $(fg_pguser_prefix) $PG_BIN/pg_ctl -D $(fg_cluster_dir "$PORT")/data stop"
 fi
