@@ -5,7 +5,11 @@
 #   gmmivf index, queries it over a probes grid and prints recall@10 against exact search and
 #   per-query latency.  The cluster is stopped at the end unless --keep is given.
 #
-#   scripts/demo.sh [--keep] [--rows N] [--dim D] [--lists L]
+#   scripts/demo.sh [--keep] [--rows N] [--dim D] [--lists L] [--clusters C]
+#
+# More clusters (--clusters 1000) make the data less clustered at the scale of the lists: the
+# mixture's posteriors get broad, each row is stored in more lists (copies_per_row) and a scan at
+# small probes costs more; fewer (--clusters 100) make it easy.
 #
 # Environment: FLASHGMM_DEMO_PORT (5442), FLASHGMM_NO_APT=1, NO_CUDA=1.
 set -euo pipefail
@@ -13,13 +17,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib.sh
 . "$here/lib.sh"
 
-KEEP=0 ROWS=20000 DIM=64 LISTS=128 NQ=100
+KEEP=0 ROWS=20000 DIM=64 LISTS=128 NQ=100 CLUSTERS=200
 while [ $# -gt 0 ]; do
 	case $1 in
 		--keep) KEEP=1 ;;
 		--rows) ROWS=$2; shift ;;
 		--dim) DIM=$2; shift ;;
 		--lists) LISTS=$2; shift ;;
+		--clusters) CLUSTERS=$2; shift ;;
 		-h|--help) sed -n '2,10p' "$0"; exit 0 ;;
 		*) echo "unknown option $1" >&2; exit 2 ;;
 	esac
@@ -35,22 +40,22 @@ fg_cluster_start "$PORT"
 [ $KEEP = 1 ] || trap 'fg_cluster_stop "$PORT"' EXIT
 
 PSQL="psql -X -v ON_ERROR_STOP=1 -q"
-fg_log "generating $ROWS vectors of dimension $DIM (1000 overlapping Gaussian clusters) and $NQ queries"
+fg_log "generating $ROWS vectors of dimension $DIM ($CLUSTERS overlapping Gaussian clusters) and $NQ queries"
 $PSQL <<SQL
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS flashgmm;
 DROP TABLE IF EXISTS items, demo_centers, demo_queries;
 SELECT setseed(0.42) AS seed \gset
--- 1000 cluster centres in [-5, 5]^D: with the noise below, neighbouring clusters overlap
+-- $CLUSTERS cluster centres in [-5, 5]^D: with the noise below, neighbouring clusters overlap
 CREATE TABLE demo_centers AS
   SELECT c, (SELECT array_agg((random() * 10 - 5)::real) FROM generate_series(1, $DIM) WHERE c >= 0) AS mu
-  FROM generate_series(0, 999) c;
+  FROM generate_series(0, $CLUSTERS - 1) c;
 CREATE TABLE items (id bigserial PRIMARY KEY, embedding real[]);
 -- each row: its centre plus N(0, 3^2) noise per coordinate (Box-Muller)
 INSERT INTO items (embedding)
   SELECT (SELECT array_agg((mu[d] + 3 * sqrt(-2 * ln(1 - random())) * cos(2 * pi() * random()))::real ORDER BY d)
           FROM generate_series(1, $DIM) d)
-  FROM generate_series(1, $ROWS) i JOIN demo_centers ON c = i % 1000;
+  FROM generate_series(1, $ROWS) i JOIN demo_centers ON c = i % $CLUSTERS;
 -- queries: random rows moved a little, with their exact top 10 from a sequential scan
 CREATE TABLE demo_queries AS
   SELECT row_number() OVER () AS qid,
@@ -69,7 +74,9 @@ $PSQL <<SQL
 CREATE INDEX items_embedding_idx ON items USING gmmivf (embedding float4_l2_ops) WITH (lists = $LISTS);
 \timing off
 SELECT pg_size_pretty(pg_relation_size('items')) AS table_size,
-       pg_size_pretty(pg_relation_size('items_embedding_idx')) AS index_size;
+       pg_size_pretty(pg_relation_size('items_embedding_idx')) AS index_size,
+       round((build_copies / build_rows)::numeric, 2) AS copies_per_row
+FROM flashgmm_index_info('items_embedding_idx');
 SQL
 
 $PSQL <<'SQL'
