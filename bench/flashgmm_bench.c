@@ -260,7 +260,7 @@ typedef struct
 	int			nphases;
 	Phase		phases[MAXPH];
 	long long	size_bytes;
-	char		info[512];
+	char		info[1024];
 	int			ok;
 	char		error[256];
 } BuildResult;
@@ -801,6 +801,17 @@ build_index(PGconn *c, PGconn *c2, const Method *m)
 			for (int i = 0; i < PQnfields(r) && l < sizeof b->info - 64; i++)
 				l += snprintf(b->info + l, sizeof b->info - l, "%s%s=%s", i ? ", " : "",
 							  PQfname(r, i), PQgetvalue(r, 0, i));
+		}
+		PQclear(r);
+		/* list balance, when the extension has flashgmm_lists() */
+		r = PQexec(c, "SELECT max(entries), round(avg(entries), 1), "
+				   "round(max(entries) / nullif(avg(entries), 0), 2) FROM flashgmm_lists('bench_idx')");
+		if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0))
+		{
+			size_t		l = strlen(b->info);
+
+			snprintf(b->info + l, sizeof b->info - l, "%slist entries: max %s, mean %s, max/mean %s",
+					 l ? ", " : "", PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2));
 		}
 		PQclear(r);
 	}
