@@ -1308,7 +1308,7 @@ worst_rows(const float *row_ll, int64_t N, int e, int64_t *heap)
 
 static gmm_status
 m_step(gmm_model *m, const score_ctx *s, const em_stats *st, const float *X, int64_t N,
-	   const float *row_ll, double reg, int *reseeded, gmm_error *err)
+	   const float *row_ll, double reg, int equal_weights, int *reseeded, gmm_error *err)
 {
 	int			K = m->K,
 				D = m->D,
@@ -1428,7 +1428,7 @@ m_step(gmm_model *m, const score_ctx *s, const em_stats *st, const float *X, int
 
 	for (int k = 0; k < K; k++)
 	{
-		m->weights[k] = (float) (m->weights[k] / wsum);
+		m->weights[k] = equal_weights ? (float) (1.0 / K) : (float) (m->weights[k] / wsum);
 		if (!(m->weights[k] > 0.0f))
 			m->weights[k] = FLT_MIN;
 		for (int j = 0; j < VL; j++)
@@ -1478,6 +1478,9 @@ gmm_cpu_em(const float *X, int64_t N, gmm_model *m, const gmm_fit_params *p,
 		return gmm_fail(err, GMM_EINVAL, "no input rows (N = %lld)", (long long) N);
 	if ((int64_t) K > N)
 		return gmm_fail(err, GMM_EINVAL, "K = %d components need at least as many rows (N = %lld)", K, (long long) N);
+	if (p->equal_weights)
+		for (int k = 0; k < K; k++)
+			m->weights[k] = (float) (1.0 / K);
 	if ((st = gmm_model_prepare(m, err)) != GMM_OK)
 		return st;
 
@@ -1520,7 +1523,7 @@ gmm_cpu_em(const float *X, int64_t N, gmm_model *m, const gmm_fit_params *p,
 		}
 		prev = ll;
 		t1 = now_seconds();
-		if ((st = m_step(m, &s, &es, X, N, row_ll, p->reg_covar, &rep.reseeded, err)) != GMM_OK)
+		if ((st = m_step(m, &s, &es, X, N, row_ll, p->reg_covar, p->equal_weights, &rep.reseeded, err)) != GMM_OK)
 			goto done;
 		rep.seconds_mstep += now_seconds() - t1;
 		rep.iterations++;
@@ -1874,7 +1877,8 @@ gmm_init_kmeanspp(const float *X, int64_t N, int D, const gmm_fit_params *p,
 					v[j] = FLT_MIN;
 		}
 		for (int k = 0; k < K; k++)
-			m->weights[k] = (float) ((cnt[k] > 0 ? cnt[k] : 1.0) / total);
+			m->weights[k] = p->equal_weights ? (float) (1.0 / K) :
+				(float) ((cnt[k] > 0 ? cnt[k] : 1.0) / total);
 		free(pool);
 	}
 	if ((st = gmm_model_prepare(m, err)) != GMM_OK)

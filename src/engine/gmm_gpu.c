@@ -165,6 +165,19 @@ check_model(const gmm_model *m, gmm_error *err)
 	return GMM_OK;
 }
 
+/* The CUDA engine's EM as it is (weights learned). */
+static gmm_status
+gpu_em_raw(const float *X, int64_t N, gmm_model *m, const gmm_fit_params *p,
+		   gmm_fit_report *report, gmm_error *err)
+{
+	gmm_status	st;
+
+	st = gpu.em(X, N, m->K, m->D, m->cov, p, m->weights, m->means, m->vars, report, err);
+	if (st != GMM_OK)
+		return st;
+	return gmm_model_prepare(m, err);
+}
+
 gmm_status
 gmm_gpu_fit(const float *X, int64_t N, int D, const gmm_fit_params *p,
 			gmm_model **out, gmm_fit_report *report, gmm_error *err)
@@ -182,9 +195,54 @@ gmm_gpu_fit(const float *X, int64_t N, int D, const gmm_fit_params *p,
 	m = gmm_model_alloc(p->K, D, p->cov, err);
 	if (m == NULL)
 		return err ? err->code : GMM_ENOMEM;
-	st = gpu.fit(X, N, D, p, m->weights, m->means, m->vars, report, err);
-	if (st == GMM_OK)
-		st = gmm_model_prepare(m, err);
+	if (p->equal_weights)
+	{
+		/*
+		 * The CUDA engine learns the weights: train the first iteration
+		 * (k-means++ and one EM step) as usual, then the rest one iteration
+		 * per call with the weights reset to 1/K (X is copied to the device
+		 * on every call).
+		 */
+		gmm_fit_params p1 = *p;
+		gmm_fit_report r1 = {0};
+
+		p1.equal_weights = 0;
+		p1.max_iter = 1;
+		st = gpu.fit(X, N, D, &p1, m->weights, m->means, m->vars, &r1, err);
+		if (st == GMM_OK)
+			st = gmm_model_prepare(m, err);
+		if (st == GMM_OK && p->max_iter <= 1)
+		{
+			for (int k = 0; k < m->K; k++)
+				m->weights[k] = (float) (1.0 / m->K);
+			st = gmm_model_prepare(m, err);
+			if (st == GMM_OK && report)
+			{
+				*report = r1;
+				st = gmm_gpu_score(m, X, N, &report->mean_loglik, err);
+			}
+		}
+		else if (st == GMM_OK)
+		{
+			p1 = *p;
+			p1.max_iter = p->max_iter - 1;
+			st = gmm_em_stepwise_equal_weights(gpu_em_raw, gmm_gpu_score, X, N, m, &p1, report, err);
+			if (st == GMM_OK && report)
+			{
+				report->iterations += r1.iterations;
+				report->seconds_init += r1.seconds_init;
+				report->seconds_estep += r1.seconds_estep;
+				report->seconds_mstep += r1.seconds_mstep;
+				report->reseeded += r1.reseeded;
+			}
+		}
+	}
+	else
+	{
+		st = gpu.fit(X, N, D, p, m->weights, m->means, m->vars, report, err);
+		if (st == GMM_OK)
+			st = gmm_model_prepare(m, err);
+	}
 	if (st != GMM_OK)
 	{
 		gmm_model_free(m);
@@ -204,10 +262,9 @@ gmm_gpu_em(const float *X, int64_t N, gmm_model *m, const gmm_fit_params *p,
 		return not_loaded(err);
 	if ((st = check_model(m, err)) != GMM_OK)
 		return st;
-	st = gpu.em(X, N, m->K, m->D, m->cov, p, m->weights, m->means, m->vars, report, err);
-	if (st != GMM_OK)
-		return st;
-	return gmm_model_prepare(m, err);
+	if (p != NULL && p->equal_weights)
+		return gmm_em_stepwise_equal_weights(gpu_em_raw, gmm_gpu_score, X, N, m, p, report, err);
+	return gpu_em_raw(X, N, m, p, report, err);
 }
 
 gmm_status

@@ -89,6 +89,7 @@ gmm_fit_params_default(gmm_fit_params *p, int K)
 	p->seed = 42;
 	p->tile_rows = 0;
 	p->deterministic = 0;
+	p->equal_weights = 0;
 	p->device_mem_budget = 0;
 	p->progress = NULL;
 	p->progress_arg = NULL;
@@ -347,4 +348,54 @@ gmm_model_deserialize(const void *buf, size_t len, gmm_error *err)
 		return NULL;
 	}
 	return m;
+}
+
+/* see gmm.h */
+gmm_status
+gmm_em_stepwise_equal_weights(gmm_em_fn em, gmm_score_fn score, const float *X, int64_t N,
+							  gmm_model *m, const gmm_fit_params *p,
+							  gmm_fit_report *report, gmm_error *err)
+{
+	gmm_fit_params p1 = *p;
+	gmm_fit_report total = {0};
+	double		prev = -INFINITY;
+	gmm_status	st;
+
+	if (m == NULL || m->K < 1 || m->weights == NULL)
+		return gmm_fail(err, GMM_EINVAL, "no model, or a model without parameters");
+	p1.equal_weights = 0;
+	p1.max_iter = 1;
+	p1.tol = 0.0;
+	for (int it = 0; it < p->max_iter; it++)
+	{
+		gmm_fit_report r = {0};
+
+		for (int k = 0; k < m->K; k++)
+			m->weights[k] = (float) (1.0 / m->K);
+		if ((st = gmm_model_prepare(m, err)) != GMM_OK)
+			return st;
+		if ((st = em(X, N, m, &p1, &r, err)) != GMM_OK)
+			return st;
+		total.iterations += r.iterations;
+		total.reseeded += r.reseeded;
+		total.seconds_init += r.seconds_init;
+		total.seconds_estep += r.seconds_estep;
+		total.seconds_mstep += r.seconds_mstep;
+		total.mean_loglik = r.mean_loglik;
+		if (r.iterations == 0 || (it > 0 && r.mean_loglik - prev < p->tol))
+		{
+			total.converged = 1;
+			break;
+		}
+		prev = r.mean_loglik;
+	}
+	for (int k = 0; k < m->K; k++)
+		m->weights[k] = (float) (1.0 / m->K);
+	if ((st = gmm_model_prepare(m, err)) != GMM_OK)
+		return st;
+	if (score != NULL && (st = score(m, X, N, &total.mean_loglik, err)) != GMM_OK)
+		return st;
+	if (report)
+		*report = total;
+	return GMM_OK;
 }

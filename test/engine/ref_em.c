@@ -95,6 +95,12 @@ ref_score(const ref_model *r, const float *X, int64_t N)
 double
 ref_em_iter(ref_model *r, const float *X, int64_t N, double reg)
 {
+	return ref_em_iter_w(r, X, N, reg, 0);
+}
+
+double
+ref_em_iter_w(ref_model *r, const float *X, int64_t N, double reg, int equal_weights)
+{
 	int			K = r->K,
 				D = r->D;
 	double	   *R = malloc(sizeof(double) * (size_t) N * K);
@@ -158,7 +164,7 @@ ref_em_iter(ref_model *r, const float *X, int64_t N, double reg)
 		tot += nk[k];
 	for (int k = 0; k < K; k++)
 	{
-		r->w[k] = nk[k] / tot;
+		r->w[k] = equal_weights ? 1.0 / K : nk[k] / tot;
 		if (r->VL == 1)
 		{
 			double		q = 0.0;

@@ -25,5 +25,7 @@ double		ref_score(const ref_model *r, const float *X, int64_t N);
  * the mean log-likelihood of the model before the update, or NAN when a
  * component empties (the reference does not re-seed). */
 double		ref_em_iter(ref_model *r, const float *X, int64_t N, double reg);
+/* The same with the weights fixed at 1/K when equal_weights (gmm_fit_params.equal_weights). */
+double		ref_em_iter_w(ref_model *r, const float *X, int64_t N, double reg, int equal_weights);
 
 #endif

@@ -1210,6 +1210,177 @@ t_score_matches_fit(void)
 	return 1;
 }
 
+
+/* ------------------------------------------------------------------------ */
+/* equal weights (gmm_fit_params.equal_weights) */
+
+/* Weights stay 1/K; means, variances and LL match the float64 reference with fixed weights. */
+static int
+t_equal_weights_ref(void)
+{
+	dataset		ds;
+	gmm_fit_params p;
+	gmm_model  *m = NULL;
+	gmm_fit_report rep;
+	gmm_error	err;
+	ref_model  *r;
+	double		rll,
+				lr,
+				mr,
+				vr;
+	int			K = 32,
+				iters = 5,
+				wbad = 0;
+
+	LOAD_OR_SKIP("sift-10k", 0, &ds);
+	params(&p, K, GMM_COV_SPHERICAL, iters);
+	p.equal_weights = 1;
+	CHECK(gmm_init_kmeanspp(ds.X, ds.N, ds.D, &p, &m, &err) == GMM_OK, "init: %s", err.msg);
+	for (int k = 0; k < K; k++)
+		wbad += m->weights[k] != (float) (1.0 / K);
+	CHECK(wbad == 0, "init: %d weights are not 1/K", wbad);
+	r = ref_from_gmm(m);
+	CHECK(gmm_em(ds.X, ds.N, m, &p, &rep, &err) == GMM_OK, "em: %s", err.msg);
+	for (int i = 0; i < iters; i++)
+		if (isnan(ref_em_iter_w(r, ds.X, ds.N, p.reg_covar, 1)))
+		{
+			gmm_model_free(m);
+			ref_free(r);
+			SKIPF("a component emptied in the reference (which does not re-seed)");
+		}
+	rll = ref_score(r, ds.X, ds.N);
+	lr = rel(rep.mean_loglik, rll);
+	mr = means_rel(m, r->mu);
+	vr = vars_rel(m, r->var);
+	for (int k = 0; k < K; k++)
+		wbad += m->weights[k] != (float) (1.0 / K);
+	snprintf(note, sizeof(note), "LL %.10g vs %.10g (rel %.1e), means %.1e, vars %.1e", rep.mean_loglik, rll, lr, mr, vr);
+	gmm_model_free(m);
+	ref_free(r);
+	free(ds.X);
+	CHECK(wbad == 0, "em: %d weights are not 1/K", wbad);
+	CHECK(rep.iterations == iters, "ran %d iterations, expected %d", rep.iterations, iters);
+	CHECK(lr <= 1e-6, "mean log-likelihood %.10g vs reference %.10g: rel %.2e", rep.mean_loglik, rll, lr);
+	CHECK(mr <= 1e-4 && vr <= 1e-4, "means rel %.2e, variances rel %.2e > 1e-4", mr, vr);
+	return 1;
+}
+
+/* gmm_em_stepwise_equal_weights (the GPU path) over the CPU EM equals the CPU's native equal-weights EM. */
+static int
+t_equal_weights_stepwise(void)
+{
+	dataset		ds;
+	gmm_fit_params p;
+	gmm_model  *a = NULL,
+			   *b = NULL;
+	gmm_fit_report ra,
+				rb;
+	gmm_error	err;
+	double		mr = 0,
+				vr = 0;
+	int			K = 24;
+
+	LOAD_OR_SKIP("glove-twitter-25", 0, &ds);
+	params(&p, K, GMM_COV_SPHERICAL, 6);
+	p.equal_weights = 1;
+	CHECK(gmm_init_kmeanspp(ds.X, ds.N, ds.D, &p, &a, &err) == GMM_OK, "init: %s", err.msg);
+	/* start b from learned (unequal) weights: the stepwise loop must reset them */
+	p.equal_weights = 0;
+	CHECK(gmm_init_kmeanspp(ds.X, ds.N, ds.D, &p, &b, &err) == GMM_OK, "init: %s", err.msg);
+	p.equal_weights = 1;
+	CHECK(gmm_em(ds.X, ds.N, a, &p, &ra, &err) == GMM_OK, "native: %s", err.msg);
+	CHECK(gmm_em_stepwise_equal_weights(gmm_em, gmm_score, ds.X, ds.N, b, &p, &rb, &err) == GMM_OK,
+		  "stepwise: %s", err.msg);
+	for (int i = 0; i < K * ds.D; i++)
+		mr = fmax(mr, fabs(a->means[i] - b->means[i]) / (fabs(a->means[i]) + 1e-3));
+	for (int k = 0; k < K; k++)
+	{
+		vr = fmax(vr, fabs(a->vars[k] - b->vars[k]) / a->vars[k]);
+		CHECK(b->weights[k] == a->weights[k], "weight %d: %g vs %g", k, b->weights[k], a->weights[k]);
+	}
+	snprintf(note, sizeof(note), "LL %.10g vs %.10g, means %.1e, vars %.1e", ra.mean_loglik, rb.mean_loglik, mr, vr);
+	gmm_model_free(a);
+	gmm_model_free(b);
+	free(ds.X);
+	CHECK(rb.iterations == ra.iterations, "stepwise ran %d iterations, native %d", rb.iterations, ra.iterations);
+	CHECK(rel(ra.mean_loglik, rb.mean_loglik) < 1e-6, "LL %.10g vs %.10g", ra.mean_loglik, rb.mean_loglik);
+	CHECK(mr < 1e-4 && vr < 1e-4, "means rel %.2e, variances rel %.2e", mr, vr);
+	return 1;
+}
+
+/* uniform in (0, 1), never 0 */
+static double
+lcg01(uint64_t *st)
+{
+	*st = *st * 6364136223846793005ULL + 1442695040888963407ULL;
+	return ((*st >> 11) + 0.5) / 9007199254740992.0;
+}
+
+/*
+ * Weakly clustered data (scripts/demo.sh --clusters 1000 at a smaller size:
+ * many overlapping clusters, so the data is close to one Gaussian blob):
+ * learned weights let a broad component near the centre take a large share
+ * of the rows; equal weights keep the largest list a few times the mean.
+ */
+static int
+t_equal_weights_balance(void)
+{
+	int			N = 8000,
+				D = 64,
+				C = 400,
+				K = 64,
+				M = 8;
+	float	   *X = malloc(sizeof(float) * (size_t) N * D),
+			   *cen = malloc(sizeof(float) * (size_t) C * D);
+	int32_t    *comp = malloc(sizeof(int32_t) * (size_t) N * M);
+	uint64_t	st = 12345;
+	double		share[2],
+				copies[2];
+
+	CHECK(X && cen && comp, "out of memory");
+	for (int i = 0; i < C * D; i++)
+		cen[i] = (float) (lcg01(&st) * 10 - 5);
+	for (int n = 0; n < N; n++)
+		for (int d = 0; d < D; d++)
+			X[(size_t) n * D + d] = cen[(size_t) (n % C) * D + d] +
+				(float) (3 * sqrt(-2 * log(lcg01(&st))) * cos(2 * M_PI * lcg01(&st)));
+	for (int eq = 0; eq < 2; eq++)
+	{
+		gmm_fit_params p;
+		gmm_model  *m = NULL;
+		gmm_fit_report rep;
+		gmm_error	err;
+		int64_t		cnt[64] = {0},
+					tot = 0,
+					mx = 0;
+
+		params(&p, K, GMM_COV_SPHERICAL, 20);
+		p.tol = 1e-4;
+		p.equal_weights = eq;
+		CHECK(gmm_fit(X, N, D, &p, &m, &rep, &err) == GMM_OK, "fit: %s", err.msg);
+		CHECK(gmm_assign(m, X, N, M, 1.0f / K, 1.0f, comp, NULL, &err) == GMM_OK, "assign: %s", err.msg);
+		gmm_model_free(m);
+		for (int i = 0; i < N * M; i++)
+			if (comp[i] >= 0)
+			{
+				cnt[comp[i]]++;
+				tot++;
+			}
+		for (int k = 0; k < K; k++)
+			mx = cnt[k] > mx ? cnt[k] : mx;
+		share[eq] = (double) mx / N;
+		copies[eq] = (double) tot / N;
+	}
+	free(X);
+	free(cen);
+	free(comp);
+	snprintf(note, sizeof(note), "largest list %.1f%% of rows learned, %.1f%% equal; copies %.2f, %.2f",
+			 100 * share[0], 100 * share[1], copies[0], copies[1]);
+	CHECK(share[1] < 0.5 * share[0], "equal weights: largest list %.1f%% of rows vs %.1f%% learned",
+		  100 * share[1], 100 * share[0]);
+	CHECK(copies[1] <= copies[0], "equal weights gave more copies (%.2f vs %.2f)", copies[1], copies[0]);
+	return 1;
+}
 /* ------------------------------------------------------------------------ */
 
 typedef struct test
@@ -1238,6 +1409,9 @@ static const test tests[] = {
 	{"edge_d4096_spherical", t_d4096_spherical},
 	{"edge_d4096_diag", t_d4096_diag},
 	{"precision_paths_float_and_double", t_precision_paths},
+	{"equal_weights_ref64_sift10k", t_equal_weights_ref},
+	{"equal_weights_stepwise_matches_native", t_equal_weights_stepwise},
+	{"equal_weights_balance_weak_clusters", t_equal_weights_balance},
 	{"ref64_sift10k_spherical", t_ref_sift_spherical},
 	{"ref64_sift10k_diag", t_ref_sift_diag},
 	{"ref64_glove25_spherical", t_ref_glove_spherical},

@@ -751,6 +751,83 @@ behaviour(const float *X, int64_t N, int D)
 	gmm_model_free(init);
 }
 
+
+/*
+ * Equal weights (gmm_fit_params.equal_weights, the access method's default):
+ * the CUDA engine learns weights, so gmm_gpu.c runs its EM one iteration per
+ * call with the weights reset to 1/K.  From the same init, gmm_gpu_em must
+ * follow the CPU's native equal-weights EM; gmm_gpu_fit must return weights
+ * of exactly 1/K and a log-likelihood close to the CPU fit's.
+ */
+static void
+equal_weights(const float *X, int64_t N, int D)
+{
+	const int	K = 256;
+	gmm_fit_params p;
+	gmm_model  *init = NULL,
+			   *a,
+			   *b,
+			   *g = NULL,
+			   *c = NULL;
+	gmm_fit_report ra,
+				rb,
+				rg,
+				rc;
+	gmm_error	err;
+	double		mr = 0;
+	int			wbad = 0;
+	gmm_status	sa,
+				sb;
+
+	gmm_fit_params_default(&p, K);
+	p.seed = 11;
+	p.max_iter = 5;
+	p.tol = -INFINITY;
+	p.equal_weights = 1;
+	if (gmm_init_kmeanspp(X, N, D, &p, &init, &err) != GMM_OK)
+	{
+		report(0, "equal weights init", "%s", err.msg);
+		return;
+	}
+	a = gmm_model_clone(init, &err);
+	b = gmm_model_clone(init, &err);
+	sa = gmm_em(X, N, a, &p, &ra, &err);
+	sb = gmm_gpu_em(X, N, b, &p, &rb, &err);
+	if (sa != GMM_OK || sb != GMM_OK)
+		report(0, "equal weights em", "cpu %s, gpu %s: %s", gmm_status_name(sa), gmm_status_name(sb), err.msg);
+	else
+	{
+		for (int i = 0; i < K * D; i++)
+			mr = fmax(mr, fabs(a->means[i] - b->means[i]) / (fabs(a->means[i]) + 1.0));
+		for (int k = 0; k < K; k++)
+			wbad += b->weights[k] != a->weights[k];
+		report(wbad == 0 && rb.iterations == ra.iterations && fabs(ra.mean_loglik - rb.mean_loglik) <= 1e-4 * fabs(ra.mean_loglik) && mr < 1e-3,
+			   "equal weights em (gpu stepwise vs cpu native)",
+			   "%d iterations vs %d, LL %.8g vs %.8g, means max rel %.1e, %d weights not 1/K",
+			   rb.iterations, ra.iterations, rb.mean_loglik, ra.mean_loglik, mr, wbad);
+	}
+	gmm_model_free(a);
+	gmm_model_free(b);
+	gmm_model_free(init);
+	p.max_iter = 20;
+	p.tol = 1e-4;
+	sa = gmm_fit(X, N, D, &p, &c, &rc, &err);
+	sb = gmm_gpu_fit(X, N, D, &p, &g, &rg, &err);
+	if (sa != GMM_OK || sb != GMM_OK)
+		report(0, "equal weights fit", "cpu %s, gpu %s: %s", gmm_status_name(sa), gmm_status_name(sb), err.msg);
+	else
+	{
+		wbad = 0;
+		for (int k = 0; k < K; k++)
+			wbad += g->weights[k] != (float) (1.0 / K);
+		report(wbad == 0 && fabs(rc.mean_loglik - rg.mean_loglik) <= 2e-3 * fabs(rc.mean_loglik),
+			   "equal weights fit (gpu vs cpu)", "LL %.8g vs %.8g, %d / %d iterations, %d weights not 1/K",
+			   rg.mean_loglik, rc.mean_loglik, rg.iterations, rc.iterations, wbad);
+	}
+	gmm_model_free(c);
+	gmm_model_free(g);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -797,7 +874,10 @@ main(int argc, char **argv)
 		accuracy(name, X, N, D, K, GMM_COV_SPHERICAL);
 		accuracy(name, X, N, D, K, GMM_COV_DIAG);
 		if (D == 128)
+		{
 			behaviour(X, N, D);
+			equal_weights(X, N, D);
+		}
 		free(X);
 	}
 	printf("%s: %d failure(s)\n", failures ? "FAILED" : "ALL PASSED", failures);
