@@ -17,7 +17,7 @@ GLUE_OBJS   = src/vector_ops.o src/gmmivf.o src/gmmivf_build.o src/gmmivf_insert
               src/gmmivf_engine.o
 OBJS        = $(GLUE_OBJS) $(ENGINE_OBJS)
 
-REGRESS      = operators gmmivf_options gmmivf_scan gmmivf_bad_input gmmivf_dml gmmivf_iterative gmmivf_highdim
+REGRESS      = operators gmmivf_options gmmivf_scan gmmivf_bad_input gmmivf_dml gmmivf_iterative gmmivf_highdim gmmivf_balance
 
 PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -Wno-missing-field-initializers -std=gnu11 -O2
 PG_CPPFLAGS = -I$(srcdir)/src -I$(srcdir)/src/engine

@@ -56,6 +56,18 @@ validate_covariance(const char *value)
 				 errdetail("Valid values are \"spherical\" and \"diag\".")));
 }
 
+static void
+validate_weights(const char *value)
+{
+	if (value == NULL)
+		return;
+	if (strcmp(value, "equal") != 0 && strcmp(value, "learned") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid value for gmmivf option \"weights\": \"%s\"", value),
+				 errdetail("Valid values are \"equal\" and \"learned\".")));
+}
+
 void		_PG_init(void);
 
 void
@@ -89,6 +101,9 @@ _PG_init(void)
 	add_string_reloption(gmmivf_relopt_kind, "covariance",
 						 "Covariance of the components: spherical or diag",
 						 "spherical", validate_covariance, AccessExclusiveLock);
+	add_string_reloption(gmmivf_relopt_kind, "weights",
+						 "Mixing weights of the components: equal (fixed at 1/lists) or learned by EM",
+						 GMMIVF_DEFAULT_WEIGHTS, validate_weights, AccessExclusiveLock);
 
 	DefineCustomIntVariable("flashgmm.probes",
 							"Number of lists a gmmivf scan probes.",
@@ -137,6 +152,7 @@ gmmivfoptions(Datum reloptions, bool validate)
 		{"iterations", RELOPT_TYPE_INT, offsetof(GmmIvfOptions, iterations)},
 		{"seed", RELOPT_TYPE_INT, offsetof(GmmIvfOptions, seed)},
 		{"covariance", RELOPT_TYPE_STRING, offsetof(GmmIvfOptions, covarianceOffset)},
+		{"weights", RELOPT_TYPE_STRING, offsetof(GmmIvfOptions, weightsOffset)},
 	};
 
 	return (bytea *) build_reloptions(reloptions, validate, gmmivf_relopt_kind,

@@ -164,6 +164,7 @@ typedef struct GmmIvfOptions
 	int			iterations;
 	int			seed;
 	int			covarianceOffset;	/* 'spherical' | 'diag' */
+	int			weightsOffset;	/* 'equal' | 'learned' */
 } GmmIvfOptions;
 
 #define GMMIVF_DEFAULT_LISTS		100
@@ -173,6 +174,12 @@ typedef struct GmmIvfOptions
 #define GMMIVF_DEFAULT_COPIES		0.0 /* 0 = use temperature as given */
 #define GMMIVF_DEFAULT_SAMPLE_ROWS	0	/* 0 = max(10000, 64 * lists); GPU: the table within maintenance_work_mem */
 #define GMMIVF_DEFAULT_ITERATIONS	20
+/*
+ * Mixing weights fixed at 1/lists: with learned weights a broad component near
+ * the data centre grows until it holds a large share of the rows on weakly
+ * clustered data (docs/benchmarks.md, "List balance").
+ */
+#define GMMIVF_DEFAULT_WEIGHTS		"equal"
 #define GMMIVF_DEFAULT_SEED			42
 
 /* GUCs */
@@ -238,6 +245,7 @@ extern void gmmivf_read_meta(Relation index, GmmIvfMetaPageData *meta);
 extern FlashgmmMetric gmmivf_get_metric(Relation index);
 extern GmmIvfOptions *gmmivf_get_options(Relation index);
 extern gmm_cov_type gmmivf_option_cov(GmmIvfOptions *opts);
+extern bool gmmivf_option_equal_weights(GmmIvfOptions *opts);
 extern void gmmivf_comp_layout(int K, int D, gmm_cov_type cov, uint32 *rec_size,
 							   uint32 *recs_per_page, uint32 *pages_per_rec,
 							   BlockNumber *npages);

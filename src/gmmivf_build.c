@@ -324,6 +324,7 @@ train(GmmIvfBuildState *bs)
 	}
 	gmm_fit_params_default(&p, bs->K);
 	p.cov = gmmivf_option_cov(bs->opts);
+	p.equal_weights = gmmivf_option_equal_weights(bs->opts) ? 1 : 0;
 	p.max_iter = bs->opts->iterations;
 	p.seed = (uint64_t) bs->opts->seed;
 	p.deterministic = 1;

@@ -96,7 +96,16 @@ gmmivf_get_options(Relation index)
 	defaults.iterations = GMMIVF_DEFAULT_ITERATIONS;
 	defaults.seed = GMMIVF_DEFAULT_SEED;
 	defaults.covarianceOffset = 0;
+	defaults.weightsOffset = 0;
 	return &defaults;
+}
+
+bool
+gmmivf_option_equal_weights(GmmIvfOptions *opts)
+{
+	const char *w = opts->weightsOffset != 0 ? (char *) opts + opts->weightsOffset : GMMIVF_DEFAULT_WEIGHTS;
+
+	return strcmp(w, "equal") == 0;
 }
 
 gmm_cov_type
