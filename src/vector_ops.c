@@ -67,8 +67,18 @@ flashgmm_check_same_dim(int a, int b, const char *what)
 				 errmsg("%s: different vector dimensions %d and %d", what, a, b)));
 }
 
-double
-flashgmm_l2_squared(const float4 *a, const float4 *b, int dim)
+/*
+ * The distance loops are most of an index scan's time (perf: 45% at probes 8
+ * on sift-opencv-100k).  One scalar chain of dependent double adds is
+ * latency-bound, so on x86-64 CPUs with AVX2 and FMA the sums run in two
+ * 4-wide double accumulators (floats widened to double, as in the scalar
+ * loop).  The SQL operators and the index scan call the same function, so
+ * the index always orders rows by exactly what the operators return.
+ */
+typedef double (*pair_fn) (const float4 *a, const float4 *b, int dim);
+
+static double
+l2_squared_scalar(const float4 *a, const float4 *b, int dim)
 {
 	double		s = 0;
 
@@ -81,14 +91,114 @@ flashgmm_l2_squared(const float4 *a, const float4 *b, int dim)
 	return s;
 }
 
-double
-flashgmm_inner_product(const float4 *a, const float4 *b, int dim)
+static double
+inner_product_scalar(const float4 *a, const float4 *b, int dim)
 {
 	double		s = 0;
 
 	for (int i = 0; i < dim; i++)
 		s += (double) a[i] * (double) b[i];
 	return s;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define FLASHGMM_HAVE_AVX2_PATH 1
+
+__attribute__((target("avx2,fma")))
+static inline double
+hsum_pd(__m256d v)
+{
+	__m128d		lo = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+
+	return _mm_cvtsd_f64(lo) + _mm_cvtsd_f64(_mm_unpackhi_pd(lo, lo));
+}
+
+__attribute__((target("avx2,fma")))
+static double
+l2_squared_avx2(const float4 *a, const float4 *b, int dim)
+{
+	__m256d		acc0 = _mm256_setzero_pd();
+	__m256d		acc1 = _mm256_setzero_pd();
+	double		s;
+	int			i = 0;
+
+	for (; i + 8 <= dim; i += 8)
+	{
+		__m256d		d0 = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(a + i)),
+									   _mm256_cvtps_pd(_mm_loadu_ps(b + i)));
+		__m256d		d1 = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(a + i + 4)),
+									   _mm256_cvtps_pd(_mm_loadu_ps(b + i + 4)));
+
+		acc0 = _mm256_fmadd_pd(d0, d0, acc0);
+		acc1 = _mm256_fmadd_pd(d1, d1, acc1);
+	}
+	s = hsum_pd(_mm256_add_pd(acc0, acc1));
+	for (; i < dim; i++)
+	{
+		double		d = (double) a[i] - (double) b[i];
+
+		s += d * d;
+	}
+	return s;
+}
+
+__attribute__((target("avx2,fma")))
+static double
+inner_product_avx2(const float4 *a, const float4 *b, int dim)
+{
+	__m256d		acc0 = _mm256_setzero_pd();
+	__m256d		acc1 = _mm256_setzero_pd();
+	double		s;
+	int			i = 0;
+
+	for (; i + 8 <= dim; i += 8)
+	{
+		acc0 = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm_loadu_ps(a + i)),
+							   _mm256_cvtps_pd(_mm_loadu_ps(b + i)), acc0);
+		acc1 = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm_loadu_ps(a + i + 4)),
+							   _mm256_cvtps_pd(_mm_loadu_ps(b + i + 4)), acc1);
+	}
+	s = hsum_pd(_mm256_add_pd(acc0, acc1));
+	for (; i < dim; i++)
+		s += (double) a[i] * (double) b[i];
+	return s;
+}
+#endif
+
+static pair_fn l2_squared_impl = NULL;
+static pair_fn inner_product_impl = NULL;
+
+/* Pick the loops once per backend, by what this CPU supports. */
+static void
+choose_impl(void)
+{
+	l2_squared_impl = l2_squared_scalar;
+	inner_product_impl = inner_product_scalar;
+#ifdef FLASHGMM_HAVE_AVX2_PATH
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+	{
+		l2_squared_impl = l2_squared_avx2;
+		inner_product_impl = inner_product_avx2;
+	}
+#endif
+}
+
+double
+flashgmm_l2_squared(const float4 *a, const float4 *b, int dim)
+{
+	if (unlikely(l2_squared_impl == NULL))
+		choose_impl();
+	return l2_squared_impl(a, b, dim);
+}
+
+double
+flashgmm_inner_product(const float4 *a, const float4 *b, int dim)
+{
+	if (unlikely(inner_product_impl == NULL))
+		choose_impl();
+	return inner_product_impl(a, b, dim);
 }
 
 double
