@@ -415,7 +415,6 @@ probe_round(IndexScanDesc scan)
 {
 	GmmIvfScanOpaque so = (GmmIvfScanOpaque) scan->opaque;
 	Relation	index = scan->indexRelation;
-	int64		before = so->ncands;
 	int			end;
 
 	if (so->next_list >= so->norder)
@@ -430,8 +429,8 @@ probe_round(IndexScanDesc scan)
 		scan_list(scan, comp_list_head(index, &so->meta, k));
 	}
 	gmmivf_last_scan.probe_rounds++;
-	if (so->ncands > before)
-		heapify_candidates(so);
+	/* the heap holds what is left of earlier rounds (the meta list) too */
+	heapify_candidates(so);
 	return true;
 }
 
@@ -473,8 +472,10 @@ start_scan(IndexScanDesc scan)
 	/* first round: the meta list, then the best `probes` lists, one heap */
 	scan_list(scan, metalist.head);
 	if (!probe_round(scan))
+	{
 		gmmivf_last_scan.probe_rounds++;
-	heapify_candidates(so);
+		heapify_candidates(so);
+	}
 	MemoryContextSwitchTo(old);
 }
 
