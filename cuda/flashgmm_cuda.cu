@@ -28,6 +28,8 @@
 
 #include "flashgmm_cuda.h"
 #include "kernels.cuh"
+#include "chunked.cuh"
+#include "blas.cuh"
 
 using namespace fgc;
 
@@ -63,6 +65,9 @@ int g_prec = GMM_GPU_PREC_DEFAULT;
 int64_t g_budget = 0;
 gmm_gpu_stats g_stats;
 cudaStream_t g_s = nullptr, g_cs = nullptr;
+Blas g_blas;
+char g_variant[256] = "none yet";
+double g_prof[4];				/* FLASHGMM_GPU_PROFILE: ms in scores, softmax, flagged, statistics */
 
 bool is_sticky(cudaError_t e)
 {
@@ -973,6 +978,265 @@ struct Source
 	}
 };
 
+/* device-event timer on g_s */
+struct Timer
+{
+	cudaEvent_t a, b;
+	Timer()
+	{
+		CK(cudaEventCreate(&a));
+		CK(cudaEventCreate(&b));
+	}
+	~Timer()
+	{
+		cudaEventDestroy(a);
+		cudaEventDestroy(b);
+	}
+	void start() { CK(cudaEventRecord(a, g_s)); }
+	double stop_ms()
+	{
+		float ms = 0.f;
+		CK(cudaEventRecord(b, g_s));
+		CK(cudaEventSynchronize(b));
+		CK(cudaEventElapsedTime(&ms, a, b));
+		return ms;
+	}
+};
+
+/* ---- the chunked GEMM E pass (chunked.cuh): workspace and steps -------------------- */
+
+/*
+ * Which E pass: "gemm" (cuBLAS products over blocks of rows, the default) or
+ * "fused" (kernels.cuh; FLASHGMM_GPU_ESTEP=fused, or when cuBLAS cannot be
+ * loaded, or K > 8192).  Read at every call so that a benchmark can compare.
+ */
+bool use_gemm(int Kp)
+{
+	const char *e = getenv("FLASHGMM_GPU_ESTEP");
+	if (e && strcmp(e, "fused") == 0)
+	{
+		snprintf(g_variant, sizeof(g_variant), "fused (FLASHGMM_GPU_ESTEP=fused)");
+		return false;
+	}
+	if (Kp > 256 * VPT)
+	{
+		snprintf(g_variant, sizeof(g_variant), "fused (K above %d)", 256 * VPT);
+		return false;
+	}
+	if (!g_blas.load(g_s))
+	{
+		snprintf(g_variant, sizeof(g_variant), "fused (%s)", g_blas.why);
+		return false;
+	}
+	snprintf(g_variant, sizeof(g_variant), "gemm (%s)", g_blas.why);
+	return true;
+}
+
+constexpr int64_t GEMM_WS_MAX = 60ll << 20;		/* workspace + logZ, within "X + 64 MiB" */
+/* one block's scores: 16 MiB stays in L2 (50 MiB on an H100); FLASHGMM_GPU_BLOCK_MIB overrides (tuning) */
+int64_t gemm_s_max()
+{
+	const char *e = getenv("FLASHGMM_GPU_BLOCK_MIB");
+	int v = e ? atoi(e) : 0;
+	return (v >= 1 && v <= 256 ? v : 16) * (1ll << 20);
+}
+/* partial statistics products; FLASHGMM_GPU_SPLITS overrides (tuning) */
+int gemm_splits_env()
+{
+	const char *e = getenv("FLASHGMM_GPU_SPLITS");
+	int v = e ? atoi(e) : 0;
+	return v >= 1 && v <= 64 ? v : 0;
+}
+constexpr int64_t GEMM_GROUP_ROWS = 65536;		/* rows summed in FP32 before the FP64 flush */
+constexpr int64_t GEMM_LOGZ_FULL_MAX = 16ll << 20;	/* per-row logZ of all N rows kept up to this size */
+
+struct GemmWork
+{
+	ChunkLayout cl;				/* as allocated (3xTF32 widths) */
+	int Kp = 0, tpr = 32, vpt = VPT, P = 1;
+	int64_t rc = 0;				/* rows per block (a multiple of 256, so of P) */
+	float *A = nullptr, *B = nullptr, *S = nullptr, *Y = nullptr, *T = nullptr, *xn = nullptr;
+	double *bll = nullptr;
+
+	static ChunkLayout layout(const DevModel &M, bool split)
+	{
+		ChunkLayout c;
+		c.D = M.D;
+		c.Dp = M.Dp;
+		c.Dp2 = M.Dp2;
+		c.split = split ? 1 : 0;
+		c.diag = M.diag ? 1 : 0;
+		c.L = split ? 3 * M.Dp2 : M.Dp2;
+		c.Wd = M.diag ? 2 * M.D : M.D;
+		c.Ws = round_up(c.Wd + 2, 4);
+		c.W2 = split ? 2 * c.Ws : c.Ws;
+		return c;
+	}
+	static int64_t per_row(int Kp, const ChunkLayout &c) { return 4 * ((int64_t) Kp + c.L + c.W2 + 1) + 8; }
+	/*
+	 * Sizes for a workspace of at most ws bytes: P partial statistics (enough
+	 * thread blocks for the skinny statistics GEMM: P x its 128 x 128 tiles >=
+	 * 2 x SMs, at most 16, and at most a quarter of ws), then rows.
+	 */
+	static void sizes(int Kp, const ChunkLayout &c, int64_t ws, int64_t max_rows, int &P, int64_t &rows)
+	{
+		int64_t tiles = ((Kp + 127) / 128) * (int64_t) ((c.W2 + 127) / 128);
+		int64_t tbytes = 4 * (int64_t) Kp * c.W2;
+		P = 1;
+		while (P < 16 && P * tiles < 2 * g_prop.multiProcessorCount && 2 * P * tbytes <= ws / 4)
+			P *= 2;
+		if (gemm_splits_env())
+			P = gemm_splits_env();
+		int64_t fixed = 4 * (int64_t) Kp * c.L + P * tbytes;
+		int64_t r = std::min<int64_t>({65536, gemm_s_max() / (4 * (int64_t) Kp), (ws - fixed) / per_row(Kp, c)});
+		r = std::max<int64_t>(256, r / 256 * 256);
+		rows = std::min<int64_t>(r, (max_rows + 255) / 256 * 256);
+	}
+	/* workspace bytes allowed: budget (0 = none) and what logZ takes */
+	static int64_t ws_for(int64_t budget, int64_t logz_bytes)
+	{
+		int64_t ws = std::max<int64_t>(8ll << 20, std::max(GEMM_WS_MAX, 3 * gemm_s_max()) - logz_bytes);
+		if (budget > 0)
+			ws = std::min<int64_t>(ws, std::max<int64_t>(2ll << 20, budget / 4));
+		return ws;
+	}
+	static int64_t bytes(const DevModel &M, int64_t ws, int64_t max_rows)
+	{
+		ChunkLayout c = layout(M, true);
+		int P;
+		int64_t r;
+		sizes(M.Kp, c, ws, max_rows, P, r);
+		return r * per_row(M.Kp, c) + 4 * (int64_t) M.Kp * (c.L + P * (int64_t) c.W2) + 64;
+	}
+	void init(const DevModel &M, int64_t ws, int64_t max_rows)
+	{
+		cl = layout(M, true);
+		Kp = M.Kp;
+		sizes(Kp, cl, ws, max_rows, P, rc);
+		/* 16 scores per thread while K <= 4096 (fewer registers, more rows in flight), else 32 */
+		vpt = Kp <= 256 * 16 ? 16 : VPT;
+		tpr = 32;
+		while (tpr * vpt < Kp)
+			tpr *= 2;
+		A = dalloc<float>((size_t) rc * cl.L, "score operand");
+		Y = dalloc<float>((size_t) rc * cl.W2, "statistics operand");
+		S = dalloc<float>((size_t) rc * Kp, "block scores");
+		xn = dalloc<float>(rc, "row norms");
+		B = dalloc<float>((size_t) Kp * cl.L, "model operand");
+		T = dalloc<float>((size_t) P * Kp * cl.W2, "block statistics");
+		bll = dalloc<double>(rc + 1, "row sums");
+	}
+	ChunkLayout current(const DevModel &M) const { return layout(M, M.prec_used == GMM_GPU_PREC_3XTF32); }
+	/* after every model change */
+	void pack_model(const DevModel &M)
+	{
+		ChunkLayout c = current(M);
+		pack_model_kernel<<<std::min<int64_t>(2048, ((int64_t) Kp * c.Dp2 + 255) / 256), 256, 0, g_s>>>(M.Wm, Kp, c, B);
+		CKL("pack_model_kernel");
+	}
+	void check(cublasStatus_t st, const char *what)
+	{
+		if (st != CUBLAS_STATUS_SUCCESS)
+			fail(GMM_EDEVICE, "cuBLAS %s failed (status %d)", what, (int) st);
+	}
+	/* steps 1 and 2 for rows x[0..nr): S = scores before the per-component constants */
+	void scores(const DevModel &M, const float *x, int64_t nr)
+	{
+		ChunkLayout c = current(M);
+		pack_rows_kernel<<<(unsigned) ((nr + 7) / 8), 256, 0, g_s>>>(x, nr, c, A, Y, xn);
+		CKL("pack_rows_kernel");
+		check(g_blas.gemm_abt((int) nr, Kp, c.L, A, c.L, B, c.L, 0.f, S, Kp), "score GEMM");
+		if (M.nflag > 0)
+		{
+			int64_t warps = nr * M.nflag;
+			direct_scores_kernel<<<(unsigned) std::min<int64_t>(8192, (warps + 7) / 8), 256, 0, g_s>>>(
+				x, nr, M.D, M.fidx, M.nflag, M.direct(), S, Kp);
+			CKL("direct_scores_kernel");
+		}
+	}
+	int rows_per_block() const { return 256 / tpr; }
+	/* step 3; bll gets one FP64 sum of logZ per thread block */
+	unsigned softmax(const DevModel &M, const float *x, int64_t nr, bool hard, float *lz)
+	{
+		unsigned grid = (unsigned) ((nr + rows_per_block() - 1) / rows_per_block());
+		int sph = !M.diag;
+		Direct dr = M.direct();
+#define SM_ARGS S, nr, Kp, sph, M.colc, M.colp, xn, (int) hard, lz, bll, dr, x, M.D
+#define SM_CASE(T, V)                                                \
+	case T * 1000 + V:                                               \
+		softmax_rows_kernel<T, V><<<grid, 256, 0, g_s>>>(SM_ARGS); \
+		break;
+		switch (tpr * 1000 + vpt)
+		{
+			SM_CASE(32, 16)
+			SM_CASE(64, 16)
+			SM_CASE(128, 16)
+			SM_CASE(256, 16)
+			SM_CASE(32, 32)
+			SM_CASE(64, 32)
+			SM_CASE(128, 32)
+			SM_CASE(256, 32)
+			default: fail(GMM_EINTERNAL, "no softmax kernel for %d x %d", tpr, vpt);
+		}
+#undef SM_CASE
+#undef SM_ARGS
+		CKL("softmax_rows_kernel");
+		return grid;
+	}
+	/* step 4: T_p (+)= R_p^T Y_p over P slices of the block's rows (a short last block is zero-padded) */
+	void stats(const DevModel &M, int64_t nr, bool accumulate)
+	{
+		ChunkLayout c = current(M);
+		int64_t np = (nr + P - 1) / P * P;
+		if (np > nr)
+		{
+			CK(cudaMemsetAsync(S + nr * Kp, 0, sizeof(float) * (np - nr) * Kp, g_s));
+			CK(cudaMemsetAsync(Y + nr * c.W2, 0, sizeof(float) * (np - nr) * c.W2, g_s));
+		}
+		check(g_blas.gemm_atb_batched(Kp, c.W2, (int) (np / P), S, Kp, Y, c.W2, accumulate ? 1.f : 0.f, T, c.W2, P),
+			  "statistics GEMM");
+	}
+	/* step 5 */
+	void flush(const DevModel &M, double *sx, double *nk, double *sxn)
+	{
+		ChunkLayout c = current(M);
+		int64_t total = (int64_t) M.K * (c.Wd + 2);
+		flush_stats_kernel<<<(unsigned) std::min<int64_t>(4096, (total + 255) / 256), 256, 0, g_s>>>(T, M.K, Kp, P, c,
+																									   sx, nk, sxn);
+		CKL("flush_stats_kernel");
+	}
+	/* assignment of rows x[0..nr) (steps 1, 2 and the top-m selection) */
+	unsigned topk(const DevModel &M, const float *x, int64_t nr, float invT, int m, float tau, int32_t *comp,
+				  float *resp)
+	{
+		scores(M, x, nr);
+		unsigned grid = (unsigned) ((nr + rows_per_block() - 1) / rows_per_block());
+		int sph = !M.diag;
+		Direct dr = M.direct();
+#define TK_ARGS S, nr, Kp, sph, M.colc, M.colp, xn, invT, m, tau, comp, resp, bll, dr, x, M.D
+#define TK_CASE(T, V)                                             \
+	case T * 1000 + V:                                            \
+		topk_rows_kernel<T, V><<<grid, 256, 0, g_s>>>(TK_ARGS); \
+		break;
+		switch (tpr * 1000 + vpt)
+		{
+			TK_CASE(32, 16)
+			TK_CASE(64, 16)
+			TK_CASE(128, 16)
+			TK_CASE(256, 16)
+			TK_CASE(32, 32)
+			TK_CASE(64, 32)
+			TK_CASE(128, 32)
+			TK_CASE(256, 32)
+			default: fail(GMM_EINTERNAL, "no top-m kernel for %d x %d", tpr, vpt);
+		}
+#undef TK_CASE
+#undef TK_ARGS
+		CKL("topk_rows_kernel");
+		return grid;
+	}
+};
+
 /* ---- the E pass ------------------------------------------------------------------ */
 struct EStep
 {
@@ -993,15 +1257,28 @@ struct EStep
 	int fn = 0;					/* flagged components in the last stats pass */
 	int64_t logz_rows;
 
-	static int64_t bytes_needed(int Kp, int D, bool diag, int64_t rows, int sms)
+	bool gemm = false;			/* chunked GEMM pass (chunked.cuh) instead of the fused kernels */
+	GemmWork gw;
+
+	/* device bytes besides X and logZ (rows: N when logZ covers every row, else 0) */
+	static int64_t bytes_needed(const DevModel &M, int64_t rows, int sms, int64_t budget)
 	{
+		int Kp = M.Kp, D = M.D;
+		bool diag = M.diag;
 		int Wd = diag ? 2 * D : D;
+		int64_t acc = (int64_t) Kp * (Wd + 2) * 8 + 64;
+		if (use_gemm(Kp))
+		{
+			/* rows * 4: logZ, which the caller counts per row; kept only up to GEMM_LOGZ_FULL_MAX */
+			int64_t lzb = rows * 4 <= GEMM_LOGZ_FULL_MAX ? rows * 4 : 0;
+			return acc + GemmWork::bytes(M, GemmWork::ws_for(budget, lzb), std::max<int64_t>(rows, 1ll << 20));
+		}
 		int64_t per_split = (int64_t) Kp * Wd * 4 + 2 * (int64_t) Kp * 8;
 		int64_t ns = std::max<int64_t>(1, std::min<int64_t>(PART_BYTES_MAX / per_split, 4 * sms));
-		return ns * per_split + (int64_t) Kp * (Wd + 2) * 8 + ((rows + BM - 1) / BM + 1) * 8 + 64;
+		return ns * per_split + acc + ((rows + BM - 1) / BM + 1) * 8;
 	}
 
-	void init(DevModel *M_, Source *s_, int64_t logz_rows_)
+	void init(DevModel *M_, Source *s_, int64_t logz_rows_, int64_t budget)
 	{
 		M = M_;
 		src = s_;
@@ -1009,17 +1286,31 @@ struct EStep
 		Wd = M->diag ? 2 * M->D : M->D;
 		nDt = (M->D + DT - 1) / DT;
 		int64_t per_split = (int64_t) M->Kp * Wd * 4 + 2 * (int64_t) M->Kp * 8;
-		nsplit_max = (int) std::max<int64_t>(1, std::min<int64_t>(PART_BYTES_MAX / per_split, 4 * g_prop.multiProcessorCount));
-		logz_rows = logz_rows_;
-		logZ = dalloc<float>(logz_rows, "logZ");
-		blockll = dalloc<double>((src->max_rows() + BM - 1) / BM + 1, "row sums");
 		ll = dalloc<double>(1, "log-likelihood");
-		part = dalloc<float>((size_t) nsplit_max * M->Kp * Wd, "partial statistics");
-		pnk = dalloc<double>((size_t) nsplit_max * M->Kp, "partial statistics");
-		psxn = dalloc<double>((size_t) nsplit_max * M->Kp, "partial statistics");
 		nk = dalloc<double>(M->Kp, "statistics");
 		sxn = dalloc<double>(M->Kp, "statistics");
 		sx = dalloc<double>((size_t) M->Kp * Wd, "statistics");
+		gemm = use_gemm(M->Kp);
+		if (gemm)
+		{
+			/*
+			 * logZ of every row only while it is small (re-seeding picks the rows
+			 * of lowest likelihood from it); else one block's worth, and empty
+			 * components are re-seeded from random rows, as when streaming.
+			 */
+			bool full = logz_rows_ >= src->N && src->N * 4 <= GEMM_LOGZ_FULL_MAX;
+			gw.init(*M, GemmWork::ws_for(budget, full ? src->N * 4 : 0), src->max_rows());
+			logz_rows = full ? src->N : gw.rc;
+			logZ = dalloc<float>(logz_rows, "logZ");
+			return;
+		}
+		logz_rows = logz_rows_;
+		logZ = dalloc<float>(logz_rows, "logZ");
+		nsplit_max = (int) std::max<int64_t>(1, std::min<int64_t>(PART_BYTES_MAX / per_split, 4 * g_prop.multiProcessorCount));
+		blockll = dalloc<double>((src->max_rows() + BM - 1) / BM + 1, "row sums");
+		part = dalloc<float>((size_t) nsplit_max * M->Kp * Wd, "partial statistics");
+		pnk = dalloc<double>((size_t) nsplit_max * M->Kp, "partial statistics");
+		psxn = dalloc<double>((size_t) nsplit_max * M->Kp, "partial statistics");
 
 		/* shared memory opt-in for every instance we may launch */
 		set_smem(lse_kernel<128, false>, lse_smem(128));
@@ -1030,6 +1321,41 @@ struct EStep
 		set_smem(stats_kernel<128, false, true>, stats_smem(128));
 		set_smem(stats_kernel<64, true, false>, stats_smem(64));
 		set_smem(stats_kernel<64, true, true>, stats_smem(64));
+	}
+
+	/* the chunked GEMM pass over rows dX[0..nc) of one source chunk */
+	void run_gemm(const float *dX, int64_t nc, float *lz, bool stats, bool hard, int64_t &group)
+	{
+		/* FLASHGMM_GPU_PROFILE=1: time each step (synchronising; a diagnostic, printed to stderr) */
+		static const bool prof = getenv("FLASHGMM_GPU_PROFILE") != nullptr;
+		for (int64_t s0 = 0; s0 < nc; s0 += gw.rc)
+		{
+			int64_t nr = std::min(gw.rc, nc - s0);
+			const float *x = dX + s0 * M->D;
+			float *lzb = logz_rows >= src->N ? lz + s0 : logZ;	/* else logZ holds one block */
+			Timer pt;
+			if (prof) pt.start();
+			gw.scores(*M, x, nr);
+			if (prof) g_prof[0] += pt.stop_ms(), pt.start();
+			unsigned nb = gw.softmax(*M, x, nr, hard, lzb);
+			sum_kernel<<<1, 1024, 0, g_s>>>(gw.bll, nb, ll, 1);
+			CKL("sum_kernel");
+			if (prof) g_prof[1] += pt.stop_ms(), pt.start();
+			if (fn > 0 && logz_rows < src->N)	/* else once per source chunk (run) */
+				flagged_stats(x, nr, lzb);
+			if (prof) g_prof[2] += pt.stop_ms(), pt.start();
+			if (stats)
+			{
+				gw.stats(*M, nr, group > 0);
+				if (prof) g_prof[3] += pt.stop_ms();
+				group += nr;
+				if (group >= GEMM_GROUP_ROWS)
+				{
+					gw.flush(*M, sx, nk, sxn);
+					group = 0;
+				}
+			}
+		}
 	}
 
 	void launch_lse(const float *dX, int64_t nc, float *lz, bool hard)
@@ -1084,17 +1410,14 @@ struct EStep
 		CKL("reduce_parts_kernel");
 	}
 
-	/* One pass over X: ll = sum_n logZ_n; with stats, the sufficient statistics too. */
+	/*
+	 * One pass over X: ll = sum_n logZ_n; with stats, the sufficient statistics
+	 * too.  (Capturing the chunked pass as a CUDA graph was tried: no faster,
+	 * and re-capturing whenever the flagged set changes cost more; cuda/NOTES.md.)
+	 */
 	void run(bool stats, bool hard)
 	{
-		CK(cudaMemsetAsync(ll, 0, sizeof(double), g_s));
 		fn = (stats && !hard && M->D <= FLAG_DMAX) ? M->nflag : 0;
-		if (stats)
-		{
-			CK(cudaMemsetAsync(nk, 0, sizeof(double) * M->Kp, g_s));
-			CK(cudaMemsetAsync(sxn, 0, sizeof(double) * M->Kp, g_s));
-			CK(cudaMemsetAsync(sx, 0, sizeof(double) * M->Kp * Wd, g_s));
-		}
 		if (fn > 0)
 		{
 			const int D = M->D;
@@ -1117,28 +1440,58 @@ struct EStep
 				fnk = dalloc<double>(fn, "flagged statistics");
 				fmu = dalloc<float>((size_t) fn * D, "flagged means");
 			}
+		}
+		enqueue(stats, hard);
+	}
+
+	/* the pass itself, on g_s */
+	void enqueue(bool stats, bool hard)
+	{
+		CK(cudaMemsetAsync(ll, 0, sizeof(double), g_s));
+		if (stats)
+		{
+			CK(cudaMemsetAsync(nk, 0, sizeof(double) * M->Kp, g_s));
+			CK(cudaMemsetAsync(sxn, 0, sizeof(double) * M->Kp, g_s));
+			CK(cudaMemsetAsync(sx, 0, sizeof(double) * M->Kp * Wd, g_s));
+		}
+		if (fn > 0)
+		{
+			const int D = M->D;
 			CK(cudaMemsetAsync(fs1, 0, sizeof(double) * fn * D, g_s));
 			CK(cudaMemsetAsync(fs2, 0, sizeof(double) * fn * D, g_s));
 			CK(cudaMemsetAsync(fnk, 0, sizeof(double) * fn, g_s));
 			gather_means_kernel<<<64, 256, 0, g_s>>>(M->mu, M->fidx, fn, D, fmu);
 			CKL("gather_means_kernel");
 		}
+		if (gemm)
+			gw.pack_model(*M);
+		int64_t group = 0;
 		src->for_each([&](const float *dX, int64_t n0, int64_t nc) {
 			float *lz = (logz_rows >= src->N) ? logZ + n0 : logZ;
-			launch_lse(dX, nc, lz, hard);
-			if (stats)
-				launch_stats(dX, nc, lz, hard);
-			if (fn > 0)
+			if (gemm)
+				run_gemm(dX, nc, lz, stats, hard, group);
+			else
 			{
-				int64_t rps = (nc + fsplit - 1) / fsplit;
-				int ns = (int) ((nc + rps - 1) / rps);
-				flag_stats_kernel<<<dim3(fn, ns), 256, 0, g_s>>>(dX, nc, M->D, M->fidx, fn, M->direct(), lz, rps,
-																  fps1, fps2, fpnk);
-				CKL("flag_stats_kernel");
-				flag_reduce_kernel<<<64, 256, 0, g_s>>>(fps1, fps2, fpnk, ns, fn, M->D, fs1, fs2, fnk);
-				CKL("flag_reduce_kernel");
+				launch_lse(dX, nc, lz, hard);
+				if (stats)
+					launch_stats(dX, nc, lz, hard);
 			}
+			if (fn > 0 && (!gemm || logz_rows >= src->N))
+				flagged_stats(dX, nc, lz);
 		});
+		if (gemm && stats && group > 0)
+			gw.flush(*M, sx, nk, sxn);
+	}
+	/* statistics of the flagged (ill-conditioned) components over rows dX[0..nc), logZ lz */
+	void flagged_stats(const float *dX, int64_t nc, const float *lz)
+	{
+		int64_t rps = (nc + fsplit - 1) / fsplit;
+		int ns = (int) ((nc + rps - 1) / rps);
+		flag_stats_kernel<<<dim3(fn, ns), 256, 0, g_s>>>(dX, nc, M->D, M->fidx, fn, M->direct(), lz, rps, fps1, fps2,
+														  fpnk);
+		CKL("flag_stats_kernel");
+		flag_reduce_kernel<<<64, 256, 0, g_s>>>(fps1, fps2, fpnk, ns, fn, M->D, fs1, fs2, fnk);
+		CKL("flag_reduce_kernel");
 	}
 	double get_ll()
 	{
@@ -1169,7 +1522,7 @@ struct Rng
 };
 
 int mstep(DevModel &M, EStep &E, Source &src, double reg, const std::vector<int64_t> *seed_rows, Rng &rng,
-		  const std::vector<float> &shift)
+		  const std::vector<float> &shift, bool equal_weights)
 {
 	const int K = M.K, VL = M.VL;
 	mstep_kernel<<<K, 128, 0, g_s>>>(E.nk, E.sx, E.sxn, M.D, E.Wd, M.diag, reg, M.mu, M.var, M.wraw);
@@ -1243,6 +1596,14 @@ int mstep(DevModel &M, EStep &E, Source &src, double reg, const std::vector<int6
 			wsum += 1.0;
 		}
 	}
+	if (equal_weights)
+	{
+		/* gmm_fit_params.equal_weights: every component keeps weight 1/K (as the CPU engine) */
+		std::vector<double> ones(K, 1.0);
+		CK(cudaMemcpyAsync(M.wraw, ones.data(), sizeof(double) * K, cudaMemcpyHostToDevice, g_s));
+		CK(cudaStreamSynchronize(g_s));
+		wsum = K;
+	}
 	M.prepare(1.0 / wsum);
 	return (int) empty.size();
 }
@@ -1290,6 +1651,10 @@ struct DevModel;
 void finish_stats(Source &src, const DevModel &M);
 void finish_stats_(Source &src, int prec, int flagged, double err)
 {
+	if (getenv("FLASHGMM_GPU_PROFILE"))
+		fprintf(stderr, "flashgmm profile: scores %.2f ms, softmax %.2f ms, flagged %.2f ms, statistics %.2f ms\n",
+				g_prof[0], g_prof[1], g_prof[2], g_prof[3]);
+	memset(g_prof, 0, sizeof(g_prof));
 	g_stats.precision = prec;
 	g_stats.flagged = flagged;
 	g_stats.score_err = err;
@@ -1343,29 +1708,6 @@ std::vector<float> sample_mean(const float *X, int64_t N, int D)
 	return out;
 }
 
-struct Timer
-{
-	cudaEvent_t a, b;
-	Timer()
-	{
-		CK(cudaEventCreate(&a));
-		CK(cudaEventCreate(&b));
-	}
-	~Timer()
-	{
-		cudaEventDestroy(a);
-		cudaEventDestroy(b);
-	}
-	void start() { CK(cudaEventRecord(a, g_s)); }
-	double stop_ms()
-	{
-		float ms = 0.f;
-		CK(cudaEventRecord(b, g_s));
-		CK(cudaEventSynchronize(b));
-		CK(cudaEventElapsedTime(&ms, a, b));
-		return ms;
-	}
-};
 
 /* EM on a prepared device model */
 void em_loop(DevModel &M, Source &src, EStep &E, const gmm_fit_params *p, gmm_fit_report *rep,
@@ -1394,7 +1736,7 @@ void em_loop(DevModel &M, Source &src, EStep &E, const gmm_fit_params *p, gmm_fi
 		prev = ll;
 		Timer t_m;
 		t_m.start();
-		rep->reseeded += mstep(M, E, src, p->reg_covar, nullptr, rng, shift);
+		rep->reseeded += mstep(M, E, src, p->reg_covar, nullptr, rng, shift, p->equal_weights != 0);
 		double mms = t_m.stop_ms();
 		rep->seconds_mstep += mms / 1000.0;
 		it_ms.push_back(t_it.stop_ms());
@@ -1546,7 +1888,7 @@ void kmeanspp_device(Source &src, DevModel &M, EStep &E, const gmm_fit_params *p
 		seed_rows[k] = idx[hs[k]];
 	E.run(true, true);
 	Rng r2{p->seed};
-	mstep(M, E, src, p->reg_covar, &seed_rows, r2, shift);
+	mstep(M, E, src, p->reg_covar, &seed_rows, r2, shift, p->equal_weights != 0);
 }
 
 void finish_stats(Source &src, const DevModel &M)
@@ -1612,6 +1954,8 @@ gmm_status fgc_init(gmm_error *err)
 
 const char *fgc_device_name(void) { return g_devname; }
 
+const char *fgc_estep_variant(void) { return g_variant; }
+
 gmm_status fgc_set_precision(int prec, gmm_error *err)
 {
 	if (prec < GMM_GPU_PREC_DEFAULT || prec > GMM_GPU_PREC_3XTF32)
@@ -1646,11 +1990,11 @@ gmm_status fgc_init_kmeanspp(const float *X, int64_t N, int D, const gmm_fit_par
 		std::vector<float> shift = sample_mean(X, N, D);
 		DevModel M;
 		M.init(p->K, D, p->cov);
-		int64_t eb = EStep::bytes_needed(M.Kp, D, M.diag, N, g_prop.multiProcessorCount);
+		int64_t eb = EStep::bytes_needed(M, N, g_prop.multiProcessorCount, p->device_mem_budget);
 		Source src;
 		src.init(X, N, D, shift, p->device_mem_budget, eb, 4);
 		EStep E;
-		E.init(&M, &src, src.logz_full ? N : src.chunk);
+		E.init(&M, &src, src.logz_full ? N : src.chunk, p->device_mem_budget);
 		Timer t;
 		t.start();
 		kmeanspp_device(src, M, E, p, shift);
@@ -1673,11 +2017,11 @@ gmm_status fgc_fit(const float *X, int64_t N, int D, const gmm_fit_params *p,
 		std::vector<float> shift = sample_mean(X, N, D);
 		DevModel M;
 		M.init(p->K, D, p->cov);
-		int64_t eb = EStep::bytes_needed(M.Kp, D, M.diag, N, g_prop.multiProcessorCount);
+		int64_t eb = EStep::bytes_needed(M, N, g_prop.multiProcessorCount, p->device_mem_budget);
 		Source src;
 		src.init(X, N, D, shift, p->device_mem_budget, eb, 4);
 		EStep E;
-		E.init(&M, &src, src.logz_full ? N : src.chunk);
+		E.init(&M, &src, src.logz_full ? N : src.chunk, p->device_mem_budget);
 		Timer t;
 		t.start();
 		kmeanspp_device(src, M, E, p, shift);
@@ -1703,11 +2047,11 @@ gmm_status fgc_em(const float *X, int64_t N, int K, int D, int cov, const gmm_fi
 		std::vector<float> shift = model_shift(K, D, weights, means);
 		DevModel M;
 		M.init(K, D, cov);
-		int64_t eb = EStep::bytes_needed(M.Kp, D, M.diag, N, g_prop.multiProcessorCount);
+		int64_t eb = EStep::bytes_needed(M, N, g_prop.multiProcessorCount, p->device_mem_budget);
 		Source src;
 		src.init(X, N, D, shift, p->device_mem_budget, eb, 4);
 		EStep E;
-		E.init(&M, &src, src.logz_full ? N : src.chunk);
+		E.init(&M, &src, src.logz_full ? N : src.chunk, p->device_mem_budget);
 		M.upload(weights, means, vars, shift);
 		em_loop(M, src, E, p, &rep, shift);
 		M.download(weights, means, vars, shift);
@@ -1729,11 +2073,11 @@ gmm_status fgc_debug_estep(const float *X, int64_t N, int K, int D, int cov, con
 		std::vector<float> shift = model_shift(K, D, weights, means);
 		DevModel M;
 		M.init(K, D, cov);
-		int64_t eb = EStep::bytes_needed(M.Kp, D, M.diag, N, g_prop.multiProcessorCount);
+		int64_t eb = EStep::bytes_needed(M, N, g_prop.multiProcessorCount, g_budget);
 		Source src;
 		src.init(X, N, D, shift, g_budget, eb, 4);
 		EStep E;
-		E.init(&M, &src, src.logz_full ? N : src.chunk);
+		E.init(&M, &src, src.logz_full ? N : src.chunk, g_budget);
 		M.upload(weights, means, vars, shift);
 		E.run(true, false);
 		*ll = E.get_ll();
@@ -1762,11 +2106,11 @@ gmm_status fgc_score(const float *X, int64_t N, int K, int D, int cov, const flo
 		std::vector<float> shift = model_shift(K, D, weights, means);
 		DevModel M;
 		M.init(K, D, cov);
-		int64_t eb = EStep::bytes_needed(M.Kp, D, M.diag, 0, g_prop.multiProcessorCount);
+		int64_t eb = EStep::bytes_needed(M, 0, g_prop.multiProcessorCount, g_budget);
 		Source src;
 		src.init(X, N, D, shift, g_budget, eb, 4);
 		EStep E;
-		E.init(&M, &src, src.chunk);
+		E.init(&M, &src, src.chunk, g_budget);
 		M.upload(weights, means, vars, shift);
 		Timer t;
 		t.start();
@@ -1803,13 +2147,21 @@ gmm_status fgc_assign(const float *X, int64_t N, int K, int D, int cov, const fl
 		M.init(K, D, cov, 128);	/* the assignment kernel tiles 128 components at a time */
 		/* results: at most 64 MiB per launch, copied back after each */
 		int64_t out_rows = std::max<int64_t>(BM, ((64ll << 20) / ((int64_t) m * 8)) / BM * BM);
+		bool gemm = use_gemm(M.Kp);
+		int64_t gws = GemmWork::ws_for(g_budget, 0);
+		int64_t gbytes = gemm ? GemmWork::bytes(M, gws, std::min<int64_t>(out_rows, N)) : 0;
 		Source src;
-		src.init(X, N, D, shift, g_budget, std::min<int64_t>(out_rows, N + BM) * m * 8, 0);
+		src.init(X, N, D, shift, g_budget, std::min<int64_t>(out_rows, N + BM) * m * 8 + gbytes, 0);
 		int64_t sub = std::min<int64_t>(out_rows, (src.chunk + BM - 1) / BM * BM);
+		GemmWork gw;
+		if (gemm)
+			gw.init(M, gws, sub);
 		int32_t *dcomp = dalloc<int32_t>((size_t) sub * m, "assignment");
 		float *dresp = dalloc<float>((size_t) sub * m, "assignment");
 		double *bll = dalloc<double>(sub / BM + 1, "row sums");
 		M.upload(weights, means, vars, shift);
+		if (gemm)
+			gw.pack_model(M);
 		bool sp = M.prec_used == GMM_GPU_PREC_3XTF32;
 		Direct dr = M.direct();
 		int sph = !M.diag;
@@ -1839,16 +2191,22 @@ gmm_status fgc_assign(const float *X, int64_t N, int K, int D, int cov, const fl
 				const float *dx = dXc + s0 * D;
 				dim3 grid((unsigned) ((nr + BM - 1) / BM));
 				t.start();
-				switch (maxm)
+				if (gemm)
+					for (int64_t b0 = 0; b0 < nr; b0 += gw.rc)
+						gw.topk(M, dx + b0 * D, std::min(gw.rc, nr - b0), invT, m, tau, dcomp + b0 * m, dresp + b0 * m);
+				else
 				{
-					AS_CASE(1)
-					AS_CASE(2)
-					AS_CASE(4)
-					AS_CASE(8)
-					AS_CASE(16)
-					AS_CASE(32)
+					switch (maxm)
+					{
+						AS_CASE(1)
+						AS_CASE(2)
+						AS_CASE(4)
+						AS_CASE(8)
+						AS_CASE(16)
+						AS_CASE(32)
+					}
+					CKL("assign_kernel");
 				}
-				CKL("assign_kernel");
 				kms += t.stop_ms();
 				CK(cudaMemcpyAsync(out_comp + (n0 + s0) * m, dcomp, sizeof(int32_t) * nr * m, cudaMemcpyDeviceToHost, g_s));
 				if (out_resp)

@@ -26,7 +26,7 @@ extern "C" {
 
 /* Bumped whenever a signature below or a struct in gmm.h that crosses it
  * changes; gmm_gpu.c refuses a library of another version. */
-#define FGC_ABI_VERSION 1
+#define FGC_ABI_VERSION 2
 
 int			fgc_abi_version(void);
 /* sizeof(gmm_fit_params), sizeof(gmm_fit_report), sizeof(gmm_gpu_stats) as compiled into the library */
@@ -36,6 +36,8 @@ void		fgc_abi_sizes(size_t *fit_params, size_t *fit_report, size_t *gpu_stats);
  * reason: no device, driver too old, compute capability too old. */
 gmm_status	fgc_init(gmm_error *err);
 const char *fgc_device_name(void);
+/* The E pass the last call used and why: "gemm (cuBLAS ...)" or "fused (reason)". */
+const char *fgc_estep_variant(void);
 
 /* Precision of the matrix products (gmm_gpu_precision in gmm.h). */
 gmm_status	fgc_set_precision(int prec, gmm_error *err);
@@ -50,7 +52,8 @@ gmm_status	fgc_init_kmeanspp(const float *X, int64_t N, int D, const gmm_fit_par
 gmm_status	fgc_fit(const float *X, int64_t N, int D, const gmm_fit_params *p,
 					float *weights, float *means, float *vars, gmm_fit_report *report, gmm_error *err);
 
-/* EM from the given parameters (updated in place). */
+/* EM from the given parameters (updated in place).  p->equal_weights keeps
+ * every weight at 1/K (the weights passed in are used for the first E pass). */
 gmm_status	fgc_em(const float *X, int64_t N, int K, int D, int cov, const gmm_fit_params *p,
 				   float *weights, float *means, float *vars,
 				   gmm_fit_report *report, gmm_error *err);

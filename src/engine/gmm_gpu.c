@@ -195,54 +195,10 @@ gmm_gpu_fit(const float *X, int64_t N, int D, const gmm_fit_params *p,
 	m = gmm_model_alloc(p->K, D, p->cov, err);
 	if (m == NULL)
 		return err ? err->code : GMM_ENOMEM;
-	if (p->equal_weights)
-	{
-		/*
-		 * The CUDA engine learns the weights: train the first iteration
-		 * (k-means++ and one EM step) as usual, then the rest one iteration
-		 * per call with the weights reset to 1/K (X is copied to the device
-		 * on every call).
-		 */
-		gmm_fit_params p1 = *p;
-		gmm_fit_report r1 = {0};
-
-		p1.equal_weights = 0;
-		p1.max_iter = 1;
-		st = gpu.fit(X, N, D, &p1, m->weights, m->means, m->vars, &r1, err);
-		if (st == GMM_OK)
-			st = gmm_model_prepare(m, err);
-		if (st == GMM_OK && p->max_iter <= 1)
-		{
-			for (int k = 0; k < m->K; k++)
-				m->weights[k] = (float) (1.0 / m->K);
-			st = gmm_model_prepare(m, err);
-			if (st == GMM_OK && report)
-			{
-				*report = r1;
-				st = gmm_gpu_score(m, X, N, &report->mean_loglik, err);
-			}
-		}
-		else if (st == GMM_OK)
-		{
-			p1 = *p;
-			p1.max_iter = p->max_iter - 1;
-			st = gmm_em_stepwise_equal_weights(gpu_em_raw, gmm_gpu_score, X, N, m, &p1, report, err);
-			if (st == GMM_OK && report)
-			{
-				report->iterations += r1.iterations;
-				report->seconds_init += r1.seconds_init;
-				report->seconds_estep += r1.seconds_estep;
-				report->seconds_mstep += r1.seconds_mstep;
-				report->reseeded += r1.reseeded;
-			}
-		}
-	}
-	else
-	{
-		st = gpu.fit(X, N, D, p, m->weights, m->means, m->vars, report, err);
-		if (st == GMM_OK)
-			st = gmm_model_prepare(m, err);
-	}
+	/* the CUDA engine keeps the weights at 1/K itself under p->equal_weights */
+	st = gpu.fit(X, N, D, p, m->weights, m->means, m->vars, report, err);
+	if (st == GMM_OK)
+		st = gmm_model_prepare(m, err);
 	if (st != GMM_OK)
 	{
 		gmm_model_free(m);
@@ -263,7 +219,11 @@ gmm_gpu_em(const float *X, int64_t N, gmm_model *m, const gmm_fit_params *p,
 	if ((st = check_model(m, err)) != GMM_OK)
 		return st;
 	if (p != NULL && p->equal_weights)
-		return gmm_em_stepwise_equal_weights(gpu_em_raw, gmm_gpu_score, X, N, m, p, report, err);
+	{
+		/* as the CPU engine: the first E pass already uses weights 1/K */
+		for (int k = 0; k < m->K; k++)
+			m->weights[k] = (float) (1.0 / m->K);
+	}
 	return gpu_em_raw(X, N, m, p, report, err);
 }
 

@@ -15,7 +15,7 @@ if ! ls /usr/lib/x86_64-linux-gnu/libopenblas.so >/dev/null 2>&1; then
 	BLAS_LIB="-L/usr/lib/x86_64-linux-gnu/openblas-pthread -l:libopenblas.so.0"
 fi
 CFLAGS="-O2 -std=gnu11 -fopenmp -Isrc/engine $BLAS_INC"
-if [ cuda/flashgmm_cuda.cu -nt "$B/flashgmm_cuda.so" ] || [ cuda/kernels.cuh -nt "$B/flashgmm_cuda.so" ]; then
+if [ -n "$(find cuda src/engine/gmm.h -newer "$B/flashgmm_cuda.so" 2>/dev/null)" ] || [ ! -f "$B/flashgmm_cuda.so" ]; then
 	$NVCC -O3 -std=c++17 -Xcompiler -fPIC -Xcompiler -fvisibility=hidden $ARCH -shared \
 		-o "$B/flashgmm_cuda.so" cuda/flashgmm_cuda.cu -cudart static -Xlinker --exclude-libs,ALL
 fi

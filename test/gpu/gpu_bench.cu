@@ -2,16 +2,20 @@
  * gpu_bench.cu - benchmark of the CUDA engine (a program that prints a table,
  * never a test).
  *
- *   gpu_bench LIB [--quick] [--big]
+ *   gpu_bench LIB [--quick] [--ten] [--big] [--core]
+ *     (1M-row shapes; --ten adds the 10M-row targets, --big N = 100M streamed;
+ *      --quick leaves out the slow fused-kernel comparisons at 4096 and 10M)
  *
  * Per shape: ms per EM iteration (median of device-event times after a
  * warm-up iteration, X already on the device), TFLOP/s counting 12*N*K*D
  * flops per diag iteration and 8*N*K*D per spherical one, the fraction of
  * the card's matrix-unit peak measured here with cuBLAS (TF32 GEMM, the
  * precision of our kernels; the BF16 peak is printed too), and peak device
- * memory.  Variants: our kernels (TF32, 3xTF32), a cuBLAS baseline that
- * materialises the N x K responsibilities (where it fits), and the CPU
- * engine on a small shape.  Data: clustered synthetic (never zeros).
+ * memory.  Variants: the engine's two E passes ("gemm": cuBLAS products over
+ * blocks of rows, the default; "fused": kernels.cuh), each in 3xTF32 (the
+ * default) or forced TF32; a cuBLAS baseline that materialises the N x K
+ * responsibilities (where it fits); and the CPU engine on a small shape.
+ * Data: clustered synthetic (never zeros).
  */
 #include <algorithm>
 #include <chrono>
@@ -21,6 +25,7 @@
 #include <cstring>
 #include <vector>
 
+#include <dlfcn.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
@@ -34,6 +39,18 @@ extern "C" {
 #define CUBLAS_OK(x) do { cublasStatus_t s_ = (x); if (s_ != CUBLAS_STATUS_SUCCESS) { printf("cuBLAS error %d at %s:%d\n", (int) s_, __FILE__, __LINE__); exit(1); } } while (0)
 
 static double g_peak_tf32 = 0, g_peak_bf16 = 0;
+static const char *(*g_variant_fn)(void) = NULL;	/* fgc_estep_variant of the loaded library */
+
+/* E pass of the next engine call: "gemm" (default: cuBLAS over blocks of rows) or "fused" */
+static const char *use_estep(const char *v)
+{
+	setenv("FLASHGMM_GPU_ESTEP", v, 1);
+	return v;
+}
+static const char *used_estep(void)
+{
+	return g_variant_fn ? g_variant_fn() : "?";
+}
 
 struct Row
 {
@@ -263,8 +280,9 @@ static gmm_model *make_model(const float *X, int64_t N, int K, int D, gmm_cov_ty
 }
 
 static void engine_em(const char *shape, const float *X, int64_t N, int K, int D, gmm_cov_type cov, int prec,
-					  int64_t budget, int iters, const char *tag)
+					  int64_t budget, int iters, const char *tag, const char *estep = "gemm")
 {
+	use_estep(estep);
 	gmm_fit_params p;
 	gmm_fit_params_default(&p, K);
 	p.cov = cov;
@@ -280,8 +298,8 @@ static void engine_em(const char *shape, const float *X, int64_t N, int K, int D
 	gmm_status st = gmm_gpu_em(X, N, m, &p, &rep, &err);
 	double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 	char variant[64];
-	snprintf(variant, sizeof(variant), "flash %s %s%s", cov == GMM_COV_DIAG ? "diag" : "sph",
-			 prec == GMM_GPU_PREC_3XTF32 ? "3xTF32 (default)" : "TF32", tag);
+	snprintf(variant, sizeof(variant), "%s %s %s%s", estep, cov == GMM_COV_DIAG ? "diag" : "sph",
+			 prec == GMM_GPU_PREC_3XTF32 ? "3xTF32" : "TF32", tag);
 	if (st != GMM_OK)
 	{
 		char note[96];
@@ -290,6 +308,7 @@ static void engine_em(const char *shape, const float *X, int64_t N, int K, int D
 		gmm_model_free(m);
 		return;
 	}
+	printf("    (E pass: %s)\n", used_estep());
 	gmm_gpu_last_stats(&gs, NULL);
 	double flops = (cov == GMM_COV_DIAG ? 12.0 : 8.0) * N * (double) K * D;
 	char note[96];
@@ -299,8 +318,10 @@ static void engine_em(const char *shape, const float *X, int64_t N, int K, int D
 	gmm_model_free(m);
 }
 
-static void engine_assign(const char *shape, const float *X, int64_t N, int K, int D, int mm)
+static void engine_assign(const char *shape, const float *X, int64_t N, int K, int D, int mm,
+						  const char *estep = "gemm")
 {
+	use_estep(estep);
 	gmm_model *m = make_model(X, N, K, D, GMM_COV_SPHERICAL, 5);
 	int32_t *comp = (int32_t *) malloc(sizeof(int32_t) * N * mm);
 	float *resp = (float *) malloc(sizeof(float) * N * mm);
@@ -321,8 +342,9 @@ static void engine_assign(const char *shape, const float *X, int64_t N, int K, i
 		best = std::min(best, gs.ms_kernel);
 	}
 	char variant[64], note[96];
-	snprintf(variant, sizeof(variant), "flash assign m=%d 3xTF32", mm);
-	snprintf(note, sizeof(note), "kernels only (X resident); H2D %.2f s", gs.seconds_h2d);
+	snprintf(variant, sizeof(variant), "%s assign m=%d 3xTF32", estep, mm);
+	snprintf(note, sizeof(note), "device passes only (X resident); H2D %.2f s", gs.seconds_h2d);
+	printf("    (pass: %s)\n", used_estep());
 	add(shape, variant, best, 2.0 * N * (double) K * D, gs.peak_bytes / 1048576.0, note);
 	free(comp);
 	free(resp);
@@ -354,15 +376,16 @@ int main(int argc, char **argv)
 {
 	if (argc < 2)
 	{
-		fprintf(stderr, "usage: %s LIB [--quick [--ten]] [--big]\n", argv[0]);
+		fprintf(stderr, "usage: %s LIB [--quick] [--ten] [--big]\n", argv[0]);
 		return 2;
 	}
-	bool quick = false, big = false, ten = false;
+	bool quick = false, big = false, ten = false, core = false;
 	for (int i = 2; i < argc; i++)
 	{
 		if (!strcmp(argv[i], "--quick")) quick = true;
 		if (!strcmp(argv[i], "--ten")) ten = true;
 		if (!strcmp(argv[i], "--big")) big = true;
+		if (!strcmp(argv[i], "--core")) core = true;
 	}
 	gmm_error err;
 	if (gmm_gpu_load(argv[1], &err) != GMM_OK)
@@ -371,6 +394,11 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	printf("device: %s\n", gmm_gpu_device_name());
+	{
+		void *hl = dlopen(argv[1], RTLD_NOW | RTLD_NOLOAD);
+		if (hl)
+			g_variant_fn = (const char *(*)(void)) dlsym(hl, "fgc_estep_variant");
+	}
 	cublasHandle_t h;
 	CUBLAS_OK(cublasCreate(&h));
 	measure_peak(h);
@@ -380,48 +408,54 @@ int main(int argc, char **argv)
 	{
 		const int64_t N = 1000000;
 		float *X = make_clustered(N, D, 2048, 1);
-		engine_em("N=1M K=1024 D=128", X, N, 1024, D, GMM_COV_SPHERICAL, GMM_GPU_PREC_TF32, 0, 4, "");
-		engine_em("N=1M K=1024 D=128", X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_TF32, 0, 4, "");
-		engine_em("N=1M K=1024 D=128", X, N, 1024, D, GMM_COV_SPHERICAL, GMM_GPU_PREC_3XTF32, 0, 4, "");
-		engine_em("N=1M K=1024 D=128", X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 4, "");
-		cublas_baseline(h, "N=1M K=1024 D=128", N, 1024, D, X);
+		const char *s1 = "N=1M K=1024 D=128";
+		engine_em(s1, X, N, 1024, D, GMM_COV_SPHERICAL, GMM_GPU_PREC_3XTF32, 0, 4, " (default)");
+		engine_em(s1, X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 4, " (default)");
+		/* --core: the two 1M default rows only (tuning sweeps), then --ten / --big if asked */
+		if (!core)
+		{
+		engine_em(s1, X, N, 1024, D, GMM_COV_SPHERICAL, GMM_GPU_PREC_TF32, 0, 4, "");
+		engine_em(s1, X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_TF32, 0, 4, "");
+		engine_em(s1, X, N, 1024, D, GMM_COV_SPHERICAL, GMM_GPU_PREC_3XTF32, 0, 3, "", "fused");
+		engine_em(s1, X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 3, "", "fused");
+		cublas_baseline(h, s1, N, 1024, D, X);
+		engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 3, " (default)");
+		engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_SPHERICAL, GMM_GPU_PREC_3XTF32, 0, 3, " (default)");
+		if (!quick)
+			engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 2, "", "fused");
+		/* CPU engine on a small shape, and ours on the same */
+		engine_em("N=100k K=256 D=128", X, 100000, 256, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 4, " (default)");
+		cpu_em("N=100k K=256 D=128", X, 100000, 256, D, GMM_COV_DIAG);
+		}
+		free(X);
+	}
+	if (ten)
+	{
+		/* the 10M-row targets: diag EM, spherical EM, top-8 assignment, streaming under a budget */
+		const int64_t N = 10000000;
+		float *X = make_clustered(N, D, 4096, 2);
+		const char *s10 = "N=10M K=1024 D=128";
+		engine_em(s10, X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 3, " (default)");
+		engine_em(s10, X, N, 1024, D, GMM_COV_SPHERICAL, GMM_GPU_PREC_3XTF32, 0, 3, " (default)");
+		engine_assign(s10, X, N, 1024, D, 8);
+		engine_em(s10, X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 1ll << 30, 2, " budget=1GiB");
 		if (!quick)
 		{
-			engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 2, "");
-			engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_DIAG, GMM_GPU_PREC_TF32, 0, 2, "");
+			engine_em(s10, X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 2, "", "fused");
+			engine_assign(s10, X, N, 1024, D, 8, "fused");
 		}
-		/* CPU engine on a small shape, and ours on the same */
-		engine_em("N=100k K=256 D=128", X, 100000, 256, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 4, "");
-		cpu_em("N=100k K=256 D=128", X, 100000, 256, D, GMM_COV_DIAG);
-		free(X);
-	}
-	if (quick && ten)
-	{
-		/* --quick --ten: the 10M-row targets only (diag EM, top-8 assignment) */
-		const int64_t N = 10000000;
-		float *X = make_clustered(N, D, 4096, 2);
-		engine_em("N=10M K=1024 D=128", X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 2, "");
-		engine_assign("N=10M K=1024 D=128", X, N, 1024, D, 8);
-		free(X);
-	}
-	if (!quick)
-	{
-		const int64_t N = 10000000;
-		float *X = make_clustered(N, D, 4096, 2);
-		engine_em("N=10M K=1024 D=128", X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 2, "");
-		engine_em("N=10M K=1024 D=128", X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_TF32, 0, 2, "");
-		engine_em("N=10M K=1024 D=128", X, N, 1024, D, GMM_COV_SPHERICAL, GMM_GPU_PREC_3XTF32, 0, 2, "");
-		engine_assign("N=10M K=1024 D=128", X, N, 1024, D, 8);
-		engine_em("N=10M K=1024 D=128", X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 1ll << 30, 2,
-				  " budget=1GiB");
 		free(X);
 	}
 	if (big)
 	{
+		/* N = 100M (51 GB): more than fits beside the other buffers on an 80 GB card? streamed under a 16 GiB budget */
 		const int64_t N = 100000000;
 		float *X = make_clustered(N, D, 4096, 3);
 		if (X)
-			engine_em("N=100M K=1024 D=128", X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_TF32, 0, 2, "");
+			engine_em("N=100M K=1024 D=128", X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 16ll << 30, 2,
+					  " streamed, budget=16GiB");
+		else
+			printf("N=100M: could not allocate 51 GB of host memory\n");
 		free(X);
 	}
 	printf("\n| shape | variant | ms/iter | TFLOP/s | of TF32 peak | peak dev MiB | note |\n|---|---|---:|---:|---:|---:|---|\n");

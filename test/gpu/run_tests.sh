@@ -19,5 +19,11 @@ for n in sift-opencv-100k fashion-mnist-784; do
 done
 rc=0
 "$B/gpu_test" "$B/flashgmm_cuda.so" --missing || rc=1
-OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)} "$B/gpu_test" "$B/flashgmm_cuda.so" "${data[@]}" || rc=1
+# both E passes: the default (cuBLAS over blocks of rows) and the fused kernels (the fallback
+# without cuBLAS); ESTEPS=gemm runs only the first
+for v in ${ESTEPS:-gemm fused}; do
+	echo "=== E pass: $v"
+	FLASHGMM_GPU_ESTEP=$v OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)} \
+		"$B/gpu_test" "$B/flashgmm_cuda.so" "${data[@]}" || rc=1
+done
 exit $rc
