@@ -81,30 +81,26 @@ struct Blas
 		return true;
 	}
 
-	/* row-major C (m x n) = alpha A (m x k) . B (n x k)^T + beta C, TF32 tensor cores, FP32 accumulation */
-	cublasStatus_t gemm_abt(int m, int n, int k, const float *A, int lda, const float *B, int ldb, float beta, float *C,
-							int ldc) const
+	/*
+	 * Column-major C (m x n) = A^T B + beta C with A (k x m, lda) and B (k x n, ldb)
+	 * column-major: both operands K-major ("TN"), the only TF32 layout Hopper's
+	 * wgmma kernels take (cuBLAS falls back to sm80 mma.sync kernels otherwise,
+	 * measured 2-3x slower).  TF32 tensor cores, FP32 accumulation.
+	 */
+	cublasStatus_t gemm_tn(int m, int n, int k, const float *A, int lda, const float *B, int ldb, float beta, float *C,
+						   int ldc) const
 	{
 		const float one = 1.0f;
-		/* column-major: C^T (n x m) = B (n x k) . A^T */
-		return gemm_ex(h, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &one, B, CUDA_R_32F, ldb, A, CUDA_R_32F, lda, &beta, C,
+		return gemm_ex(h, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb, &beta, C,
 					   CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT);
 	}
-
-	/*
-	 * batch of P: row-major C_p (m x n) = A_p^T B_p + beta C_p, A_p (k x m) and B_p (k x n)
-	 * consecutive row blocks of A and B, C_p = C + p * m * ldc.  Splitting the sum over rows
-	 * into P independent products gives a skinny product (K x a few hundred) enough
-	 * thread blocks to fill the card.
-	 */
-	cublasStatus_t gemm_atb_batched(int m, int n, int k, const float *A, int lda, const float *B, int ldb, float beta,
-									float *C, int ldc, int P) const
+	/* P of them: A_p = A + p * sa, B_p = B + p * sb, C_p = C + p * sc */
+	cublasStatus_t gemm_tn_batched(int m, int n, int k, const float *A, int lda, long long sa, const float *B, int ldb,
+								   long long sb, float beta, float *C, int ldc, long long sc, int P) const
 	{
 		const float one = 1.0f;
-		/* column-major: C_p^T (n x m) = B_p-as-stored (n x k) . A_p-as-stored^T (k x m) */
-		return gemm_sb(h, CUBLAS_OP_N, CUBLAS_OP_T, n, m, k, &one, B, CUDA_R_32F, ldb, (long long) k * ldb, A,
-					   CUDA_R_32F, lda, (long long) k * lda, &beta, C, CUDA_R_32F, ldc, (long long) m * ldc, P,
-					   CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT);
+		return gemm_sb(h, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, A, CUDA_R_32F, lda, sa, B, CUDA_R_32F, ldb, sb, &beta,
+					   C, CUDA_R_32F, ldc, sc, P, CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT);
 	}
 };
 

@@ -7,20 +7,24 @@
  * to cuBLAS and keeps the score matrix of one block of rows at a time
  * (Rc x K floats, a few MiB: it lives in L2), never N x K:
  *
- *   1. pack_rows_kernel   A = [x | x^2] (score operand) and Y = [x | x^2 | ||x||^2 | 1]
- *                         (statistics operand), split into TF32 hi + lo.
- *   2. cuBLAS TF32 GEMM   S = A B^T, B = the model's score matrix Wm split the same
- *                         way.  "3xTF32" in one call: A = [a_hi | a_hi | a_lo],
+ *   1. pack_rows_kernel   A = [x | x^2] (score operand, row-major) and
+ *                         Y^T = [x | x^2 | ||x||^2 | 1]^T (statistics operand,
+ *                         feature-major), split into TF32 hi + lo.
+ *   2. cuBLAS TF32 GEMM   S^T = B A^T (K x rows), B = the model's score matrix Wm split
+ *                         the same way.  "3xTF32" in one call: A = [a_hi | a_hi | a_lo],
  *                         B = [b_hi | b_lo | b_hi], inner dimension 3 Dp2, so the
  *                         products are hi*hi + hi*lo + lo*hi (about FP32).
- *   3. softmax_rows_kernel scores finished (constants, -prec/2 ||x||^2; ill-conditioned
- *                         components from differences by direct_scores_kernel before
- *                         it), logZ = log-sum-exp in FP32,
- *                         r = exp(s - logZ) rounded to TF32 once, written over S.
+ *                         direct_scores_kernel then writes the ill-conditioned
+ *                         components' scores from differences.
+ *   3. softmax_cols_kernel scores finished (constants, -prec/2 ||x||^2), logZ by an
+ *                         online log-sum-exp in FP32, r = exp(s - logZ) rounded to
+ *                         TF32 once, written over S^T.
  *   4. cuBLAS TF32 GEMM   T_p += R_p^T Y_p ("2xTF32": r is TF32-exact, y = y_hi + y_lo
  *                         as two column blocks), FP32 over a group of row blocks; the
  *                         block's rows are cut into P slices (a batched GEMM) so that
- *                         the K x 2Ws product has enough thread blocks to fill the card.
+ *                         the K x 2Ws product has enough thread blocks to fill the
+ *                         card.  S^T and Y^T make both operands K-major: the layout
+ *                         for which cuBLAS has Hopper (wgmma) TF32 kernels.
  *   5. flush_stats_kernel T into the FP64 statistics (nk, sum r x, sum r x^2 or
  *                         sum r ||x||^2) after each group: FP64 across groups.
  *
@@ -49,70 +53,104 @@ struct ChunkLayout
 
 __device__ __forceinline__ float tf32_hi(float x) { return __uint_as_float(to_tf32(x)); }
 
+constexpr int PACK_TC = 128;	/* feature columns per shared-memory tile in pack_rows_kernel */
+
 /*
- * One warp per row: A row (L floats), Y row (W2 floats), xn = ||x||^2 (FP32,
- * sequential in d within a lane then a fixed shuffle tree).
+ * Block of 32 rows (256 threads).  A (row-major, L floats per row; rows < nr):
+ * a warp per row.  Y^T (statistics operand, feature-major: row j of Y^T holds
+ * feature j of every row of the block, leading dimension ldy, so that the
+ * statistics GEMM reads both operands K-major and gets Hopper's wgmma
+ * kernels): lane = row, warps over features; rows nr .. np get zeros (the
+ * statistics GEMM runs over np rows, a multiple of its P slices).  Y may be
+ * null (assignment).  xn = ||x||^2 in FP32 (sequential in d within a lane,
+ * then a fixed shuffle tree).
  */
 __global__ void __launch_bounds__(256)
-pack_rows_kernel(const float *__restrict__ X, int64_t nr, ChunkLayout c, float *__restrict__ A,
-				 float *__restrict__ Y, float *__restrict__ xn)
+pack_rows_kernel(const float *__restrict__ X, int64_t nr, int64_t np, ChunkLayout c, float *__restrict__ A,
+				 float *__restrict__ Y, int64_t ldy, float *__restrict__ xn)
 {
-	const int lane = threadIdx.x & 31;
-	const int64_t row = (int64_t) blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-	if (row >= nr)
-		return;
-	const float *x = X + row * c.D;
-	float *a = A + row * c.L;
-	float *y = Y + row * c.W2;
-	float q = 0.f;
-	for (int j = lane; j < c.Dp2; j += 32)
+	__shared__ float sxn[32];
+	const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+	const int64_t n0 = (int64_t) blockIdx.x * 32;
+	for (int i = w; i < 32; i += 8)
 	{
-		int d = j < c.Dp ? j : j - c.Dp;
-		float v = d < c.D ? __ldg(x + d) : 0.f;
-		if (j >= c.Dp)
-			v = v * v;
-		else
-			q = fmaf(v, v, q);
-		if (c.split)
+		const int64_t row = n0 + i;
+		if (row >= nr)
 		{
-			float hi = tf32_hi(v);
-			a[j] = hi;
-			a[c.Dp2 + j] = hi;
-			a[2 * c.Dp2 + j] = v - hi;
+			if (lane == 0)
+				sxn[i] = 0.f;
+			continue;
 		}
-		else
-			a[j] = v;
-	}
+		const float *x = X + row * c.D;
+		float *a = A + row * c.L;
+		float q = 0.f;
+		for (int j = lane; j < c.Dp2; j += 32)
+		{
+			int d = j < c.Dp ? j : j - c.Dp;
+			float v = d < c.D ? __ldg(x + d) : 0.f;
+			if (j >= c.Dp)
+				v = v * v;
+			else
+				q = fmaf(v, v, q);
+			if (c.split)
+			{
+				float hi = tf32_hi(v);
+				a[j] = hi;
+				a[c.Dp2 + j] = hi;
+				a[2 * c.Dp2 + j] = v - hi;
+			}
+			else
+				a[j] = v;
+		}
 #pragma unroll
-	for (int o = 16; o > 0; o >>= 1)
-		q += __shfl_xor_sync(0xffffffffu, q, o);
-	if (lane == 0)
-		xn[row] = q;
-	for (int j = lane; j < c.Ws; j += 32)
-	{
-		float v;
-		if (j < c.D)
-			v = __ldg(x + j);
-		else if (j < c.Wd)
+		for (int o = 16; o > 0; o >>= 1)
+			q += __shfl_xor_sync(0xffffffffu, q, o);
+		if (lane == 0)
 		{
-			float t = __ldg(x + j - c.D);
-			v = t * t;
+			xn[row] = q;
+			sxn[i] = q;
 		}
-		else if (j == c.Wd)
-			v = c.diag ? 0.f : q;
-		else if (j == c.Wd + 1)
-			v = 1.f;
-		else
-			v = 0.f;
+	}
+	if (Y == nullptr)
+		return;
+	/* Y^T: a 32-row tile of x through shared memory (coalesced reads, lane = row for the writes) */
+	__shared__ float tile[32][PACK_TC + 1];
+	const int64_t row = n0 + lane;
+	const bool inpad = row < np, live = row < nr;
+	auto put = [&](int j, float v) {
+		if (!inpad)
+			return;
 		if (c.split)
 		{
 			float hi = tf32_hi(v);
-			y[j] = hi;
-			y[c.Ws + j] = v - hi;
+			Y[(int64_t) j * ldy + row] = hi;
+			Y[(int64_t) (c.Ws + j) * ldy + row] = v - hi;
 		}
 		else
-			y[j] = tf32_hi(v);
+			Y[(int64_t) j * ldy + row] = tf32_hi(v);
+	};
+	for (int c0 = 0; c0 < c.D; c0 += PACK_TC)
+	{
+		const int cw = min(PACK_TC, c.D - c0);
+		__syncthreads();
+		for (int i = w; i < 32; i += 8)
+		{
+			const int64_t r = n0 + i;
+			for (int j = lane; j < cw; j += 32)
+				tile[i][j] = r < nr ? __ldg(X + r * c.D + c0 + j) : 0.f;
+		}
+		__syncthreads();
+		for (int j = w; j < cw; j += 8)
+		{
+			float v = tile[lane][j];
+			put(c0 + j, v);
+			if (c.diag)
+				put(c.D + c0 + j, v * v);
+		}
 	}
+	__syncthreads();
+	for (int j = c.Wd + w; j < c.Ws; j += 8)
+		put(j, !live ? 0.f : j == c.Wd ? (c.diag ? 0.f : sxn[lane]) : j == c.Wd + 1 ? 1.f : 0.f);
 }
 
 /* B = split of the model's score matrix Wm (Kp x Dp2): [b_hi | b_lo | b_hi] */
@@ -210,13 +248,14 @@ __device__ __forceinline__ void row_argmax(float &v, int &k, float *shv, int *sh
 
 /*
  * Scores of the flagged (ill-conditioned) components from differences,
- * written finished into S (load_scores leaves flagged columns as they are):
+ * written finished into S (element (n, k) at n * srow + k * scol: row-major
+ * S or feature-major S^T; the softmax kernels leave flagged columns as they are):
  * one warp per (row, flagged component), lanes over d, a fixed shuffle tree.
  * (The thread that owns a column cannot afford a serial loop over D per row.)
  */
 __global__ void __launch_bounds__(256)
 direct_scores_kernel(const float *__restrict__ X, int64_t nr, int D, const int *__restrict__ fidx, int nflag, Direct dr,
-					 float *__restrict__ S, int Kp)
+					 float *__restrict__ S, int64_t srow, int64_t scol)
 {
 	const int lane = threadIdx.x & 31;
 	const int64_t total = nr * nflag;
@@ -249,7 +288,7 @@ direct_scores_kernel(const float *__restrict__ X, int64_t nr, int D, const int *
 		if (!dr.diag)
 			q /= __ldg(dr.var + k);
 		if (lane == 0)
-			S[n * Kp + k] = __ldg(dr.cdir + k) - 0.5f * q;
+			S[n * srow + k * scol] = __ldg(dr.cdir + k) - 0.5f * q;
 	}
 }
 
@@ -275,85 +314,103 @@ __device__ __forceinline__ void load_scores(float (&v)[V], const float *__restri
 }
 
 /*
- * Step 3: rows of S (nr x Kp) -> responsibilities in place; logZ per row and
- * the block's sum of logZ (FP64, rows in order).  hard: one-hot of the
- * argmax (lowest index at ties) and logZ = the max, as the fused lse_kernel.
+ * Step 3 on S^T (Kp x ld, rows contiguous: the layout the statistics GEMM
+ * reads K-major).  Block = 32 rows (lanes) x 32 slices of the components
+ * (warps): each thread streams its slice of its row (coalesced across the
+ * warp), online log-sum-exp; the 32 partial (max, sum) of a row are merged
+ * in slice order.  Then r = exp(s - logZ) rounded to TF32, written in place;
+ * rows nr .. np (padding for the statistics GEMM) get r = 0.  hard: one-hot
+ * of the argmax (lowest index at ties), logZ = max.  bll[block] = sum of
+ * logZ over the block's rows in order.
  */
-template <int TPR, int V>
-__global__ void __launch_bounds__(256)
-softmax_rows_kernel(float *__restrict__ S, int64_t nr, int Kp, int sph, const float *__restrict__ colc,
-					const float *__restrict__ colp, const float *__restrict__ xn, int hard, float *__restrict__ logZ,
-					double *__restrict__ blockll, Direct dr, const float *__restrict__ X, int D)
+__global__ void __launch_bounds__(1024)
+softmax_cols_kernel(float *__restrict__ S, int64_t ld, int64_t nr, int64_t np, int Kp, int sph,
+					const float *__restrict__ colc, const float *__restrict__ colp, const float *__restrict__ xn, int hard,
+					float *__restrict__ logZ, double *__restrict__ bll, Direct dr)
 {
-	constexpr int RPB = 256 / TPR;
-	__shared__ float shv[8];
-	__shared__ int shk[8];
-	__shared__ float rowlz[RPB];
-	const int t = threadIdx.x % TPR, rb = threadIdx.x / TPR;
-	const int64_t row = (int64_t) blockIdx.x * RPB + rb;
+	__shared__ float pm[32][33], ps[32][33];
+	__shared__ int pk[32][33];
+	__shared__ float rowlz[32];
+	const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+	const int64_t row = (int64_t) blockIdx.x * 32 + lane;
 	const bool live = row < nr;
-	const int64_t grow = live ? row : 0;
-	float *Srow = S + grow * Kp;
-	float v[V];
-	load_scores<TPR, V>(v, Srow, grow, live ? Kp : 0, sph, colc, colp, sph ? xn[grow] : 0.f, dr, X, D, t);
-	float m = NEG_INF;
+	const int chunk = (Kp + 31) / 32;
+	const int k0 = w * chunk, k1 = min(Kp, k0 + chunk);
+	const float xr = (live && sph) ? xn[row] : 0.f;
+	float m = NEG_INF, sum = 0.f;
 	int km = 0x7fffffff;
-#pragma unroll
-	for (int j = 0; j < V; j++)
-		if (v[j] > m)
-			m = v[j], km = t + j * TPR;
-	float lz;
-	if (hard)
-	{
-		row_argmax<TPR>(m, km, shv, shk);
-		lz = m;
-	}
-	else
-	{
-		m = row_max<TPR>(m, shv);
-		float sum = 0.f;
-#pragma unroll
-		for (int j = 0; j < V; j++)
-			if (v[j] != NEG_INF)
-				sum += __expf(v[j] - m);
-		sum = row_sum<TPR>(sum, shv);
-		lz = m + __logf(sum);
-	}
 	if (live)
-	{
-#pragma unroll
-		for (int j = 0; j < V; j++)
+#pragma unroll 8
+		for (int k = k0; k < k1; k++)
 		{
-			int k = t + j * TPR;
-			if (k < Kp)
+			float v = S[(int64_t) k * ld + row];
+			if (!(dr.any && dr.flag[k]))
+				v = finish_score(v, sph, __ldg(colc + k), __ldg(colp + k), xr);
+			if (hard)
 			{
-				float r;
+				if (v > m)
+					m = v, km = k;
+			}
+			else if (v > m)
+			{
+				sum = (m == NEG_INF ? 0.f : sum * __expf(m - v)) + 1.f;
+				m = v;
+			}
+			else if (v != NEG_INF)
+				sum += __expf(v - m);
+		}
+	pm[w][lane] = m;
+	ps[w][lane] = sum;
+	pk[w][lane] = km;
+	__syncthreads();
+	/* every warp merges its lane's row (same order, same result) */
+	float M = NEG_INF;
+	int KM = 0x7fffffff;
+	for (int i = 0; i < 32; i++)
+		if (pm[i][lane] > M)
+			M = pm[i][lane], KM = pk[i][lane];
+	float lz = M;
+	if (!hard)
+	{
+		float L = 0.f;
+		for (int i = 0; i < 32; i++)
+			if (pm[i][lane] != NEG_INF)
+				L += ps[i][lane] * __expf(pm[i][lane] - M);
+		lz = M + __logf(L);
+	}
+	if (row < np)
+#pragma unroll 8
+		for (int k = k0; k < k1; k++)
+		{
+			float r = 0.f;
+			if (live)
+			{
 				if (hard)
-					r = (k == km) ? 1.f : 0.f;
+					r = (k == KM) ? 1.f : 0.f;
 				else
 				{
-					float e = v[j] - lz;
+					float v = S[(int64_t) k * ld + row];
+					if (!(dr.any && dr.flag[k]))
+						v = finish_score(v, sph, __ldg(colc + k), __ldg(colp + k), xr);
+					float e = v - lz;
 					r = e < -RESP_CUT ? 0.f : tf32_hi(__expf(e));
 				}
-				Srow[k] = r;
 			}
+			S[(int64_t) k * ld + row] = r;
 		}
-		if (t == 0)
-		{
-			if (logZ)
-				logZ[row] = lz;
-			rowlz[rb] = lz;
-		}
+	if (w == 0)
+	{
+		if (live && logZ)
+			logZ[row] = lz;
+		rowlz[lane] = live ? lz : 0.f;
 	}
-	else if (t == 0)
-		rowlz[rb] = 0.f;
 	__syncthreads();
 	if (threadIdx.x == 0)
 	{
-		double s = 0.0;
-		for (int i = 0; i < RPB; i++)
-			s += (double) rowlz[i];
-		blockll[blockIdx.x] = s;
+		double t = 0.0;
+		for (int i = 0; i < 32; i++)
+			t += (double) rowlz[i];
+		bll[blockIdx.x] = t;
 	}
 }
 

@@ -1045,7 +1045,7 @@ int gemm_splits_env()
 {
 	const char *e = getenv("FLASHGMM_GPU_SPLITS");
 	int v = e ? atoi(e) : 0;
-	return v >= 1 && v <= 64 ? v : 0;
+	return v >= 1 && v <= 64 && (v & (v - 1)) == 0 ? v : 0;	/* divides the 256-row multiples */
 }
 constexpr int64_t GEMM_GROUP_ROWS = 65536;		/* rows summed in FP32 before the FP64 flush */
 constexpr int64_t GEMM_LOGZ_FULL_MAX = 16ll << 20;	/* per-row logZ of all N rows kept up to this size */
@@ -1056,7 +1056,8 @@ struct GemmWork
 	int Kp = 0, tpr = 32, vpt = VPT, P = 1;
 	int64_t rc = 0;				/* rows per block (a multiple of 256, so of P) */
 	float *A = nullptr, *B = nullptr, *S = nullptr, *Y = nullptr, *T = nullptr, *xn = nullptr;
-	double *bll = nullptr;
+	double *bll = nullptr;		/* per-thread-block sums of logZ, summed into ll when full */
+	int64_t bll_cap = 0, bll_used = 0;
 
 	static ChunkLayout layout(const DevModel &M, bool split)
 	{
@@ -1072,7 +1073,7 @@ struct GemmWork
 		c.W2 = split ? 2 * c.Ws : c.Ws;
 		return c;
 	}
-	static int64_t per_row(int Kp, const ChunkLayout &c) { return 4 * ((int64_t) Kp + c.L + c.W2 + 1) + 8; }
+	static int64_t per_row(int Kp, const ChunkLayout &c) { return 4 * ((int64_t) Kp + c.L + c.W2 + 1) + 8 * 16 / 32 + 8; }
 	/*
 	 * Sizes for a workspace of at most ws bytes: P partial statistics (enough
 	 * thread blocks for the skinny statistics GEMM: P x its 128 x 128 tiles >=
@@ -1124,7 +1125,9 @@ struct GemmWork
 		xn = dalloc<float>(rc, "row norms");
 		B = dalloc<float>((size_t) Kp * cl.L, "model operand");
 		T = dalloc<float>((size_t) P * Kp * cl.W2, "block statistics");
-		bll = dalloc<double>(rc + 1, "row sums");
+		bll_cap = std::max<int64_t>(16 * (rc / 32 + 1), rc + 1);
+		bll = dalloc<double>(bll_cap, "row sums");
+		bll_used = 0;
 	}
 	ChunkLayout current(const DevModel &M) const { return layout(M, M.prec_used == GMM_GPU_PREC_3XTF32); }
 	/* after every model change */
@@ -1139,61 +1142,60 @@ struct GemmWork
 		if (st != CUBLAS_STATUS_SUCCESS)
 			fail(GMM_EDEVICE, "cuBLAS %s failed (status %d)", what, (int) st);
 	}
-	/* steps 1 and 2 for rows x[0..nr): S = scores before the per-component constants */
-	void scores(const DevModel &M, const float *x, int64_t nr)
+	/* rows of the statistics GEMM: nr rounded up to its P slices (padding rows are zeros) */
+	int64_t padded(int64_t nr) const { return (nr + P - 1) / P * P; }
+	/*
+	 * Steps 1 and 2 for rows x[0..nr): S = scores before the per-component
+	 * constants, feature-major S^T (Kp x rc, for the EM pass: the statistics
+	 * GEMM reads it K-major) or row-major (nr x Kp, for the assignment);
+	 * flagged components finished from differences.
+	 */
+	void scores(const DevModel &M, const float *x, int64_t nr, bool transposed)
 	{
 		ChunkLayout c = current(M);
-		pack_rows_kernel<<<(unsigned) ((nr + 7) / 8), 256, 0, g_s>>>(x, nr, c, A, Y, xn);
+		int64_t np = transposed ? padded(nr) : nr;
+		pack_rows_kernel<<<(unsigned) ((np + 31) / 32), 256, 0, g_s>>>(x, nr, np, c, A, transposed ? Y : nullptr, rc, xn);
 		CKL("pack_rows_kernel");
-		check(g_blas.gemm_abt((int) nr, Kp, c.L, A, c.L, B, c.L, 0.f, S, Kp), "score GEMM");
+		if (transposed)
+			check(g_blas.gemm_tn((int) nr, Kp, c.L, A, c.L, B, c.L, 0.f, S, (int) rc), "score GEMM");
+		else
+			check(g_blas.gemm_tn(Kp, (int) nr, c.L, B, c.L, A, c.L, 0.f, S, Kp), "score GEMM");
 		if (M.nflag > 0)
 		{
 			int64_t warps = nr * M.nflag;
 			direct_scores_kernel<<<(unsigned) std::min<int64_t>(8192, (warps + 7) / 8), 256, 0, g_s>>>(
-				x, nr, M.D, M.fidx, M.nflag, M.direct(), S, Kp);
+				x, nr, M.D, M.fidx, M.nflag, M.direct(), S, transposed ? 1 : Kp, transposed ? rc : 1);
 			CKL("direct_scores_kernel");
 		}
 	}
 	int rows_per_block() const { return 256 / tpr; }
-	/* step 3; bll gets one FP64 sum of logZ per thread block */
-	unsigned softmax(const DevModel &M, const float *x, int64_t nr, bool hard, float *lz)
+	/* step 3 on S^T; the logZ sums of the thread blocks go to bll (summed into ll by sum_ll) */
+	void softmax(const DevModel &M, int64_t nr, bool hard, float *lz, double *ll)
 	{
-		unsigned grid = (unsigned) ((nr + rows_per_block() - 1) / rows_per_block());
-		int sph = !M.diag;
-		Direct dr = M.direct();
-#define SM_ARGS S, nr, Kp, sph, M.colc, M.colp, xn, (int) hard, lz, bll, dr, x, M.D
-#define SM_CASE(T, V)                                                \
-	case T * 1000 + V:                                               \
-		softmax_rows_kernel<T, V><<<grid, 256, 0, g_s>>>(SM_ARGS); \
-		break;
-		switch (tpr * 1000 + vpt)
-		{
-			SM_CASE(32, 16)
-			SM_CASE(64, 16)
-			SM_CASE(128, 16)
-			SM_CASE(256, 16)
-			SM_CASE(32, 32)
-			SM_CASE(64, 32)
-			SM_CASE(128, 32)
-			SM_CASE(256, 32)
-			default: fail(GMM_EINTERNAL, "no softmax kernel for %d x %d", tpr, vpt);
-		}
-#undef SM_CASE
-#undef SM_ARGS
-		CKL("softmax_rows_kernel");
-		return grid;
+		int64_t np = padded(nr);
+		unsigned grid = (unsigned) ((np + 31) / 32);
+		if (bll_used + grid > bll_cap)
+			sum_ll(ll);
+		softmax_cols_kernel<<<grid, 1024, 0, g_s>>>(S, rc, nr, np, Kp, !M.diag, M.colc, M.colp, xn, (int) hard, lz,
+													 bll + bll_used, M.direct());
+		CKL("softmax_cols_kernel");
+		bll_used += grid;
 	}
-	/* step 4: T_p (+)= R_p^T Y_p over P slices of the block's rows (a short last block is zero-padded) */
+	void sum_ll(double *ll)
+	{
+		if (bll_used == 0)
+			return;
+		sum_kernel<<<1, 1024, 0, g_s>>>(bll, bll_used, ll, 1);
+		CKL("sum_kernel");
+		bll_used = 0;
+	}
+	/* step 4: T_p (+)= R_p^T Y_p over P slices of the block's (padded) rows; both operands K-major */
 	void stats(const DevModel &M, int64_t nr, bool accumulate)
 	{
 		ChunkLayout c = current(M);
-		int64_t np = (nr + P - 1) / P * P;
-		if (np > nr)
-		{
-			CK(cudaMemsetAsync(S + nr * Kp, 0, sizeof(float) * (np - nr) * Kp, g_s));
-			CK(cudaMemsetAsync(Y + nr * c.W2, 0, sizeof(float) * (np - nr) * c.W2, g_s));
-		}
-		check(g_blas.gemm_atb_batched(Kp, c.W2, (int) (np / P), S, Kp, Y, c.W2, accumulate ? 1.f : 0.f, T, c.W2, P),
+		int64_t np = padded(nr), k = np / P;
+		check(g_blas.gemm_tn_batched(c.W2, Kp, (int) k, Y, (int) rc, k, S, (int) rc, k, accumulate ? 1.f : 0.f, T, c.W2,
+									 (long long) Kp * c.W2, P),
 			  "statistics GEMM");
 	}
 	/* step 5 */
@@ -1209,7 +1211,7 @@ struct GemmWork
 	unsigned topk(const DevModel &M, const float *x, int64_t nr, float invT, int m, float tau, int32_t *comp,
 				  float *resp)
 	{
-		scores(M, x, nr);
+		scores(M, x, nr, false);
 		unsigned grid = (unsigned) ((nr + rows_per_block() - 1) / rows_per_block());
 		int sph = !M.diag;
 		Direct dr = M.direct();
@@ -1335,11 +1337,9 @@ struct EStep
 			float *lzb = logz_rows >= src->N ? lz + s0 : logZ;	/* else logZ holds one block */
 			Timer pt;
 			if (prof) pt.start();
-			gw.scores(*M, x, nr);
+			gw.scores(*M, x, nr, true);
 			if (prof) g_prof[0] += pt.stop_ms(), pt.start();
-			unsigned nb = gw.softmax(*M, x, nr, hard, lzb);
-			sum_kernel<<<1, 1024, 0, g_s>>>(gw.bll, nb, ll, 1);
-			CKL("sum_kernel");
+			gw.softmax(*M, nr, hard, lzb, ll);
 			if (prof) g_prof[1] += pt.stop_ms(), pt.start();
 			if (fn > 0 && logz_rows < src->N)	/* else once per source chunk (run) */
 				flagged_stats(x, nr, lzb);
@@ -1481,6 +1481,8 @@ struct EStep
 		});
 		if (gemm && stats && group > 0)
 			gw.flush(*M, sx, nk, sxn);
+		if (gemm)
+			gw.sum_ll(ll);
 	}
 	/* statistics of the flagged (ill-conditioned) components over rows dX[0..nc), logZ lz */
 	void flagged_stats(const float *dX, int64_t nc, const float *lz)
