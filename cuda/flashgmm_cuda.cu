@@ -1948,7 +1948,7 @@ gmm_status fgc_init(gmm_error *err)
 				 g_prop.name, (size_t) g_prop.sharedMemPerBlockOptin, std::max(stats_smem(128), assign_smem(32)));
 		CK(cudaStreamCreateWithFlags(&g_s, cudaStreamNonBlocking));
 		CK(cudaStreamCreateWithFlags(&g_cs, cudaStreamNonBlocking));
-		snprintf(g_devname, sizeof(g_devname), "%s (sm_%d%d, %d SMs, %.1f GiB)", g_prop.name, g_prop.major,
+		snprintf(g_devname, sizeof(g_devname), "%.100s (sm_%d%d, %d SMs, %.1f GiB)", g_prop.name, g_prop.major,
 				 g_prop.minor, g_prop.multiProcessorCount, g_prop.totalGlobalMem / 1073741824.0);
 		g_inited = true;
 	});

@@ -56,8 +56,9 @@ SET flashgmm.device = gpu;
 DO $$
 BEGIN
 	CREATE INDEX dev_i ON dev USING gmmivf (v) WITH (lists = 2);
-	-- a machine with a usable GPU builds
+	-- a machine with a usable GPU builds (and drops it: the CPU build below reuses the name)
 	RAISE NOTICE 'device = gpu behaves: %', flashgmm_gpu_status() LIKE 'available:%';
+	DROP INDEX dev_i;
 EXCEPTION WHEN feature_not_supported THEN
 	-- elsewhere: ERROR 0A000 'flashgmm.device is "gpu" but the GPU engine is not available'
 	RAISE NOTICE 'device = gpu behaves: %',

@@ -2,23 +2,28 @@
 # run_tests.sh - the GPU tests in one command (on the GPU machine; prints SKIP without a GPU).
 #   test/gpu/run_tests.sh [BUILD_DIR]
 # Data: .gpu/data/{sift-opencv-100k,fashion-mnist-784}.u8.gz (integral data as bytes, made
-# from ../shared/data by test/gpu/make_data.sh), else ../shared/data/*/base.fvecs.
+# from ../shared/data by test/gpu/make_data.sh), else $FLASHGMM_DATA (default ../shared/data)/*/base.fvecs.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 B=${1:-.gpu/build}
 [ -x "$B/gpu_test" ] || bash test/gpu/build.sh "$B" || exit 1
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+DATA=${FLASHGMM_DATA:-../shared/data}
 data=()
 for n in sift-opencv-100k fashion-mnist-784; do
 	if [ -f .gpu/data/$n.u8.gz ]; then
 		[ -f /tmp/$n.u8 ] || gunzip -c .gpu/data/$n.u8.gz > /tmp/$n.u8
 		data+=(/tmp/$n.u8)
-	elif [ -f ../shared/data/$n/base.fvecs ]; then
-		data+=(../shared/data/$n/base.fvecs)
+	elif [ -f "$DATA/$n/base.fvecs" ]; then
+		data+=("$DATA/$n/base.fvecs")
 	fi
 done
 rc=0
 "$B/gpu_test" "$B/flashgmm_cuda.so" --missing || rc=1
+if [ ${#data[@]} -eq 0 ]; then
+	echo "SKIP gpu accuracy tests: no data (.gpu/data/*.u8.gz or $DATA/{sift-opencv-100k,fashion-mnist-784}/base.fvecs)"
+	exit $rc
+fi
 # both E passes: the default (cuBLAS over blocks of rows) and the fused kernels (the fallback
 # without cuBLAS); ESTEPS=gemm runs only the first
 for v in ${ESTEPS:-gemm fused}; do
