@@ -177,13 +177,24 @@ __global__ void pack_model_kernel(const float *__restrict__ Wm, int Kp, ChunkLay
 
 constexpr int VPT = 32;			/* most scores per thread held in registers (K <= 256 x VPT) */
 
-/* reductions over the TPR threads of one row (TPR = 32 .. 256, rows never straddle warps) */
-template <int TPR>
-__device__ __forceinline__ float row_max(float v, float *sh)
+/*
+ * Reduction over the TPR threads of one row (TPR = 32 .. 256, rows never
+ * straddle warps) in a fixed order: xor tree in the warp, then warps in order.
+ */
+struct MaxOp
+{
+	__device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+struct SumOp
+{
+	__device__ float operator()(float a, float b) const { return a + b; }
+};
+template <int TPR, typename Op>
+__device__ __forceinline__ float row_reduce(float v, float *sh, Op op)
 {
 #pragma unroll
 	for (int o = 16; o > 0; o >>= 1)
-		v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+		v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
 	if (TPR > 32)
 	{
 		const int w = threadIdx.x >> 5, r0 = (threadIdx.x / TPR) * (TPR / 32);
@@ -193,28 +204,7 @@ __device__ __forceinline__ float row_max(float v, float *sh)
 		__syncthreads();
 		v = sh[r0];
 		for (int i = 1; i < TPR / 32; i++)
-			v = fmaxf(v, sh[r0 + i]);
-	}
-	return v;
-}
-
-/* sum in a fixed order (xor tree in the warp, then warps in order) */
-template <int TPR>
-__device__ __forceinline__ float row_sum(float v, float *sh)
-{
-#pragma unroll
-	for (int o = 16; o > 0; o >>= 1)
-		v += __shfl_xor_sync(0xffffffffu, v, o);
-	if (TPR > 32)
-	{
-		const int w = threadIdx.x >> 5, r0 = (threadIdx.x / TPR) * (TPR / 32);
-		__syncthreads();
-		if ((threadIdx.x & 31) == 0)
-			sh[w] = v;
-		__syncthreads();
-		v = sh[r0];
-		for (int i = 1; i < TPR / 32; i++)
-			v += sh[r0 + i];
+			v = op(v, sh[r0 + i]);
 	}
 	return v;
 }
@@ -440,13 +430,13 @@ topk_rows_kernel(const float *__restrict__ S, int64_t nr, int Kp, int sph, const
 #pragma unroll
 	for (int j = 0; j < V; j++)
 		mx = fmaxf(mx, v[j] * invT);
-	mx = row_max<TPR>(mx, shv);
+	mx = row_reduce<TPR>(mx, shv, MaxOp());
 	float sum = 0.f;
 #pragma unroll
 	for (int j = 0; j < V; j++)
 		if (v[j] != NEG_INF)
 			sum += __expf(v[j] * invT - mx);
-	sum = row_sum<TPR>(sum, shv);
+	sum = row_reduce<TPR>(sum, shv, SumOp());
 	const float lz = mx + __logf(sum);
 	for (int q = 0; q < m; q++)
 	{
