@@ -414,18 +414,18 @@ int main(int argc, char **argv)
 		/* --core: the two 1M default rows only (tuning sweeps), then --ten / --big if asked */
 		if (!core)
 		{
-		engine_em(s1, X, N, 1024, D, GMM_COV_SPHERICAL, GMM_GPU_PREC_TF32, 0, 4, "");
-		engine_em(s1, X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_TF32, 0, 4, "");
-		engine_em(s1, X, N, 1024, D, GMM_COV_SPHERICAL, GMM_GPU_PREC_3XTF32, 0, 3, "", "fused");
-		engine_em(s1, X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 3, "", "fused");
-		cublas_baseline(h, s1, N, 1024, D, X);
-		engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 3, " (default)");
-		engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_SPHERICAL, GMM_GPU_PREC_3XTF32, 0, 3, " (default)");
-		if (!quick)
-			engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 2, "", "fused");
-		/* CPU engine on a small shape, and ours on the same */
-		engine_em("N=100k K=256 D=128", X, 100000, 256, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 4, " (default)");
-		cpu_em("N=100k K=256 D=128", X, 100000, 256, D, GMM_COV_DIAG);
+			engine_em(s1, X, N, 1024, D, GMM_COV_SPHERICAL, GMM_GPU_PREC_TF32, 0, 4, "");
+			engine_em(s1, X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_TF32, 0, 4, "");
+			engine_em(s1, X, N, 1024, D, GMM_COV_SPHERICAL, GMM_GPU_PREC_3XTF32, 0, 3, "", "fused");
+			engine_em(s1, X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 3, "", "fused");
+			cublas_baseline(h, s1, N, 1024, D, X);
+			engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 3, " (default)");
+			engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_SPHERICAL, GMM_GPU_PREC_3XTF32, 0, 3, " (default)");
+			if (!quick)
+				engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 2, "", "fused");
+			/* CPU engine on a small shape, and ours on the same */
+			engine_em("N=100k K=256 D=128", X, 100000, 256, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 4, " (default)");
+			cpu_em("N=100k K=256 D=128", X, 100000, 256, D, GMM_COV_DIAG);
 		}
 		free(X);
 	}
