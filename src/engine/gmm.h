@@ -152,25 +152,6 @@ gmm_status	gmm_init_kmeanspp(const float *X, int64_t N, int D, const gmm_fit_par
 gmm_status	gmm_em(const float *X, int64_t N, gmm_model *m, const gmm_fit_params *p,
 				   gmm_fit_report *report, gmm_error *err);
 
-/*
- * Equal-weights EM (p->equal_weights) for an engine whose EM learns the
- * weights: calls em one iteration at a time (equal_weights cleared) and sets
- * the weights back to 1/K before each, which is the same E-step and the same
- * means and variances as a native equal-weights iteration.  Stops after
- * p->max_iter iterations or when the mean log-likelihood em reports improves
- * by less than p->tol; then sets the weights to 1/K and, when score is not
- * NULL, report->mean_loglik to that model's.  The CUDA engine uses it
- * (gmm_gpu.c); the engine tests check it against the CPU's native
- * equal-weights EM.
- */
-typedef gmm_status (*gmm_em_fn) (const float *X, int64_t N, gmm_model *m, const gmm_fit_params *p,
-								 gmm_fit_report *report, gmm_error *err);
-typedef gmm_status (*gmm_score_fn) (const gmm_model *m, const float *X, int64_t N, double *mean_loglik,
-									gmm_error *err);
-gmm_status	gmm_em_stepwise_equal_weights(gmm_em_fn em, gmm_score_fn score, const float *X, int64_t N,
-										  gmm_model *m, const gmm_fit_params *p,
-										  gmm_fit_report *report, gmm_error *err);
-
 /* gmm_init_kmeanspp followed by gmm_em. */
 gmm_status	gmm_fit(const float *X, int64_t N, int D, const gmm_fit_params *p,
 					gmm_model **out, gmm_fit_report *report, gmm_error *err);

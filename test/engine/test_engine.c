@@ -1265,49 +1265,6 @@ t_equal_weights_ref(void)
 	return 1;
 }
 
-/* gmm_em_stepwise_equal_weights (the GPU path) over the CPU EM equals the CPU's native equal-weights EM. */
-static int
-t_equal_weights_stepwise(void)
-{
-	dataset		ds;
-	gmm_fit_params p;
-	gmm_model  *a = NULL,
-			   *b = NULL;
-	gmm_fit_report ra,
-				rb;
-	gmm_error	err;
-	double		mr = 0,
-				vr = 0;
-	int			K = 24;
-
-	LOAD_OR_SKIP("glove-twitter-25", 0, &ds);
-	params(&p, K, GMM_COV_SPHERICAL, 6);
-	p.equal_weights = 1;
-	CHECK(gmm_init_kmeanspp(ds.X, ds.N, ds.D, &p, &a, &err) == GMM_OK, "init: %s", err.msg);
-	/* start b from learned (unequal) weights: the stepwise loop must reset them */
-	p.equal_weights = 0;
-	CHECK(gmm_init_kmeanspp(ds.X, ds.N, ds.D, &p, &b, &err) == GMM_OK, "init: %s", err.msg);
-	p.equal_weights = 1;
-	CHECK(gmm_em(ds.X, ds.N, a, &p, &ra, &err) == GMM_OK, "native: %s", err.msg);
-	CHECK(gmm_em_stepwise_equal_weights(gmm_em, gmm_score, ds.X, ds.N, b, &p, &rb, &err) == GMM_OK,
-		  "stepwise: %s", err.msg);
-	for (int i = 0; i < K * ds.D; i++)
-		mr = fmax(mr, fabs(a->means[i] - b->means[i]) / (fabs(a->means[i]) + 1e-3));
-	for (int k = 0; k < K; k++)
-	{
-		vr = fmax(vr, fabs(a->vars[k] - b->vars[k]) / a->vars[k]);
-		CHECK(b->weights[k] == a->weights[k], "weight %d: %g vs %g", k, b->weights[k], a->weights[k]);
-	}
-	snprintf(note, sizeof(note), "LL %.10g vs %.10g, means %.1e, vars %.1e", ra.mean_loglik, rb.mean_loglik, mr, vr);
-	gmm_model_free(a);
-	gmm_model_free(b);
-	free(ds.X);
-	CHECK(rb.iterations == ra.iterations, "stepwise ran %d iterations, native %d", rb.iterations, ra.iterations);
-	CHECK(rel(ra.mean_loglik, rb.mean_loglik) < 1e-6, "LL %.10g vs %.10g", ra.mean_loglik, rb.mean_loglik);
-	CHECK(mr < 1e-4 && vr < 1e-4, "means rel %.2e, variances rel %.2e", mr, vr);
-	return 1;
-}
-
 /* uniform in (0, 1), never 0 */
 static double
 lcg01(uint64_t *st)
@@ -1410,7 +1367,6 @@ static const test tests[] = {
 	{"edge_d4096_diag", t_d4096_diag},
 	{"precision_paths_float_and_double", t_precision_paths},
 	{"equal_weights_ref64_sift10k", t_equal_weights_ref},
-	{"equal_weights_stepwise_matches_native", t_equal_weights_stepwise},
 	{"equal_weights_balance_weak_clusters", t_equal_weights_balance},
 	{"ref64_sift10k_spherical", t_ref_sift_spherical},
 	{"ref64_sift10k_diag", t_ref_sift_diag},
