@@ -365,17 +365,6 @@ train(GmmIvfBuildState *bs)
 }
 
 /*
- * copies > 0: choose the temperature that gives about that many lists per
- * vector, by bisection on log T in [0.01, 100]: a higher temperature
- * flattens the responsibilities, so more components pass tau (RESEARCH.md
- * round 2: tempered soft assignment is what makes soft assignment pay at high
- * dimension).  The mean is taken over sample rows the model was not trained
- * on (held out by hold_out_rows) when there are any: rows the model has seen
- * sit closer to their component, so calibrating on them undershot the
- * temperature and the table got more copies than asked (sift-opencv-100k,
- * lists 316: 2.59 for copies = 2, 3.70 for 3).
- */
-/*
  * With copies > 0 and a sample smaller than the table (most rows to be
  * indexed were never trained on), keep h sample rows (up to 4096, at most a
  * quarter of the sample, never leaving fewer training rows than components)
@@ -410,6 +399,17 @@ hold_out_rows(GmmIvfBuildState *bs)
 	bs->ntrain = bs->nsamples - h;
 }
 
+/*
+ * copies > 0: choose the temperature that gives about that many lists per
+ * vector, by bisection on log T in [0.01, 100]: a higher temperature
+ * flattens the responsibilities, so more components pass tau (RESEARCH.md
+ * round 2: tempered soft assignment is what makes soft assignment pay at high
+ * dimension).  The mean is taken over sample rows the model was not trained
+ * on (held out by hold_out_rows) when there are any: rows the model has seen
+ * sit closer to their component, so calibrating on them undershot the
+ * temperature and the table got more copies than asked (sift-opencv-100k,
+ * lists 316: 2.59 for copies = 2, 3.70 for 3).
+ */
 static float
 pick_temperature(GmmIvfBuildState *bs, double target)
 {
