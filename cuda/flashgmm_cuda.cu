@@ -21,6 +21,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <vector>
 #include <chrono>
 
@@ -68,6 +69,13 @@ cudaStream_t g_s = nullptr, g_cs = nullptr;
 Blas g_blas;
 char g_variant[256] = "none yet";
 double g_prof[4];				/* FLASHGMM_GPU_PROFILE: ms in scores, softmax, flagged, statistics */
+
+/* FLASHGMM_GPU_PROFILE=1: time each step of the chunked pass, print the sums to stderr per call */
+bool profiling()
+{
+	static const bool on = getenv("FLASHGMM_GPU_PROFILE") != nullptr;
+	return on;
+}
 
 bool is_sticky(cudaError_t e)
 {
@@ -1328,26 +1336,33 @@ struct EStep
 	/* the chunked GEMM pass over rows dX[0..nc) of one source chunk */
 	void run_gemm(const float *dX, int64_t nc, float *lz, bool stats, bool hard, int64_t &group)
 	{
-		/* FLASHGMM_GPU_PROFILE=1: time each step (synchronising; a diagnostic, printed to stderr) */
-		static const bool prof = getenv("FLASHGMM_GPU_PROFILE") != nullptr;
+		/* profiling: device time of each step, in g_prof (synchronises: a diagnostic) */
+		std::unique_ptr<Timer> pt(profiling() ? new Timer : nullptr);
+		auto lap = [&](int step) {
+			if (pt)
+			{
+				g_prof[step] += pt->stop_ms();
+				pt->start();
+			}
+		};
 		for (int64_t s0 = 0; s0 < nc; s0 += gw.rc)
 		{
 			int64_t nr = std::min(gw.rc, nc - s0);
 			const float *x = dX + s0 * M->D;
 			float *lzb = logz_rows >= src->N ? lz + s0 : logZ;	/* else logZ holds one block */
-			Timer pt;
-			if (prof) pt.start();
+			if (pt)
+				pt->start();
 			gw.scores(*M, x, nr, true);
-			if (prof) g_prof[0] += pt.stop_ms(), pt.start();
+			lap(0);
 			gw.softmax(*M, nr, hard, lzb, ll);
-			if (prof) g_prof[1] += pt.stop_ms(), pt.start();
+			lap(1);
 			if (fn > 0 && logz_rows < src->N)	/* else once per source chunk (run) */
 				flagged_stats(x, nr, lzb);
-			if (prof) g_prof[2] += pt.stop_ms(), pt.start();
+			lap(2);
 			if (stats)
 			{
 				gw.stats(*M, nr, group > 0);
-				if (prof) g_prof[3] += pt.stop_ms();
+				lap(3);
 				group += nr;
 				if (group >= GEMM_GROUP_ROWS)
 				{
@@ -1653,7 +1668,7 @@ struct DevModel;
 void finish_stats(Source &src, const DevModel &M);
 void finish_stats_(Source &src, int prec, int flagged, double err)
 {
-	if (getenv("FLASHGMM_GPU_PROFILE"))
+	if (profiling())
 		fprintf(stderr, "flashgmm profile: scores %.2f ms, softmax %.2f ms, flagged %.2f ms, statistics %.2f ms\n",
 				g_prof[0], g_prof[1], g_prof[2], g_prof[3]);
 	memset(g_prof, 0, sizeof(g_prof));
