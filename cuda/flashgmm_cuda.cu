@@ -30,6 +30,7 @@
 #include "flashgmm_cuda.h"
 #include "kernels.cuh"
 #include "chunked.cuh"
+#include "half.cuh"
 #include "blas.cuh"
 
 using namespace fgc;
@@ -739,6 +740,22 @@ struct DevModel
 	int prec_used = GMM_GPU_PREC_TF32;
 	int nflag = 0;
 	double worst_err = 0.0;		/* estimated worst score error of the chosen products */
+	/* h16 E pass (half.cuh): FP16 operands of the scaled data, constants consistent with them */
+	float h16_S = 0.f;			/* data scale; 0 = no h16 pass */
+	int h16_IN = 0;
+	__half *Wh = nullptr;
+	float *colc16 = nullptr, *colp16 = nullptr;
+	int *h16bad = nullptr;
+
+	void enable_h16(float S)
+	{
+		h16_S = S;
+		h16_IN = h16::in_width(diag);
+		Wh = dalloc<__half>((size_t) Kp * 2 * h16_IN, "FP16 model");
+		colc16 = dalloc<float>(Kp, "constants");
+		colp16 = dalloc<float>(Kp, "precisions");
+		h16bad = dalloc<int>(Kp, "flags");
+	}
 
 	Direct direct() const { return Direct{cflag, cdir, mu, var, nflag > 0, diag}; }
 
@@ -823,6 +840,23 @@ struct DevModel
 				fi.push_back(k);
 				nf++;
 			}
+		if (h16_S > 0.f)
+		{
+			/* FP16 operands; a component whose operands leave FP16's range is scored from differences */
+			h16::prepare_h16_kernel<<<Kp, 128, 0, g_s>>>(mu, var, colc, K, Kp, D, diag, h16_S, h16_IN, Wh, colc16,
+														 colp16, h16bad);
+			CKL("prepare_h16_kernel");
+			std::vector<int> bad(K);
+			CK(cudaMemcpyAsync(bad.data(), h16bad, sizeof(int) * K, cudaMemcpyDeviceToHost, g_s));
+			CK(cudaStreamSynchronize(g_s));
+			for (int k = 0; k < K; k++)
+				if (bad[k] && !f[k])
+				{
+					f[k] = 1;
+					fi.push_back(k);
+					nf++;
+				}
+		}
 		if (nf > 0 || nflag > 0)
 			CK(cudaMemcpyAsync(cflag, f.data(), sizeof(int) * Kp, cudaMemcpyHostToDevice, g_s));
 		if (nf > 0)
@@ -1018,26 +1052,64 @@ struct Timer
  * "fused" (kernels.cuh; FLASHGMM_GPU_ESTEP=fused, or when cuBLAS cannot be
  * loaded, or K > 8192).  Read at every call so that a benchmark can compare.
  */
-bool use_gemm(int Kp)
+bool use_gemm(int Kp, char *why = g_variant, size_t whyn = sizeof(g_variant))
 {
 	const char *e = getenv("FLASHGMM_GPU_ESTEP");
 	if (e && strcmp(e, "fused") == 0)
 	{
-		snprintf(g_variant, sizeof(g_variant), "fused (FLASHGMM_GPU_ESTEP=fused)");
+		snprintf(why, whyn, "fused (FLASHGMM_GPU_ESTEP=fused)");
 		return false;
 	}
 	if (Kp > 256 * VPT)
 	{
-		snprintf(g_variant, sizeof(g_variant), "fused (K above %d)", 256 * VPT);
+		snprintf(why, whyn, "fused (K above %d)", 256 * VPT);
 		return false;
 	}
 	if (!g_blas.load(g_s))
 	{
-		snprintf(g_variant, sizeof(g_variant), "fused (%s)", g_blas.why);
+		snprintf(why, whyn, "fused (%s)", g_blas.why);
 		return false;
 	}
-	snprintf(g_variant, sizeof(g_variant), "gemm (%s)", g_blas.why);
+	snprintf(why, whyn, "gemm (%s)", g_blas.why);
 	return true;
+}
+
+/*
+ * The h16 E pass (half.cuh: FP16 tensor cores, consistent rounding), asked for
+ * with FLASHGMM_GPU_ESTEP=h16; D <= 128 and X resident (else the fused pass).
+ */
+bool want_h16(int D)
+{
+	const char *e = getenv("FLASHGMM_GPU_ESTEP");
+	return e && strcmp(e, "h16") == 0 && D <= h16::DMAX;
+}
+
+/* device bytes of the h16 pass: one block of FP16 rows and their norms, the FP16 model */
+int64_t h16_bytes(int Kp, bool diag)
+{
+	const int64_t IN = h16::in_width(diag), rb = h16::block_rows16(diag);
+	return rb * (4 * IN + 4) + (int64_t) Kp * (4 * IN + 12);
+}
+
+/* the data scale of the h16 pass: a power of two with max |x| S in [64, 128) */
+float h16_scale(const float *dX, int64_t n)
+{
+	const int nb = (int) std::min<int64_t>(1024, std::max<int64_t>(1, (n + 255) / 256));
+	float *d = dalloc<float>(nb, "scale");
+	h16::absmax_kernel<<<nb, 256, 0, g_s>>>(dX, n, d);
+	CKL("absmax_kernel");
+	std::vector<float> h(nb);
+	CK(cudaMemcpyAsync(h.data(), d, sizeof(float) * nb, cudaMemcpyDeviceToHost, g_s));
+	CK(cudaStreamSynchronize(g_s));
+	dfree(d);
+	float m = 0.f;
+	for (float v : h)
+		m = std::max(m, v);
+	if (!(m > 0.f) || !std::isfinite(m))
+		return 1.f;
+	int e;
+	std::frexp(m, &e);			/* m in [2^(e-1), 2^e) */
+	return std::ldexp(1.f, 7 - e);
 }
 
 constexpr int64_t GEMM_WS_MAX = 60ll << 20;		/* workspace + logZ, within "X + 64 MiB" */
@@ -1268,6 +1340,10 @@ struct EStep
 	int64_t logz_rows;
 
 	bool gemm = false;			/* chunked GEMM pass (chunked.cuh) instead of the fused kernels */
+	bool h16 = false;			/* FP16 pass (half.cuh) instead of the fused kernels */
+	int64_t h16_rows = 0;		/* rows converted to FP16 at a time */
+	__half *Xg16 = nullptr;		/* their [hi | lo] FP16 rows */
+	float *xh16 = nullptr;		/* their ||x S||^2 / 2 */
 	GemmWork gw;
 
 	/* device bytes besides X and logZ (rows: N when logZ covers every row, else 0) */
@@ -1277,7 +1353,7 @@ struct EStep
 		bool diag = M.diag;
 		int Wd = diag ? 2 * D : D;
 		int64_t acc = (int64_t) Kp * (Wd + 2) * 8 + 64;
-		if (use_gemm(Kp))
+		if (!want_h16(D) && use_gemm(Kp))
 		{
 			/* rows * 4: logZ, which the caller counts per row; kept only up to GEMM_LOGZ_FULL_MAX */
 			int64_t lzb = rows * 4 <= GEMM_LOGZ_FULL_MAX ? rows * 4 : 0;
@@ -1285,7 +1361,12 @@ struct EStep
 		}
 		int64_t per_split = (int64_t) Kp * Wd * 4 + 2 * (int64_t) Kp * 8;
 		int64_t ns = std::max<int64_t>(1, std::min<int64_t>(PART_BYTES_MAX / per_split, 4 * sms));
-		return ns * per_split + acc + ((rows + BM - 1) / BM + 1) * 8;
+		int64_t base = ns * per_split + acc + ((rows + 63) / 64 + 1) * 8;
+		/* the h16 pass's buffers, when X will be resident (else the fused pass runs) */
+		int64_t h16b = want_h16(D) ? h16_bytes(Kp, diag) : 0;
+		if (h16b > 0 && budget > 0 && rows * ((int64_t) D * 4 + 4) + base + h16b > budget)
+			h16b = 0;
+		return base + h16b;
 	}
 
 	void init(DevModel *M_, Source *s_, int64_t logz_rows_, int64_t budget)
@@ -1300,7 +1381,32 @@ struct EStep
 		nk = dalloc<double>(M->Kp, "statistics");
 		sxn = dalloc<double>(M->Kp, "statistics");
 		sx = dalloc<double>((size_t) M->Kp * Wd, "statistics");
-		gemm = use_gemm(M->Kp);
+		if (want_h16(M->D))
+		{
+			h16 = src->resident && (budget <= 0 || g_live + h16_bytes(M->Kp, M->diag) <= budget);
+			if (h16)
+			{
+				M->enable_h16(h16_scale(src->dX, src->N * M->D));
+				h16_rows = h16::block_rows16(M->diag);
+				Xg16 = dalloc<__half>((size_t) h16_rows * 2 * M->h16_IN, "FP16 rows");
+				xh16 = dalloc<float>(h16_rows, "row norms");
+				snprintf(g_variant, sizeof(g_variant), "h16 (FLASHGMM_GPU_ESTEP=h16, scale 2^%d)",
+						 (int) std::lround(std::log2((double) M->h16_S)));
+			}
+			else
+				snprintf(g_variant, sizeof(g_variant), "fused (h16 needs X resident, and 16 MiB more)");
+		}
+		else
+		{
+			gemm = use_gemm(M->Kp);
+			const char *e = getenv("FLASHGMM_GPU_ESTEP");
+			if (e && strcmp(e, "h16") == 0)
+			{
+				char tmp[sizeof(g_variant)];
+				snprintf(tmp, sizeof(tmp), "%s (h16 needs D <= %d)", g_variant, h16::DMAX);
+				memcpy(g_variant, tmp, sizeof(tmp));
+			}
+		}
 		if (gemm)
 		{
 			/*
@@ -1317,7 +1423,7 @@ struct EStep
 		logz_rows = logz_rows_;
 		logZ = dalloc<float>(logz_rows, "logZ");
 		nsplit_max = (int) std::max<int64_t>(1, std::min<int64_t>(PART_BYTES_MAX / per_split, 4 * g_prop.multiProcessorCount));
-		blockll = dalloc<double>((src->max_rows() + BM - 1) / BM + 1, "row sums");
+		blockll = dalloc<double>((src->max_rows() + 63) / 64 + 1, "row sums");	/* blocks of >= 64 rows */
 		part = dalloc<float>((size_t) nsplit_max * M->Kp * Wd, "partial statistics");
 		pnk = dalloc<double>((size_t) nsplit_max * M->Kp, "partial statistics");
 		psxn = dalloc<double>((size_t) nsplit_max * M->Kp, "partial statistics");
@@ -1331,6 +1437,83 @@ struct EStep
 		set_smem(stats_kernel<128, false, true>, stats_smem(128));
 		set_smem(stats_kernel<64, true, false>, stats_smem(64));
 		set_smem(stats_kernel<64, true, true>, stats_smem(64));
+		if (h16)
+		{
+			set_smem(h16::lse16_kernel<false>, h16::lse16_smem(false));
+			set_smem(h16::lse16_kernel<true>, h16::lse16_smem(true));
+			set_smem(h16::stats16_kernel<false, 8>, h16::stats16_smem(false, 8));
+			set_smem(h16::stats16_kernel<false, 4>, h16::stats16_smem(false, 4));
+			set_smem(h16::stats16_kernel<true, 4>, h16::stats16_smem(true, 4));
+		}
+	}
+
+	/*
+	 * The h16 pass (half.cuh) over rows dX[0..nc): blocks of h16_rows rows are
+	 * converted to FP16 [hi | lo] once, then pass 1 and pass 2 read them.
+	 */
+	void run_h16(const float *dX, int64_t nc, float *lz, bool stats, bool hard)
+	{
+		const int D = M->D;
+		for (int64_t b0 = 0; b0 < nc; b0 += h16_rows)
+		{
+			const int64_t nr = std::min(h16_rows, nc - b0);
+			const int64_t npad = (nr + h16::BM1 - 1) / h16::BM1 * h16::BM1;
+			const float *x = dX + b0 * D;
+			const unsigned cgrid = (unsigned) ((npad + 7) / 8);	/* a warp per row */
+			if (M->diag)
+				h16::convert16_kernel<true><<<cgrid, 256, 0, g_s>>>(x, nr, npad, D, M->h16_S, Xg16, xh16);
+			else
+				h16::convert16_kernel<false><<<cgrid, 256, 0, g_s>>>(x, nr, npad, D, M->h16_S, Xg16, xh16);
+			CKL("convert16_kernel");
+			launch_lse16(x, nr, npad, lz + b0, hard);
+			if (stats)
+				launch_stats16(x, nr, lz + b0, hard);
+		}
+	}
+
+	void launch_lse16(const float *x, int64_t nr, int64_t npad, float *lz, bool hard)
+	{
+		dim3 grid((unsigned) (npad / h16::BM1));
+		size_t sm = h16::lse16_smem(M->diag);
+		Direct dr = M->direct();
+#define A16 Xg16, xh16, x, nr, M->D, M->Kp, M->Wh, M->colc16, M->colp16, (int) hard, lz, blockll, dr
+		if (M->diag)
+			h16::lse16_kernel<true><<<grid, h16::NW1 * 32, sm, g_s>>>(A16);
+		else
+			h16::lse16_kernel<false><<<grid, h16::NW1 * 32, sm, g_s>>>(A16);
+#undef A16
+		CKL("lse16_kernel");
+		sum_kernel<<<1, 1024, 0, g_s>>>(blockll, grid.x, ll, 1);
+		CKL("sum_kernel");
+	}
+
+	/* pass 2: partial statistics per (component tile, row range), then reduce_parts_kernel */
+	void launch_stats16(const float *x, int64_t nr, const float *lz, bool hard)
+	{
+		/* warps (16 components each): diag's [hi | lo] model rows leave room for 4 */
+		const int nw = !M->diag && M->Kp % 128 == 0 ? 8 : 4;
+		int nkt = M->Kp / (16 * nw);
+		int64_t tiles = (nr + BM - 1) / BM;
+		int64_t want = std::max<int64_t>(1, (2 * g_prop.multiProcessorCount + nkt - 1) / nkt);
+		int ns = (int) std::min<int64_t>({(int64_t) nsplit_max, tiles, want});
+		int64_t rps = (tiles + ns - 1) / ns * BM;
+		ns = (int) ((nr + rps - 1) / rps);
+		dim3 grid(nkt, ns);
+		size_t sm = h16::stats16_smem(M->diag, nw);
+		Direct dr = M->direct();
+#define S16 Xg16, xh16, x, nr, M->D, M->Kp, M->Wh, M->colc16, M->colp16, M->h16_S, lz, (int) hard, rps, part, pnk, \
+			psxn, Wd, dr
+		if (M->diag)
+			h16::stats16_kernel<true, 4><<<grid, 4 * 32, sm, g_s>>>(S16);
+		else if (nw == 8)
+			h16::stats16_kernel<false, 8><<<grid, 8 * 32, sm, g_s>>>(S16);
+		else
+			h16::stats16_kernel<false, 4><<<grid, 4 * 32, sm, g_s>>>(S16);
+#undef S16
+		CKL("stats16_kernel");
+		reduce_parts_kernel<<<std::min<int64_t>(4096, ((int64_t) M->K * Wd + 255) / 256), 256, 0, g_s>>>(
+			part, pnk, psxn, ns, M->Kp, M->K, Wd, sx, nk, sxn);
+		CKL("reduce_parts_kernel");
 	}
 
 	/* the chunked GEMM pass over rows dX[0..nc) of one source chunk */
@@ -1485,6 +1668,8 @@ struct EStep
 			float *lz = (logz_rows >= src->N) ? logZ + n0 : logZ;
 			if (gemm)
 				run_gemm(dX, nc, lz, stats, hard, group);
+			else if (h16)
+				run_h16(dX, nc, lz, stats, hard);
 			else
 			{
 				launch_lse(dX, nc, lz, hard);
@@ -2164,7 +2349,8 @@ gmm_status fgc_assign(const float *X, int64_t N, int K, int D, int cov, const fl
 		M.init(K, D, cov, 128);	/* the assignment kernel tiles 128 components at a time */
 		/* results: at most 64 MiB per launch, copied back after each */
 		int64_t out_rows = std::max<int64_t>(BM, ((64ll << 20) / ((int64_t) m * 8)) / BM * BM);
-		bool gemm = use_gemm(M.Kp);
+		char why[256];			/* fgc_estep_variant() keeps naming the last EM pass */
+		bool gemm = use_gemm(M.Kp, why, sizeof(why));
 		int64_t gws = GemmWork::ws_for(g_budget, 0);
 		int64_t gbytes = gemm ? GemmWork::bytes(M, gws, std::min<int64_t>(out_rows, N)) : 0;
 		Source src;

@@ -299,7 +299,7 @@ static void engine_em(const char *shape, const float *X, int64_t N, int K, int D
 	double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 	char variant[64];
 	snprintf(variant, sizeof(variant), "%s %s %s%s", estep, cov == GMM_COV_DIAG ? "diag" : "sph",
-			 prec == GMM_GPU_PREC_3XTF32 ? "3xTF32" : "TF32", tag);
+			 !strcmp(estep, "h16") ? "FP16 x2" : prec == GMM_GPU_PREC_3XTF32 ? "3xTF32" : "TF32", tag);
 	if (st != GMM_OK)
 	{
 		char note[96];
@@ -411,6 +411,8 @@ int main(int argc, char **argv)
 		const char *s1 = "N=1M K=1024 D=128";
 		engine_em(s1, X, N, 1024, D, GMM_COV_SPHERICAL, GMM_GPU_PREC_3XTF32, 0, 4, " (default)");
 		engine_em(s1, X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 4, " (default)");
+		engine_em(s1, X, N, 1024, D, GMM_COV_SPHERICAL, GMM_GPU_PREC_3XTF32, 0, 4, "", "h16");
+		engine_em(s1, X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 4, "", "h16");
 		/* --core: the two 1M default rows only (tuning sweeps), then --ten / --big if asked */
 		if (!core)
 		{
@@ -421,6 +423,7 @@ int main(int argc, char **argv)
 			cublas_baseline(h, s1, N, 1024, D, X);
 			engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 3, " (default)");
 			engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_SPHERICAL, GMM_GPU_PREC_3XTF32, 0, 3, " (default)");
+			engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 3, "", "h16");
 			if (!quick)
 				engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 2, "", "fused");
 			/* CPU engine on a small shape, and ours on the same */
@@ -437,6 +440,8 @@ int main(int argc, char **argv)
 		const char *s10 = "N=10M K=1024 D=128";
 		engine_em(s10, X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 3, " (default)");
 		engine_em(s10, X, N, 1024, D, GMM_COV_SPHERICAL, GMM_GPU_PREC_3XTF32, 0, 3, " (default)");
+		engine_em(s10, X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 3, "", "h16");
+		engine_em(s10, X, N, 1024, D, GMM_COV_SPHERICAL, GMM_GPU_PREC_3XTF32, 0, 3, "", "h16");
 		engine_assign(s10, X, N, 1024, D, 8);
 		engine_em(s10, X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 1ll << 30, 2, " budget=1GiB");
 		if (!quick)
