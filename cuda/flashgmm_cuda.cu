@@ -1444,6 +1444,7 @@ struct EStep
 			set_smem(h16::stats16_kernel<false, 8>, h16::stats16_smem(false, 8));
 			set_smem(h16::stats16_kernel<false, 4>, h16::stats16_smem(false, 4));
 			set_smem(h16::stats16_kernel<true, 4>, h16::stats16_smem(true, 4));
+			set_smem(h16::stats16_kernel<true, 8>, h16::stats16_smem(true, 8));
 		}
 	}
 
@@ -1490,8 +1491,8 @@ struct EStep
 	/* pass 2: partial statistics per (component tile, row range), then reduce_parts_kernel */
 	void launch_stats16(const float *x, int64_t nr, const float *lz, bool hard)
 	{
-		/* warps (16 components each): diag's [hi | lo] model rows leave room for 4 */
-		const int nw = !M->diag && M->Kp % 128 == 0 ? 8 : 4;
+		/* warps per block, 16 components each */
+		const int nw = M->Kp % 128 == 0 ? 8 : 4;
 		int nkt = M->Kp / (16 * nw);
 		int64_t tiles = (nr + BM - 1) / BM;
 		int64_t want = std::max<int64_t>(1, (2 * g_prop.multiProcessorCount + nkt - 1) / nkt);
@@ -1503,7 +1504,9 @@ struct EStep
 		Direct dr = M->direct();
 #define S16 Xg16, xh16, x, nr, M->D, M->Kp, M->Wh, M->colc16, M->colp16, M->h16_S, lz, (int) hard, rps, part, pnk, \
 			psxn, Wd, dr
-		if (M->diag)
+		if (M->diag && nw == 8)
+			h16::stats16_kernel<true, 8><<<grid, 8 * 32, sm, g_s>>>(S16);
+		else if (M->diag)
 			h16::stats16_kernel<true, 4><<<grid, 4 * 32, sm, g_s>>>(S16);
 		else if (nw == 8)
 			h16::stats16_kernel<false, 8><<<grid, 8 * 32, sm, g_s>>>(S16);

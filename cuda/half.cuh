@@ -45,7 +45,8 @@ constexpr int NW1 = 8;				/* pass 1: warps per block, 16 rows each */
 constexpr int BM1 = 16 * NW1;
 /* pass 1: components per tile (32: two tiles of [hi | lo] model rows and the rows fit twice per SM, spherical) */
 __host__ __device__ constexpr int bn1(bool diag) { return diag ? 32 : 32; }
-constexpr int BR2 = 64;				/* pass 2: rows per tile */
+/* pass 2: rows per tile (diag: 32, so that 8 warps' [hi | lo] model rows and two row tiles fit) */
+__host__ __device__ constexpr int br2(bool diag) { return diag ? 32 : 64; }
 constexpr int CK = 4;				/* k-steps accumulated before each two-sum fold */
 constexpr float R_SCALE = 32768.f;	/* responsibilities scaled into FP16's normal range */
 
@@ -430,7 +431,7 @@ stats16_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, cons
 			   double *__restrict__ part_sxn, int Wd, Direct dr)
 {
 	constexpr int BK = 16 * NW;
-	constexpr int NT = BR2 / 8;					/* score n-tiles (rows) */
+	constexpr int BR2 = br2(DIAG), NT = BR2 / 8;	/* rows per tile, score n-tiles (rows) */
 	constexpr int NF = (DIAG ? 2 : 1) * DMAX / 8;	/* statistics n-tiles (features), at most */
 	const Widths<DIAG> w;
 	extern __shared__ float4 smem4[];
@@ -764,7 +765,7 @@ inline size_t lse16_smem(bool diag)
 inline size_t stats16_smem(bool diag, int nw)
 {
 	const int LD = 2 * in_width(diag) + 8;
-	return (size_t) 16 * nw * LD * 2 + (size_t) 2 * BR2 * LD * 2 + 2 * BR2 * 8;
+	return (size_t) 16 * nw * LD * 2 + (size_t) 2 * br2(diag) * LD * 2 + 2 * br2(diag) * 8;
 }
 inline int64_t block_rows16(bool diag)
 {
