@@ -1075,13 +1075,14 @@ bool use_gemm(int Kp, char *why = g_variant, size_t whyn = sizeof(g_variant))
 }
 
 /*
- * The h16 E pass (half.cuh: FP16 tensor cores, consistent rounding), asked for
- * with FLASHGMM_GPU_ESTEP=h16; D <= 128 and X resident (else the fused pass).
+ * The h16 E pass (half.cuh: FP16 tensor cores, 3xFP16 scores), the default
+ * where it applies: D <= 128 and X resident (EStep::init checks that);
+ * FLASHGMM_GPU_ESTEP=gemm or =fused asks for the others.
  */
 bool want_h16(int D)
 {
 	const char *e = getenv("FLASHGMM_GPU_ESTEP");
-	return e && strcmp(e, "h16") == 0 && D <= h16::DMAX;
+	return D <= h16::DMAX && !(e && (strcmp(e, "gemm") == 0 || strcmp(e, "fused") == 0));
 }
 
 /* device bytes of the h16 pass: one block of FP16 rows and their norms, the FP16 model */
@@ -1353,20 +1354,21 @@ struct EStep
 		bool diag = M.diag;
 		int Wd = diag ? 2 * D : D;
 		int64_t acc = (int64_t) Kp * (Wd + 2) * 8 + 64;
-		if (!want_h16(D) && use_gemm(Kp))
+		int64_t per_split = (int64_t) Kp * Wd * 4 + 2 * (int64_t) Kp * 8;
+		int64_t ns = std::max<int64_t>(1, std::min<int64_t>(PART_BYTES_MAX / per_split, 4 * sms));
+		int64_t fused = ns * per_split + acc + ((rows + 63) / 64 + 1) * 8;
+		int64_t other = fused;
+		if (use_gemm(Kp))
 		{
 			/* rows * 4: logZ, which the caller counts per row; kept only up to GEMM_LOGZ_FULL_MAX */
 			int64_t lzb = rows * 4 <= GEMM_LOGZ_FULL_MAX ? rows * 4 : 0;
-			return acc + GemmWork::bytes(M, GemmWork::ws_for(budget, lzb), std::max<int64_t>(rows, 1ll << 20));
+			other = acc + GemmWork::bytes(M, GemmWork::ws_for(budget, lzb), std::max<int64_t>(rows, 1ll << 20));
 		}
-		int64_t per_split = (int64_t) Kp * Wd * 4 + 2 * (int64_t) Kp * 8;
-		int64_t ns = std::max<int64_t>(1, std::min<int64_t>(PART_BYTES_MAX / per_split, 4 * sms));
-		int64_t base = ns * per_split + acc + ((rows + 63) / 64 + 1) * 8;
-		/* the h16 pass's buffers, when X will be resident (else the fused pass runs) */
-		int64_t h16b = want_h16(D) ? h16_bytes(Kp, diag) : 0;
-		if (h16b > 0 && budget > 0 && rows * ((int64_t) D * 4 + 4) + base + h16b > budget)
-			h16b = 0;
-		return base + h16b;
+		/* the h16 pass's buffers, when X will be resident (else gemm or fused runs): the larger */
+		int64_t h16 = want_h16(D) ? fused + h16_bytes(Kp, diag) : 0;
+		if (h16 > 0 && budget > 0 && rows * ((int64_t) D * 4 + 4) + h16 > budget)
+			h16 = 0;
+		return std::max(other, h16);
 	}
 
 	void init(DevModel *M_, Source *s_, int64_t logz_rows_, int64_t budget)
@@ -1381,29 +1383,26 @@ struct EStep
 		nk = dalloc<double>(M->Kp, "statistics");
 		sxn = dalloc<double>(M->Kp, "statistics");
 		sx = dalloc<double>((size_t) M->Kp * Wd, "statistics");
-		if (want_h16(M->D))
+		const bool try16 = want_h16(M->D);
+		h16 = try16 && src->resident && (budget <= 0 || g_live + h16_bytes(M->Kp, M->diag) <= budget);
+		if (h16)
 		{
-			h16 = src->resident && (budget <= 0 || g_live + h16_bytes(M->Kp, M->diag) <= budget);
-			if (h16)
-			{
-				M->enable_h16(h16_scale(src->dX, src->N * M->D));
-				h16_rows = h16::block_rows16(M->diag);
-				Xg16 = dalloc<__half>((size_t) h16_rows * 2 * M->h16_IN, "FP16 rows");
-				xh16 = dalloc<float>(h16_rows, "row norms");
-				snprintf(g_variant, sizeof(g_variant), "h16 (FLASHGMM_GPU_ESTEP=h16, scale 2^%d)",
-						 (int) std::lround(std::log2((double) M->h16_S)));
-			}
-			else
-				snprintf(g_variant, sizeof(g_variant), "fused (h16 needs X resident, and 16 MiB more)");
+			M->enable_h16(h16_scale(src->dX, src->N * M->D));
+			h16_rows = h16::block_rows16(M->diag);
+			Xg16 = dalloc<__half>((size_t) h16_rows * 2 * M->h16_IN, "FP16 rows");
+			xh16 = dalloc<float>(h16_rows, "row norms");
+			snprintf(g_variant, sizeof(g_variant), "h16 (FP16 tensor cores, data scale 2^%d)",
+					 (int) std::lround(std::log2((double) M->h16_S)));
 		}
 		else
 		{
 			gemm = use_gemm(M->Kp);
 			const char *e = getenv("FLASHGMM_GPU_ESTEP");
-			if (e && strcmp(e, "h16") == 0)
+			if (try16 || (e && strcmp(e, "h16") == 0))
 			{
 				char tmp[sizeof(g_variant)];
-				snprintf(tmp, sizeof(tmp), "%s (h16 needs D <= %d)", g_variant, h16::DMAX);
+				snprintf(tmp, sizeof(tmp), "%s (h16 needs %s)", g_variant,
+						 M->D > h16::DMAX ? "D <= 128" : "X resident and 16 MiB more");
 				memcpy(g_variant, tmp, sizeof(tmp));
 			}
 		}
@@ -1420,7 +1419,8 @@ struct EStep
 			logZ = dalloc<float>(logz_rows, "logZ");
 			return;
 		}
-		logz_rows = logz_rows_;
+		/* h16: logZ of every row while small, as gemm; else one block's (pass 2 follows pass 1 per block) */
+		logz_rows = h16 && !(logz_rows_ >= src->N && src->N * 4 <= GEMM_LOGZ_FULL_MAX) ? h16_rows : logz_rows_;
 		logZ = dalloc<float>(logz_rows, "logZ");
 		nsplit_max = (int) std::max<int64_t>(1, std::min<int64_t>(PART_BYTES_MAX / per_split, 4 * g_prop.multiProcessorCount));
 		blockll = dalloc<double>((src->max_rows() + 63) / 64 + 1, "row sums");	/* blocks of >= 64 rows */
@@ -1460,15 +1460,18 @@ struct EStep
 			const int64_t nr = std::min(h16_rows, nc - b0);
 			const int64_t npad = (nr + h16::BM1 - 1) / h16::BM1 * h16::BM1;
 			const float *x = dX + b0 * D;
+			float *lzb = logz_rows >= src->N ? lz + b0 : logZ;	/* else logZ holds one block */
 			const unsigned cgrid = (unsigned) ((npad + 7) / 8);	/* a warp per row */
 			if (M->diag)
 				h16::convert16_kernel<true><<<cgrid, 256, 0, g_s>>>(x, nr, npad, D, M->h16_S, Xg16, xh16);
 			else
 				h16::convert16_kernel<false><<<cgrid, 256, 0, g_s>>>(x, nr, npad, D, M->h16_S, Xg16, xh16);
 			CKL("convert16_kernel");
-			launch_lse16(x, nr, npad, lz + b0, hard);
+			launch_lse16(x, nr, npad, lzb, hard);
 			if (stats)
-				launch_stats16(x, nr, lz + b0, hard);
+				launch_stats16(x, nr, lzb, hard);
+			if (fn > 0 && logz_rows < src->N)	/* else once per source chunk (run) */
+				flagged_stats(x, nr, lzb);
 		}
 	}
 
@@ -1679,7 +1682,7 @@ struct EStep
 				if (stats)
 					launch_stats(dX, nc, lz, hard);
 			}
-			if (fn > 0 && (!gemm || logz_rows >= src->N))
+			if (fn > 0 && ((!gemm && !h16) || logz_rows >= src->N))
 				flagged_stats(dX, nc, lz);
 		});
 		if (gemm && stats && group > 0)

@@ -11,9 +11,11 @@
  * flops per diag iteration and 8*N*K*D per spherical one, the fraction of
  * the card's matrix-unit peak measured here with cuBLAS (TF32 GEMM, the
  * precision of our kernels; the BF16 peak is printed too), and peak device
- * memory.  Variants: the engine's two E passes ("gemm": cuBLAS products over
- * blocks of rows, the default; "fused": kernels.cuh), each in 3xTF32 (the
- * default) or forced TF32; a cuBLAS baseline that materialises the N x K
+ * memory (the fraction: of the TF32 peak, or of the FP16 peak = BF16's for
+ * h16).  Variants: the engine's E passes ("h16": FP16 tensor-core kernels,
+ * half.cuh, the default for D <= 128; "gemm": cuBLAS products over blocks of
+ * rows; "fused": kernels.cuh), the TF32 ones in 3xTF32 (their default) or
+ * forced TF32; a cuBLAS baseline that materialises the N x K
  * responsibilities (where it fits); and the CPU engine on a small shape.
  * Data: clustered synthetic (never zeros).
  */
@@ -41,7 +43,7 @@ extern "C" {
 static double g_peak_tf32 = 0, g_peak_bf16 = 0;
 static const char *(*g_variant_fn)(void) = NULL;	/* fgc_estep_variant of the loaded library */
 
-/* E pass of the next engine call: "gemm" (default: cuBLAS over blocks of rows) or "fused" */
+/* E pass of the next engine call: "h16" (the default), "gemm" (cuBLAS over blocks of rows) or "fused" */
 static const char *use_estep(const char *v)
 {
 	setenv("FLASHGMM_GPU_ESTEP", v, 1);
@@ -71,7 +73,9 @@ static void add(const char *shape, const char *variant, double ms, double flops,
 	snprintf(r.variant, sizeof(r.variant), "%s", variant);
 	r.ms = ms;
 	r.tflops = ms > 0 && flops > 0 ? flops / (ms * 1e-3) / 1e12 : 0;
-	r.frac = g_peak_tf32 > 0 ? r.tflops / g_peak_tf32 : 0;
+	/* of the peak of the products the variant runs: FP16 (= the BF16 rate) for h16, else TF32 */
+	double peak = strncmp(variant, "h16", 3) == 0 ? g_peak_bf16 : g_peak_tf32;
+	r.frac = peak > 0 ? r.tflops / peak : 0;
 	r.peak_mib = peak_mib;
 	snprintf(r.note, sizeof(r.note), "%s", note ? note : "");
 	rows.push_back(r);
@@ -280,7 +284,7 @@ static gmm_model *make_model(const float *X, int64_t N, int K, int D, gmm_cov_ty
 }
 
 static void engine_em(const char *shape, const float *X, int64_t N, int K, int D, gmm_cov_type cov, int prec,
-					  int64_t budget, int iters, const char *tag, const char *estep = "gemm")
+					  int64_t budget, int iters, const char *tag, const char *estep)
 {
 	use_estep(estep);
 	gmm_fit_params p;
@@ -299,7 +303,7 @@ static void engine_em(const char *shape, const float *X, int64_t N, int K, int D
 	double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 	char variant[64];
 	snprintf(variant, sizeof(variant), "%s %s %s%s", estep, cov == GMM_COV_DIAG ? "diag" : "sph",
-			 !strcmp(estep, "h16") ? "FP16 x2" : prec == GMM_GPU_PREC_3XTF32 ? "3xTF32" : "TF32", tag);
+			 !strcmp(estep, "h16") ? "3xFP16" : prec == GMM_GPU_PREC_3XTF32 ? "3xTF32" : "TF32", tag);
 	if (st != GMM_OK)
 	{
 		char note[96];
@@ -405,29 +409,30 @@ int main(int argc, char **argv)
 	printf("  %-28s %-26s %13s %16s %7s %14s  %s\n", "shape", "variant", "ms/iter", "TFLOP/s", "peak", "dev mem", "note");
 
 	const int D = 128;
+	const int P3 = GMM_GPU_PREC_3XTF32;
 	{
 		const int64_t N = 1000000;
 		float *X = make_clustered(N, D, 2048, 1);
 		const char *s1 = "N=1M K=1024 D=128";
-		engine_em(s1, X, N, 1024, D, GMM_COV_SPHERICAL, GMM_GPU_PREC_3XTF32, 0, 4, " (default)");
-		engine_em(s1, X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 4, " (default)");
-		engine_em(s1, X, N, 1024, D, GMM_COV_SPHERICAL, GMM_GPU_PREC_3XTF32, 0, 4, "", "h16");
-		engine_em(s1, X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 4, "", "h16");
-		/* --core: the two 1M default rows only (tuning sweeps), then --ten / --big if asked */
+		engine_em(s1, X, N, 1024, D, GMM_COV_SPHERICAL, P3, 0, 4, " (default)", "h16");
+		engine_em(s1, X, N, 1024, D, GMM_COV_DIAG, P3, 0, 4, " (default)", "h16");
+		engine_em(s1, X, N, 1024, D, GMM_COV_SPHERICAL, P3, 0, 4, "", "gemm");
+		engine_em(s1, X, N, 1024, D, GMM_COV_DIAG, P3, 0, 4, "", "gemm");
+		/* --core: the 1M rows above only (tuning sweeps), then --ten / --big if asked */
 		if (!core)
 		{
-			engine_em(s1, X, N, 1024, D, GMM_COV_SPHERICAL, GMM_GPU_PREC_TF32, 0, 4, "");
-			engine_em(s1, X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_TF32, 0, 4, "");
-			engine_em(s1, X, N, 1024, D, GMM_COV_SPHERICAL, GMM_GPU_PREC_3XTF32, 0, 3, "", "fused");
-			engine_em(s1, X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 3, "", "fused");
+			engine_em(s1, X, N, 1024, D, GMM_COV_SPHERICAL, GMM_GPU_PREC_TF32, 0, 4, "", "gemm");
+			engine_em(s1, X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_TF32, 0, 4, "", "gemm");
+			engine_em(s1, X, N, 1024, D, GMM_COV_SPHERICAL, P3, 0, 3, "", "fused");
+			engine_em(s1, X, N, 1024, D, GMM_COV_DIAG, P3, 0, 3, "", "fused");
 			cublas_baseline(h, s1, N, 1024, D, X);
-			engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 3, " (default)");
-			engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_SPHERICAL, GMM_GPU_PREC_3XTF32, 0, 3, " (default)");
-			engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 3, "", "h16");
+			engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_DIAG, P3, 0, 3, " (default)", "h16");
+			engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_SPHERICAL, P3, 0, 3, " (default)", "h16");
+			engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_DIAG, P3, 0, 3, "", "gemm");
 			if (!quick)
-				engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 2, "", "fused");
+				engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_DIAG, P3, 0, 2, "", "fused");
 			/* CPU engine on a small shape, and ours on the same */
-			engine_em("N=100k K=256 D=128", X, 100000, 256, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 4, " (default)");
+			engine_em("N=100k K=256 D=128", X, 100000, 256, D, GMM_COV_DIAG, P3, 0, 4, " (default)", "h16");
 			cpu_em("N=100k K=256 D=128", X, 100000, 256, D, GMM_COV_DIAG);
 		}
 		free(X);
@@ -438,15 +443,14 @@ int main(int argc, char **argv)
 		const int64_t N = 10000000;
 		float *X = make_clustered(N, D, 4096, 2);
 		const char *s10 = "N=10M K=1024 D=128";
-		engine_em(s10, X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 3, " (default)");
-		engine_em(s10, X, N, 1024, D, GMM_COV_SPHERICAL, GMM_GPU_PREC_3XTF32, 0, 3, " (default)");
-		engine_em(s10, X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 3, "", "h16");
-		engine_em(s10, X, N, 1024, D, GMM_COV_SPHERICAL, GMM_GPU_PREC_3XTF32, 0, 3, "", "h16");
+		engine_em(s10, X, N, 1024, D, GMM_COV_DIAG, P3, 0, 3, " (default)", "h16");
+		engine_em(s10, X, N, 1024, D, GMM_COV_SPHERICAL, P3, 0, 3, " (default)", "h16");
+		engine_em(s10, X, N, 1024, D, GMM_COV_DIAG, P3, 0, 3, "", "gemm");
 		engine_assign(s10, X, N, 1024, D, 8);
-		engine_em(s10, X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 1ll << 30, 2, " budget=1GiB");
+		engine_em(s10, X, N, 1024, D, GMM_COV_DIAG, P3, 1ll << 30, 2, " budget=1GiB (streamed: gemm)", "h16");
 		if (!quick)
 		{
-			engine_em(s10, X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 0, 2, "", "fused");
+			engine_em(s10, X, N, 1024, D, GMM_COV_DIAG, P3, 0, 2, "", "fused");
 			engine_assign(s10, X, N, 1024, D, 8, "fused");
 		}
 		free(X);
@@ -458,7 +462,7 @@ int main(int argc, char **argv)
 		float *X = make_clustered(N, D, 4096, 3);
 		if (X)
 			engine_em("N=100M K=1024 D=128", X, N, 1024, D, GMM_COV_DIAG, GMM_GPU_PREC_3XTF32, 16ll << 30, 2,
-					  " streamed, budget=16GiB");
+					  " streamed, budget=16GiB", "h16");
 		else
 			printf("N=100M: could not allocate 51 GB of host memory\n");
 		free(X);
