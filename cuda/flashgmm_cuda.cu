@@ -1439,8 +1439,8 @@ struct EStep
 		set_smem(stats_kernel<64, true, true>, stats_smem(64));
 		if (h16)
 		{
-			set_smem(h16::lse16_kernel<false>, h16::lse16_smem(false));
-			set_smem(h16::lse16_kernel<true>, h16::lse16_smem(true));
+			set_smem(h16::lse16_kernel<false, 0>, h16::lse16_smem(false));
+			set_smem(h16::lse16_kernel<true, 0>, h16::lse16_smem(true));
 			set_smem(h16::stats16_kernel<false, 8>, h16::stats16_smem(false, 8));
 			set_smem(h16::stats16_kernel<false, 4>, h16::stats16_smem(false, 4));
 			set_smem(h16::stats16_kernel<true, 4>, h16::stats16_smem(true, 4));
@@ -1480,11 +1480,12 @@ struct EStep
 		dim3 grid((unsigned) (npad / h16::BM1));
 		size_t sm = h16::lse16_smem(M->diag);
 		Direct dr = M->direct();
-#define A16 Xg16, xh16, x, nr, M->D, M->Kp, M->Wh, M->colc16, M->colp16, (int) hard, lz, blockll, dr
+#define A16 Xg16, xh16, x, nr, M->D, M->Kp, M->Wh, M->colc16, M->colp16, (int) hard, lz, blockll, dr, 1.f, 0, 0.f, \
+			nullptr, nullptr
 		if (M->diag)
-			h16::lse16_kernel<true><<<grid, h16::NW1 * 32, sm, g_s>>>(A16);
+			h16::lse16_kernel<true, 0><<<grid, h16::NW1 * 32, sm, g_s>>>(A16);
 		else
-			h16::lse16_kernel<false><<<grid, h16::NW1 * 32, sm, g_s>>>(A16);
+			h16::lse16_kernel<false, 0><<<grid, h16::NW1 * 32, sm, g_s>>>(A16);
 #undef A16
 		CKL("lse16_kernel");
 		sum_kernel<<<1, 1024, 0, g_s>>>(blockll, grid.x, ll, 1);
@@ -2348,6 +2349,39 @@ gmm_status fgc_score(const float *X, int64_t N, int K, int D, int cov, const flo
 	});
 }
 
+/* the h16 top-m assignment of one block of converted rows (lse16_kernel with MAXM > 0) */
+void assign16(const DevModel &M, const __half *Xg, const float *xh, const float *x, int64_t nr, int64_t npad,
+			  int maxm, float invT, int m, float tau, int32_t *comp, float *resp)
+{
+	dim3 grid((unsigned) (npad / h16::BM1));
+	size_t sm = h16::lse16_smem(M.diag);
+	Direct dr = M.direct();
+#define AS16(DG, MM)                                                                                            \
+	do                                                                                                           \
+	{                                                                                                            \
+		set_smem(h16::lse16_kernel<DG, MM>, sm);                                                                  \
+		h16::lse16_kernel<DG, MM><<<grid, h16::NW1 * 32, sm, g_s>>>(Xg, xh, x, nr, M.D, M.Kp, M.Wh, M.colc16,    \
+																	 M.colp16, 0, nullptr, nullptr, dr, invT, m, \
+																	 tau, comp, resp);                          \
+	} while (0)
+	if (M.diag)
+	{
+		if (maxm == 1) AS16(true, 1);
+		else if (maxm == 2) AS16(true, 2);
+		else if (maxm == 4) AS16(true, 4);
+		else AS16(true, 8);
+	}
+	else
+	{
+		if (maxm == 1) AS16(false, 1);
+		else if (maxm == 2) AS16(false, 2);
+		else if (maxm == 4) AS16(false, 4);
+		else AS16(false, 8);
+	}
+#undef AS16
+	CKL("lse16_kernel (assignment)");
+}
+
 gmm_status fgc_assign(const float *X, int64_t N, int K, int D, int cov, const float *weights,
 					  const float *means, const float *vars, int max_assign, float tau, float temperature,
 					  int32_t *out_comp, float *out_resp, gmm_error *err)
@@ -2374,12 +2408,28 @@ gmm_status fgc_assign(const float *X, int64_t N, int K, int D, int cov, const fl
 		int64_t out_rows = std::max<int64_t>(BM, ((64ll << 20) / ((int64_t) m * 8)) / BM * BM);
 		char why[256];			/* fgc_estep_variant() keeps naming the last EM pass */
 		bool gemm = use_gemm(M.Kp, why, sizeof(why));
+		/* the h16 kernels (half.cuh) where they apply: D <= 128, m <= 8, X resident; else gemm or fused */
+		bool h16 = want_h16(D) && maxm <= 8;
 		int64_t gws = GemmWork::ws_for(g_budget, 0);
 		int64_t gbytes = gemm ? GemmWork::bytes(M, gws, std::min<int64_t>(out_rows, N)) : 0;
+		if (h16)
+			gbytes = std::max(gbytes, h16_bytes(M.Kp, M.diag));
 		Source src;
 		src.init(X, N, D, shift, g_budget, std::min<int64_t>(out_rows, N + BM) * m * 8 + gbytes, 0);
 		int64_t sub = std::min<int64_t>(out_rows, (src.chunk + BM - 1) / BM * BM);
+		h16 = h16 && src.resident;
 		GemmWork gw;
+		int64_t rows16 = 0;
+		__half *Xg16 = nullptr;
+		float *xh16 = nullptr;
+		if (h16)
+		{
+			gemm = false;
+			M.enable_h16(h16_scale(src.dX, N * D));
+			rows16 = h16::block_rows16(M.diag);
+			Xg16 = dalloc<__half>((size_t) rows16 * 2 * M.h16_IN, "FP16 rows");
+			xh16 = dalloc<float>(rows16, "row norms");
+		}
 		if (gemm)
 			gw.init(M, gws, sub);
 		int32_t *dcomp = dalloc<int32_t>((size_t) sub * m, "assignment");
@@ -2417,7 +2467,21 @@ gmm_status fgc_assign(const float *X, int64_t N, int K, int D, int cov, const fl
 				const float *dx = dXc + s0 * D;
 				dim3 grid((unsigned) ((nr + BM - 1) / BM));
 				t.start();
-				if (gemm)
+				if (h16)
+					for (int64_t b0 = 0; b0 < nr; b0 += rows16)
+					{
+						const int64_t nb = std::min(rows16, nr - b0);
+						const int64_t npad = (nb + h16::BM1 - 1) / h16::BM1 * h16::BM1;
+						const float *xb = dx + b0 * D;
+						const unsigned cgrid = (unsigned) ((npad + 7) / 8);
+						if (M.diag)
+							h16::convert16_kernel<true><<<cgrid, 256, 0, g_s>>>(xb, nb, npad, D, M.h16_S, Xg16, xh16);
+						else
+							h16::convert16_kernel<false><<<cgrid, 256, 0, g_s>>>(xb, nb, npad, D, M.h16_S, Xg16, xh16);
+						CKL("convert16_kernel");
+						assign16(M, Xg16, xh16, xb, nb, npad, maxm, invT, m, tau, dcomp + b0 * m, dresp + b0 * m);
+					}
+				else if (gemm)
 					for (int64_t b0 = 0; b0 < nr; b0 += gw.rc)
 						gw.topk(M, dx + b0 * D, std::min(gw.rc, nr - b0), invT, m, tau, dcomp + b0 * m, dresp + b0 * m);
 				else

@@ -279,15 +279,23 @@ __device__ __forceinline__ bool tile_constants(float2 *cst, int *flg, const floa
  * sum_k exp(s_nk) (max with hard) for BM1 rows per thread block; warp w owns
  * rows 16w..16w+15 and walks all components in tiles of bn1, the next tile's
  * model rows arriving by cp.async meanwhile.
+ * MAXM > 0: the top-m soft assignment instead (gmm_assign's rules, as
+ * kernels.cuh's assign_kernel): each thread keeps the best MAXM scores of its
+ * columns and the tempered log-sum-exp of s / T; the quad's lists are merged
+ * at the end through the rows' shared memory.  blockll (may be null) gets the
+ * sum of the rows' log-sum-exp.
  */
-template <bool DIAG>
+template <bool DIAG, int MAXM>
 __global__ void __launch_bounds__(NW1 * 32, 2)
 lse16_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const float *__restrict__ X,
 			 int64_t nrows, int D, int Kp, const __half *__restrict__ Wh, const float *__restrict__ colc,
 			 const float *__restrict__ colp, int hard, float *__restrict__ logZ, double *__restrict__ blockll,
-			 Direct dr)
+			 Direct dr, float invT, int m_out, float tau, int32_t *__restrict__ out_comp,
+			 float *__restrict__ out_resp)
 {
 	constexpr int BN1 = bn1(DIAG), NT = BN1 / 8;
+	constexpr bool ASSIGN = MAXM > 0;
+	constexpr int MM = ASSIGN ? MAXM : 1;
 	const Widths<DIAG> w;
 	extern __shared__ float4 smem4[];
 	__half *Xh = reinterpret_cast<__half *>(smem4);
@@ -300,6 +308,8 @@ lse16_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const 
 	const int64_t row0 = (int64_t) blockIdx.x * BM1;
 	const bool sph = !DIAG;
 	const int ntiles = Kp / BN1;
+	if (!ASSIGN)
+		invT = 1.f;
 
 	load_tile(Xh, Xg + row0 * 2 * w.IN, BM1, w, NW1 * 32, tid);
 	load_tile(Wt, Wh, BN1, w, NW1 * 32, tid);
@@ -311,6 +321,13 @@ lse16_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const 
 		hx[h] = sph ? __ldg(xh + row0 + warp * 16 + g + 8 * h) : 0.f;
 
 	float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f};
+	float tv[2][MM];				/* assignment: best scores (log2 units) and their components */
+	int ti[2][MM];
+#pragma unroll
+	for (int h = 0; h < 2; h++)
+#pragma unroll
+		for (int q = 0; q < MM; q++)
+			tv[h][q] = NEG_INF, ti[h][q] = -1;
 	float acc[NT][4];
 	for (int kt = 0; kt < ntiles; kt++)
 	{
@@ -362,25 +379,58 @@ lse16_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const 
 				tmax = fmaxf(tmax, fmaxf(s[j][0], s[j][1]));
 			tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
 			tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
-			float mnew = fmaxf(m[h], tmax);
-			if (mnew == NEG_INF)
-				continue;
-			if (!hard)
+			float mnew = fmaxf(m[h], tmax * invT);
+			if (mnew != NEG_INF)
 			{
-				float sum = 0.f;
+				if (!hard)
+				{
+					float sum = 0.f;
+#pragma unroll
+					for (int j = 0; j < NT; j++)
+#pragma unroll
+						for (int e = 0; e < 2; e++)
+							sum += ex2(s[j][e] * invT - mnew);
+					l[h] = l[h] * ex2(m[h] - mnew) + sum;
+				}
+				m[h] = mnew;
+			}
+			if (ASSIGN)
+				/* top-MAXM insertion (columns visited in ascending order: ties keep the lower index) */
 #pragma unroll
 				for (int j = 0; j < NT; j++)
 #pragma unroll
 					for (int e = 0; e < 2; e++)
-						sum += ex2(s[j][e] - mnew);
-				l[h] = l[h] * ex2(m[h] - mnew) + sum;
-			}
-			m[h] = mnew;
+					{
+						float v = s[j][e];
+						if (v > tv[h][MM - 1])
+						{
+							int k = k0 + j * 8 + 2 * t + e;
+#pragma unroll
+							for (int q = MM - 1; q > 0; q--)
+							{
+								if (v > tv[h][q - 1])
+								{
+									tv[h][q] = tv[h][q - 1];
+									ti[h][q] = ti[h][q - 1];
+								}
+								else if (v > tv[h][q])
+								{
+									tv[h][q] = v;
+									ti[h][q] = k;
+								}
+							}
+							if (v > tv[h][0])
+							{
+								tv[h][0] = v;
+								ti[h][0] = k;
+							}
+						}
+					}
 		}
 		__syncthreads();	/* the buffer read here is the next prefetch's target */
 	}
-	/* merge the quad: each thread holds a share of the same two rows */
-	double mine = 0.0;
+	/* merge the quad: each thread holds a share of the same two rows; lz in log2 units */
+	float lz2[2];
 #pragma unroll
 	for (int h = 0; h < 2; h++)
 	{
@@ -390,12 +440,86 @@ lse16_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const 
 		float L = (m[h] == NEG_INF) ? 0.f : l[h] * ex2(m[h] - M);
 		L += __shfl_xor_sync(0xffffffffu, L, 1);
 		L += __shfl_xor_sync(0xffffffffu, L, 2);
-		float lz = (hard ? M : M + __log2f(L)) * LN2;
-		int64_t gr = row0 + warp * 16 + g + 8 * h;
-		if (t == 0 && gr < nrows)
+		lz2[h] = hard ? M : M + __log2f(L);
+	}
+	double mine = 0.0;
+	if (!ASSIGN)
+	{
+#pragma unroll
+		for (int h = 0; h < 2; h++)
 		{
-			logZ[gr] = lz;
-			mine += (double) lz;
+			int64_t gr = row0 + warp * 16 + g + 8 * h;
+			if (t == 0 && gr < nrows)
+			{
+				logZ[gr] = lz2[h] * LN2;
+				mine += (double) (lz2[h] * LN2);
+			}
+		}
+	}
+	else
+	{
+		/* the quad's lists through shared memory (the rows' tile is free now), merged by a thread per row */
+		float *cv = reinterpret_cast<float *>(Xh);				/* [BM1][4][MAXM] */
+		int *ci = reinterpret_cast<int *>(cv + BM1 * 4 * MM);		/* [BM1][4][MAXM] */
+		float *lzs = reinterpret_cast<float *>(ci + BM1 * 4 * MM);	/* [BM1] */
+#pragma unroll
+		for (int h = 0; h < 2; h++)
+		{
+			int r = warp * 16 + g + 8 * h;
+#pragma unroll
+			for (int q = 0; q < MM; q++)
+			{
+				cv[(r * 4 + t) * MM + q] = tv[h][q];
+				ci[(r * 4 + t) * MM + q] = ti[h][q];
+			}
+			if (t == 0)
+				lzs[r] = lz2[h];
+		}
+		__syncthreads();
+		if (tid < BM1)
+		{
+			const int r = tid;
+			const int64_t gr = row0 + r;
+			const float lz = lzs[r];
+			if (gr < nrows)
+			{
+				mine = (double) (lz * LN2);	/* the row's log-likelihood when T = 1 */
+				int p[4] = {0, 0, 0, 0};
+				for (int j = 0; j < m_out; j++)
+				{
+					int best = -1;
+					float bv = NEG_INF;
+					int bk = 0x7fffffff;
+					for (int q = 0; q < 4; q++)
+					{
+						if (p[q] >= MM)
+							continue;
+						float v = cv[(r * 4 + q) * MM + p[q]];
+						int k = ci[(r * 4 + q) * MM + p[q]];
+						if (k >= 0 && (v > bv || (v == bv && k < bk)))
+						{
+							best = q;
+							bv = v;
+							bk = k;
+						}
+					}
+					int32_t oc = -1;
+					float orr = 0.f;
+					if (best >= 0)
+					{
+						p[best]++;
+						float resp = ex2(bv * invT - lz);
+						if (j == 0 || resp > tau)
+						{
+							oc = bk;
+							orr = resp;
+						}
+					}
+					out_comp[gr * m_out + j] = oc;
+					if (out_resp)
+						out_resp[gr * m_out + j] = orr;
+				}
+			}
 		}
 	}
 #pragma unroll
@@ -404,7 +528,7 @@ lse16_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const 
 	if (lane == 0)
 		lsum[warp] = mine;
 	__syncthreads();
-	if (tid == 0)
+	if (tid == 0 && blockll)
 	{
 		double s = 0.0;
 		for (int i = 0; i < NW1; i++)

@@ -346,7 +346,7 @@ static void engine_assign(const char *shape, const float *X, int64_t N, int K, i
 		best = std::min(best, gs.ms_kernel);
 	}
 	char variant[64], note[96];
-	snprintf(variant, sizeof(variant), "%s assign m=%d 3xTF32", estep, mm);
+	snprintf(variant, sizeof(variant), "%s assign m=%d %s", estep, mm, !strcmp(estep, "h16") ? "3xFP16" : "3xTF32");
 	snprintf(note, sizeof(note), "device passes only (X resident); H2D %.2f s", gs.seconds_h2d);
 	printf("    (pass: %s)\n", used_estep());
 	add(shape, variant, best, 2.0 * N * (double) K * D, gs.peak_bytes / 1048576.0, note);
@@ -446,7 +446,8 @@ int main(int argc, char **argv)
 		engine_em(s10, X, N, 1024, D, GMM_COV_DIAG, P3, 0, 3, " (default)", "h16");
 		engine_em(s10, X, N, 1024, D, GMM_COV_SPHERICAL, P3, 0, 3, " (default)", "h16");
 		engine_em(s10, X, N, 1024, D, GMM_COV_DIAG, P3, 0, 3, "", "gemm");
-		engine_assign(s10, X, N, 1024, D, 8);
+		engine_assign(s10, X, N, 1024, D, 8, "h16");
+		engine_assign(s10, X, N, 1024, D, 8, "gemm");
 		engine_em(s10, X, N, 1024, D, GMM_COV_DIAG, P3, 1ll << 30, 2, " budget=1GiB (streamed: gemm)", "h16");
 		if (!quick)
 		{
