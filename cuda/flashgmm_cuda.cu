@@ -1,12 +1,16 @@
 /*
  * flashgmm_cuda.cu - host side of the CUDA engine: device set-up, memory,
  * streaming of X, the EM loop, k-means++ seeding, assignment.  Kernels are in
- * kernels.cuh (the precision of each part is written there).
+ * half.cuh (the default E pass and assignment: FP16 tensor cores), chunked.cuh
+ * + blas.cuh (cuBLAS over blocks of rows) and kernels.cuh (fused TF32, the
+ * fallback); the precision of each part is written there.
  *
  * Memory on the device for one call (nothing N x K):
  *   X (resident) or 2 chunk buffers (streaming), logZ for the rows on the
- *   device (N or one chunk), per-block partial statistics (<= 32 MiB), and
- *   O(K*D) model and FP64 accumulators.
+ *   device (N, one chunk, or one block of rows when N x 4 bytes is above
+ *   16 MiB), per-block partial statistics (<= 32 MiB), one block of FP16 rows
+ *   (h16, <= 16 MiB) or the cuBLAS pass's workspace, and O(K*D) model and
+ *   FP64 accumulators.
  *
  * Errors: every CUDA call is checked; a failure becomes a gmm_status and a
  * message at the extern "C" boundary (C++ exceptions never cross it).  A

@@ -4,8 +4,10 @@
  *
  * Same two passes and outputs as the fused kernels of kernels.cuh (logZ per
  * row, per-block FP64 sums of logZ, per-block partial statistics summed later
- * by reduce_parts_kernel), never anything N x K; D <= 128 (H16_DMAX), X
- * resident on the device.
+ * by reduce_parts_kernel), never anything N x K; D <= DMAX (128), X resident
+ * on the device.  Rows are converted to FP16 once per block of rows
+ * (convert16_kernel); pass 1 (lse16_kernel) also serves the top-m
+ * assignment (MAXM > 0).
  *
  * Precision (cuda/NOTES.md, v4, has the measurements):
  *   - The data are scaled by a power of two S (exact) so that max |x| * S is
@@ -40,11 +42,11 @@
 namespace fgc {
 namespace h16 {
 
-constexpr int DMAX = 128;			/* features handled (padded to a multiple of 16) */
+constexpr int DMAX = 128;			/* features handled (every D is padded to DMAX) */
 constexpr int NW1 = 8;				/* pass 1: warps per block, 16 rows each */
 constexpr int BM1 = 16 * NW1;
-/* pass 1: components per tile (32: two tiles of [hi | lo] model rows and the rows fit twice per SM, spherical) */
-__host__ __device__ constexpr int bn1(bool diag) { return diag ? 32 : 32; }
+/* pass 1: components per tile (32: the rows and two tiles of [hi | lo] model rows fit twice per SM, spherical) */
+__host__ __device__ constexpr int bn1(bool) { return 32; }
 /* pass 2: rows per tile (diag: 32, so that 8 warps' [hi | lo] model rows and two row tiles fit) */
 __host__ __device__ constexpr int br2(bool diag) { return diag ? 32 : 64; }
 constexpr int CK = 4;				/* k-steps accumulated before each two-sum fold */
