@@ -454,17 +454,9 @@ topk_rows_kernel(const float *__restrict__ S, int64_t nr, int Kp, int sph, const
 				v[j] = NEG_INF;
 		if (live && t == 0)
 		{
-			int32_t oc = -1;
-			float orr = 0.f;
-			if (bv != NEG_INF)
-			{
-				float resp = __expf(bv * invT - lz);
-				if (q == 0 || resp > tau)
-				{
-					oc = bk;
-					orr = resp;
-				}
-			}
+			int32_t oc;
+			float orr;
+			keep_assignment<false>(q, bv != NEG_INF, bv, bk, invT, lz, tau, oc, orr);
 			out_comp[row * m + q] = oc;
 			if (out_resp)
 				out_resp[row * m + q] = orr;

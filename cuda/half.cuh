@@ -91,14 +91,6 @@ __device__ __forceinline__ uint32_t pack_h2(float a, float b)
 	return *reinterpret_cast<uint32_t *>(&h);
 }
 
-/* 2^x, MUFU.EX2 without exp2f's range fix-ups (relative error ~2^-22; x <= 0 here) */
-__device__ __forceinline__ float ex2(float x)
-{
-	float y;
-	asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-	return y;
-}
-
 /* acc += part, lo collects the rounding error (Knuth two-sum) */
 __device__ __forceinline__ void two_sum_fold(float &acc, float &lo, float part)
 {
@@ -397,37 +389,11 @@ lse16_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const 
 				m[h] = mnew;
 			}
 			if (ASSIGN)
-				/* top-MAXM insertion (columns visited in ascending order: ties keep the lower index) */
 #pragma unroll
 				for (int j = 0; j < NT; j++)
 #pragma unroll
 					for (int e = 0; e < 2; e++)
-					{
-						float v = s[j][e];
-						if (v > tv[h][MM - 1])
-						{
-							int k = k0 + j * 8 + 2 * t + e;
-#pragma unroll
-							for (int q = MM - 1; q > 0; q--)
-							{
-								if (v > tv[h][q - 1])
-								{
-									tv[h][q] = tv[h][q - 1];
-									ti[h][q] = ti[h][q - 1];
-								}
-								else if (v > tv[h][q])
-								{
-									tv[h][q] = v;
-									ti[h][q] = k;
-								}
-							}
-							if (v > tv[h][0])
-							{
-								tv[h][0] = v;
-								ti[h][0] = k;
-							}
-						}
-					}
+						topm_insert<MM>(tv[h], ti[h], s[j][e], k0 + j * 8 + 2 * t + e);
 		}
 		__syncthreads();	/* the buffer read here is the next prefetch's target */
 	}
@@ -486,57 +452,12 @@ lse16_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const 
 			if (gr < nrows)
 			{
 				mine = (double) (lz * LN2);	/* the row's log-likelihood when T = 1 */
-				int p[4] = {0, 0, 0, 0};
-				for (int j = 0; j < m_out; j++)
-				{
-					int best = -1;
-					float bv = NEG_INF;
-					int bk = 0x7fffffff;
-					for (int q = 0; q < 4; q++)
-					{
-						if (p[q] >= MM)
-							continue;
-						float v = cv[(r * 4 + q) * MM + p[q]];
-						int k = ci[(r * 4 + q) * MM + p[q]];
-						if (k >= 0 && (v > bv || (v == bv && k < bk)))
-						{
-							best = q;
-							bv = v;
-							bk = k;
-						}
-					}
-					int32_t oc = -1;
-					float orr = 0.f;
-					if (best >= 0)
-					{
-						p[best]++;
-						float resp = ex2(bv * invT - lz);
-						if (j == 0 || resp > tau)
-						{
-							oc = bk;
-							orr = resp;
-						}
-					}
-					out_comp[gr * m_out + j] = oc;
-					if (out_resp)
-						out_resp[gr * m_out + j] = orr;
-				}
+				topm_merge_row<MM, true>(cv + r * 4 * MM, ci + r * 4 * MM, lz, invT, m_out, tau, out_comp + gr * m_out,
+										 out_resp ? out_resp + gr * m_out : nullptr);
 			}
 		}
 	}
-#pragma unroll
-	for (int o = 16; o > 0; o >>= 1)
-		mine += __shfl_xor_sync(0xffffffffu, mine, o);
-	if (lane == 0)
-		lsum[warp] = mine;
-	__syncthreads();
-	if (tid == 0 && blockll)
-	{
-		double s = 0.0;
-		for (int i = 0; i < NW1; i++)
-			s += lsum[i];
-		blockll[blockIdx.x] = s;
-	}
+	block_sum_fixed<NW1>(mine, lsum, blockll ? blockll + blockIdx.x : nullptr);
 }
 
 /*

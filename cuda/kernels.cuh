@@ -398,6 +398,29 @@ __device__ __forceinline__ void row_norms(float *xn, const float *X, int64_t row
 }
 
 /*
+ * Fixed-order block sum of one double per thread (blocks of NWARPS warps):
+ * shuffles within each warp, then thread 0 over the warps' sums into *out
+ * (skipped when out is null).  lsum: NWARPS doubles of shared memory.
+ */
+template <int NWARPS>
+__device__ __forceinline__ void block_sum_fixed(double v, double *lsum, double *out)
+{
+#pragma unroll
+	for (int o = 16; o > 0; o >>= 1)
+		v += __shfl_xor_sync(0xffffffffu, v, o);
+	if ((threadIdx.x & 31) == 0)
+		lsum[threadIdx.x >> 5] = v;
+	__syncthreads();
+	if (threadIdx.x == 0 && out)
+	{
+		double s = 0.0;
+		for (int w = 0; w < NWARPS; w++)
+			s += lsum[w];
+		*out = s;
+	}
+}
+
+/*
  * Components whose expanded score is ill-conditioned for the chosen precision
  * (a variance tiny against the spread of the data: a singleton component, a
  * dimension constant inside one component) get their score recomputed in the
@@ -584,20 +607,7 @@ lse_kernel(const float *__restrict__ X, int64_t nrows, int D, int Dp, int Dp2, i
 			mine = (double) lz;
 		}
 	}
-	/* fixed-order block sum */
-#pragma unroll
-	for (int o = 16; o > 0; o >>= 1)
-		mine += __shfl_xor_sync(0xffffffffu, mine, o);
-	if (lane == 0)
-		lsum[warp] = mine;
-	__syncthreads();
-	if (tid == 0)
-	{
-		double s = 0.0;
-		for (int w = 0; w < NTHREADS / 32; w++)
-			s += lsum[w];
-		blockll[blockIdx.x] = s;
-	}
+	block_sum_fixed<NTHREADS / 32>(mine, lsum, blockll + blockIdx.x);
 }
 
 /*
@@ -825,6 +835,101 @@ stats_kernel(const float *__restrict__ X, int64_t nrows, int D, int Dp, int Dp2,
 	}
 }
 
+/* 2^x, MUFU.EX2 without exp2f's range fix-ups (relative error ~2^-22; x <= 0 where used) */
+__device__ __forceinline__ float ex2(float x)
+{
+	float y;
+	asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+	return y;
+}
+
+/*
+ * gmm_assign's rule for the j-th best component k (score v, the row's
+ * tempered log-sum-exp lz; LOG2: both in log2 units): its posterior
+ * exp(v / T - lz), kept when j == 0 or above tau; else (-1, 0).
+ */
+template <bool LOG2>
+__device__ __forceinline__ void keep_assignment(int j, bool found, float v, int k, float invT, float lz, float tau,
+												int32_t &oc, float &orr)
+{
+	oc = -1;
+	orr = 0.f;
+	if (found)
+	{
+		float resp = LOG2 ? ex2(v * invT - lz) : __expf(v * invT - lz);
+		if (j == 0 || resp > tau)
+		{
+			oc = k;
+			orr = resp;
+		}
+	}
+}
+
+/* insert (v, k) into a thread's descending top-MAXM list (columns visited in ascending order: ties keep the lower index) */
+template <int MAXM>
+__device__ __forceinline__ void topm_insert(float (&tv)[MAXM], int (&ti)[MAXM], float v, int k)
+{
+	if (!(v > tv[MAXM - 1]))
+		return;
+#pragma unroll
+	for (int q = MAXM - 1; q > 0; q--)
+	{
+		if (v > tv[q - 1])
+		{
+			tv[q] = tv[q - 1];
+			ti[q] = ti[q - 1];
+		}
+		else if (v > tv[q])
+		{
+			tv[q] = v;
+			ti[q] = k;
+		}
+	}
+	if (v > tv[0])
+	{
+		tv[0] = v;
+		ti[0] = k;
+	}
+}
+
+/*
+ * One row's m best from the 4 lists of its quad (cv, ci: [4][MAXM]), ties to
+ * the lower component, written to oc[0..m) / orr[0..m) (orr may be null).
+ */
+template <int MAXM, bool LOG2>
+__device__ __forceinline__ void topm_merge_row(const float *cv, const int *ci, float lz, float invT, int m, float tau,
+											   int32_t *oc, float *orr)
+{
+	int p[4] = {0, 0, 0, 0};
+	for (int j = 0; j < m; j++)
+	{
+		int best = -1;
+		float bv = NEG_INF;
+		int bk = 0x7fffffff;
+		for (int q = 0; q < 4; q++)
+		{
+			if (p[q] >= MAXM)
+				continue;
+			float v = cv[q * MAXM + p[q]];
+			int k = ci[q * MAXM + p[q]];
+			if (k >= 0 && (v > bv || (v == bv && k < bk)))
+			{
+				best = q;
+				bv = v;
+				bk = k;
+			}
+		}
+		if (best >= 0)
+			p[best]++;
+		int32_t c;
+		float r;
+		keep_assignment<LOG2>(j, best >= 0, bv, bk, invT, lz, tau, c, r);
+		oc[j] = c;
+		if (orr)
+			orr[j] = r;
+	}
+}
+
 /*
  * Top-m soft assignment.  Block: BM rows x all components, warp = 16 rows x
  * 128 components per tile (one warp owns a row).  Each thread keeps the
@@ -907,37 +1012,11 @@ assign_kernel(const float *__restrict__ X, int64_t nrows, int D, int Dp, int Dp2
 				l[h] = l[h] * __expf(mx[h] - mnew) + sum;
 				mx[h] = mnew;
 			}
-			/* top-MAXM insertion (columns visited in ascending order: ties keep the lower index) */
 #pragma unroll
 			for (int j = 0; j < NT; j++)
 #pragma unroll
 				for (int e = 0; e < 2; e++)
-				{
-					float v = s[j][e];
-					if (v > tv[h][MAXM - 1])
-					{
-						int k = k0 + j * 8 + 2 * t + e;
-#pragma unroll
-						for (int q = MAXM - 1; q > 0; q--)
-						{
-							if (v > tv[h][q - 1])
-							{
-								tv[h][q] = tv[h][q - 1];
-								ti[h][q] = ti[h][q - 1];
-							}
-							else if (v > tv[h][q])
-							{
-								tv[h][q] = v;
-								ti[h][q] = k;
-							}
-						}
-						if (v > tv[h][0])
-						{
-							tv[h][0] = v;
-							ti[h][0] = k;
-						}
-					}
-				}
+					topm_insert<MAXM>(tv[h], ti[h], s[j][e], k0 + j * 8 + 2 * t + e);
 		}
 	}
 	/* per row: the quad's 4 lists and (m, l) into smem */
@@ -971,56 +1050,11 @@ assign_kernel(const float *__restrict__ X, int64_t nrows, int D, int Dp, int Dp2
 		if (gr < nrows)
 		{
 			mine = (double) lz;	/* log-likelihood of the row when T = 1 */
-			int p[4] = {0, 0, 0, 0};
-			for (int j = 0; j < m; j++)
-			{
-				int best = -1;
-				float bv = NEG_INF;
-				int bk = 0x7fffffff;
-				for (int q = 0; q < 4; q++)
-				{
-					if (p[q] >= MAXM)
-						continue;
-					float v = cv[(r * 4 + q) * MAXM + p[q]];
-					int k = ci[(r * 4 + q) * MAXM + p[q]];
-					if (k >= 0 && (v > bv || (v == bv && k < bk)))
-					{
-						best = q;
-						bv = v;
-						bk = k;
-					}
-				}
-				int32_t oc = -1;
-				float orr = 0.f;
-				if (best >= 0)
-				{
-					p[best]++;
-					float resp = __expf(bv * invT - lz);
-					if (j == 0 || resp > tau)
-					{
-						oc = bk;
-						orr = resp;
-					}
-				}
-				out_comp[gr * m + j] = oc;
-				if (out_resp)
-					out_resp[gr * m + j] = orr;
-			}
+			topm_merge_row<MAXM, false>(cv + r * 4 * MAXM, ci + r * 4 * MAXM, lz, invT, m, tau, out_comp + gr * m,
+										out_resp ? out_resp + gr * m : nullptr);
 		}
 	}
-#pragma unroll
-	for (int o = 16; o > 0; o >>= 1)
-		mine += __shfl_xor_sync(0xffffffffu, mine, o);
-	if (lane == 0)
-		lsum[warp] = mine;
-	__syncthreads();
-	if (tid == 0 && blockll)
-	{
-		double s = 0.0;
-		for (int w = 0; w < NTHREADS / 32; w++)
-			s += lsum[w];
-		blockll[blockIdx.x] = s;
-	}
+	block_sum_fixed<NTHREADS / 32>(mine, lsum, blockll ? blockll + blockIdx.x : nullptr);
 }
 
 }								/* namespace fgc */
