@@ -583,8 +583,8 @@ stats16_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, cons
 			{
 				float d = acc[j][q] - ((q & 1) ? v1.x : v0.x);	/* log2(r) - 15 */
 				float v;
-				if (hard)
-					v = (d >= -15.f) ? R_SCALE : 0.f;
+				if (hard)	/* the max; logZ went to natural units and back: allow those two roundings */
+					v = (d >= -15.f - 1e-6f * fabsf(acc[j][q])) ? R_SCALE : 0.f;
 				else
 					v = (d > -RESP_CUT * L2E + 15.f) ? ex2(d) : 0.f;
 				rv[q] = v;
