@@ -214,6 +214,22 @@ __global__ void center_kernel(float *X, int64_t n, int D, const float *shift)
 			X[r * D + d] -= shift[d];
 }
 
+/*
+ * Fixed-order tree sum of red[0 .. blockDim.x) (shared memory; blockDim.x a
+ * power of two) into red[0]; every thread of the block calls it after
+ * writing its own red[threadIdx.x].
+ */
+__device__ void block_tree_sum(double *red)
+{
+	__syncthreads();
+	for (int o = blockDim.x / 2; o > 0; o >>= 1)
+	{
+		if (threadIdx.x < o)
+			red[threadIdx.x] += red[threadIdx.x + o];
+		__syncthreads();
+	}
+}
+
 /* out[0] (+)= sum of v[0..n) in a fixed order (one block) */
 __global__ void sum_kernel(const double *v, int64_t n, double *out, int add)
 {
@@ -222,13 +238,7 @@ __global__ void sum_kernel(const double *v, int64_t n, double *out, int add)
 	for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
 		s += v[i];
 	sh[threadIdx.x] = s;
-	__syncthreads();
-	for (int o = blockDim.x / 2; o > 0; o >>= 1)
-	{
-		if (threadIdx.x < o)
-			sh[threadIdx.x] += sh[threadIdx.x + o];
-		__syncthreads();
-	}
+	block_tree_sum(sh);
 	if (threadIdx.x == 0)
 		out[0] = (add ? out[0] : 0.0) + sh[0];
 }
@@ -293,13 +303,7 @@ __global__ void mstep_kernel(const double *nk, const double *sx, const double *s
 	if (!diag)
 	{
 		red[threadIdx.x] = q;
-		__syncthreads();
-		for (int o = blockDim.x / 2; o > 0; o >>= 1)
-		{
-			if (threadIdx.x < o)
-				red[threadIdx.x] += red[threadIdx.x + o];
-			__syncthreads();
-		}
+		block_tree_sum(red);
 		if (threadIdx.x == 0)
 		{
 			double vd = (sxn[k] / nkd - red[0]) / D;
@@ -689,13 +693,7 @@ __global__ void flag_mstep_kernel(const int *fidx, const float *mu_old, const do
 	if (!diag)
 	{
 		red[threadIdx.x] = q;
-		__syncthreads();
-		for (int o = blockDim.x / 2; o > 0; o >>= 1)
-		{
-			if (threadIdx.x < o)
-				red[threadIdx.x] += red[threadIdx.x + o];
-			__syncthreads();
-		}
+		block_tree_sum(red);
 		if (threadIdx.x == 0)
 			var[k] = (float) (red[0] / D + reg);
 	}

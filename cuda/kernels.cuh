@@ -116,6 +116,26 @@ __device__ __forceinline__ void mma_stats(float *c, const float *af, const float
 	}
 }
 
+/* X[gr][gc .. gc+3], zero past D and for gr >= nrows; one float4 load when the row allows it */
+__device__ __forceinline__ float4 load_x4(const float *X, int64_t gr, int64_t nrows, int D, int gc, bool vec4)
+{
+	float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+	if (gr < nrows)
+	{
+		const float *src = X + gr * (int64_t) D + gc;
+		if (vec4 && gc + 3 < D)
+			v = __ldg(reinterpret_cast<const float4 *>(src));
+		else
+		{
+			if (gc < D) v.x = __ldg(src);
+			if (gc + 1 < D) v.y = __ldg(src + 1);
+			if (gc + 2 < D) v.z = __ldg(src + 2);
+			if (gc + 3 < D) v.w = __ldg(src + 3);
+		}
+	}
+	return v;
+}
+
 /*
  * Load a BM x DK chunk of the A operand [x | x^2] (columns c0..c0+DK of the
  * augmented matrix) into Xc.  Columns >= Dp are the squares of column
@@ -134,20 +154,7 @@ __device__ __forceinline__ void load_x_chunk(float *Xc, const float *X, int64_t 
 		int c = (i % (DK / 4)) * 4;
 		int64_t gr = row0 + r;
 		int gc = cb + c;
-		float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-		if (gr < nrows)
-		{
-			const float *src = X + gr * (int64_t) D + gc;
-			if (vec4 && gc + 3 < D)
-				v = __ldg(reinterpret_cast<const float4 *>(src));
-			else
-			{
-				if (gc < D) v.x = __ldg(src);
-				if (gc + 1 < D) v.y = __ldg(src + 1);
-				if (gc + 2 < D) v.z = __ldg(src + 2);
-				if (gc + 3 < D) v.w = __ldg(src + 3);
-			}
-		}
+		float4 v = load_x4(X, gr, nrows, D, gc, vec4);
 		if (sq)
 		{
 			v.x *= v.x; v.y *= v.y; v.z *= v.z; v.w *= v.w;
@@ -202,20 +209,7 @@ __device__ __forceinline__ void fetch_chunk(ChunkRegs<BN> &cr, const float *X, i
 		int c = (i % (DK / 4)) * 4;
 		int64_t gr = row0 + r;
 		int gc = cb + c;
-		float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-		if (gr < nrows)
-		{
-			const float *src = X + gr * (int64_t) D + gc;
-			if (vec4 && gc + 3 < D)
-				v = __ldg(reinterpret_cast<const float4 *>(src));
-			else
-			{
-				if (gc < D) v.x = __ldg(src);
-				if (gc + 1 < D) v.y = __ldg(src + 1);
-				if (gc + 2 < D) v.z = __ldg(src + 2);
-				if (gc + 3 < D) v.w = __ldg(src + 3);
-			}
-		}
+		float4 v = load_x4(X, gr, nrows, D, gc, vec4);
 		cr.x[it] = v;
 	}
 #pragma unroll
@@ -728,20 +722,7 @@ stats_kernel(const float *__restrict__ X, int64_t nrows, int D, int Dp, int Dp2,
 				int c = (i % (DT / 4)) * 4;
 				int64_t gr = row0 + r;
 				int gc = d0 + c;
-				float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-				if (gr < rend)
-				{
-					const float *src = X + gr * (int64_t) D + gc;
-					if (vec4 && gc + 3 < D)
-						v = __ldg(reinterpret_cast<const float4 *>(src));
-					else
-					{
-						if (gc < D) v.x = __ldg(src);
-						if (gc + 1 < D) v.y = __ldg(src + 1);
-						if (gc + 2 < D) v.z = __ldg(src + 2);
-						if (gc + 3 < D) v.w = __ldg(src + 3);
-					}
-				}
+				float4 v = load_x4(X, gr, rend, D, gc, vec4);
 				*reinterpret_cast<float4 *>(XS + r * LDX + c) = v;
 			}
 		}
