@@ -1078,13 +1078,22 @@ bool use_gemm(int Kp, char *why = g_variant, size_t whyn = sizeof(g_variant))
 
 /*
  * The h16 E pass (half.cuh: FP16 tensor cores, 3xFP16 scores), the default
- * where it applies: D <= 128 and X resident (EStep::init checks that);
- * FLASHGMM_GPU_ESTEP=gemm or =fused asks for the others.
+ * where it is the faster pass: spherical with D <= 128, diag with 112 < D <=
+ * 128 (it pads every D to 128; measured on the H100 at 1M x 1024, E pass ms,
+ * h16 / gemm: spherical D = 32, 64, 96, 128: 9.6 / 13.3, 9.7 / 16.4,
+ * 10.1 / 17.7, 10.8 / 20.6; diag: 25.2 / 16.0, 28.2 / 19.1, 33.8 / 23.2,
+ * 27.0 / 26.7).  X must be resident (EStep::init checks that).
+ * FLASHGMM_GPU_ESTEP=h16 asks for it at any D <= 128, =gemm or =fused for
+ * the others.
  */
-bool want_h16(int D)
+bool want_h16(int D, bool diag)
 {
 	const char *e = getenv("FLASHGMM_GPU_ESTEP");
-	return D <= h16::DMAX && !(e && (strcmp(e, "gemm") == 0 || strcmp(e, "fused") == 0));
+	if (D > h16::DMAX || (e && (strcmp(e, "gemm") == 0 || strcmp(e, "fused") == 0)))
+		return false;
+	if (e && strcmp(e, "h16") == 0)
+		return true;
+	return !diag || D > 112;
 }
 
 /* device bytes of the h16 pass: one block of FP16 rows and their norms, the FP16 model */
@@ -1367,7 +1376,7 @@ struct EStep
 			other = acc + GemmWork::bytes(M, GemmWork::ws_for(budget, lzb), std::max<int64_t>(rows, 1ll << 20));
 		}
 		/* the h16 pass's buffers, when X will be resident (else gemm or fused runs): the larger */
-		int64_t h16 = want_h16(D) ? fused + h16_bytes(Kp, diag) : 0;
+		int64_t h16 = want_h16(D, diag) ? fused + h16_bytes(Kp, diag) : 0;
 		if (h16 > 0 && budget > 0 && rows * ((int64_t) D * 4 + 4) + h16 > budget)
 			h16 = 0;
 		return std::max(other, h16);
@@ -1385,7 +1394,7 @@ struct EStep
 		nk = dalloc<double>(M->Kp, "statistics");
 		sxn = dalloc<double>(M->Kp, "statistics");
 		sx = dalloc<double>((size_t) M->Kp * Wd, "statistics");
-		const bool try16 = want_h16(M->D);
+		const bool try16 = want_h16(M->D, M->diag);
 		h16 = try16 && src->resident && (budget <= 0 || g_live + h16_bytes(M->Kp, M->diag) <= budget);
 		if (h16)
 		{
@@ -2411,7 +2420,7 @@ gmm_status fgc_assign(const float *X, int64_t N, int K, int D, int cov, const fl
 		char why[256];			/* fgc_estep_variant() keeps naming the last EM pass */
 		bool gemm = use_gemm(M.Kp, why, sizeof(why));
 		/* the h16 kernels (half.cuh) where they apply: D <= 128, m <= 8, X resident; else gemm or fused */
-		bool h16 = want_h16(D) && maxm <= 8;
+		bool h16 = want_h16(D, M.diag) && maxm <= 8;
 		int64_t gws = GemmWork::ws_for(g_budget, 0);
 		int64_t gbytes = gemm ? GemmWork::bytes(M, gws, std::min<int64_t>(out_rows, N)) : 0;
 		if (h16)
