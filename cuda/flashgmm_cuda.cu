@@ -1124,6 +1124,39 @@ float h16_scale(const float *dX, int64_t n)
 	return std::ldexp(1.f, 7 - e);
 }
 
+/*
+ * The h16 kernels' input: one block of at most `rows` rows converted to FP16
+ * [hi | lo] (convert16_kernel) and their norms; both the E pass and the
+ * assignment walk X block by block through it.
+ */
+struct H16Rows
+{
+	int64_t rows = 0;
+	__half *Xg = nullptr;
+	float *xh = nullptr;
+
+	/* the model's data scale from X (resident, N x D), then one block's buffers */
+	void init(DevModel &M, const float *dX, int64_t N)
+	{
+		M.enable_h16(h16_scale(dX, N * M.D));
+		rows = h16::block_rows16(M.diag);
+		Xg = dalloc<__half>((size_t) rows * 2 * M.h16_IN, "FP16 rows");
+		xh = dalloc<float>(rows, "row norms");
+	}
+	/* rows x[0..nr) (nr <= rows) into the block, zero-padded to a whole thread block of rows; returns that count */
+	int64_t convert(const DevModel &M, const float *x, int64_t nr)
+	{
+		const int64_t npad = (nr + h16::BM1 - 1) / h16::BM1 * h16::BM1;
+		const unsigned grid = (unsigned) ((npad + 7) / 8);	/* a warp per row */
+		if (M.diag)
+			h16::convert16_kernel<true><<<grid, 256, 0, g_s>>>(x, nr, npad, M.D, M.h16_S, Xg, xh);
+		else
+			h16::convert16_kernel<false><<<grid, 256, 0, g_s>>>(x, nr, npad, M.D, M.h16_S, Xg, xh);
+		CKL("convert16_kernel");
+		return npad;
+	}
+};
+
 constexpr int64_t GEMM_WS_MAX = 60ll << 20;		/* workspace + logZ, within "X + 64 MiB" */
 /* one block's scores: 16 MiB stays in L2 (50 MiB on an H100); FLASHGMM_GPU_BLOCK_MIB overrides (tuning) */
 int64_t gemm_s_max()
@@ -1353,9 +1386,7 @@ struct EStep
 
 	bool gemm = false;			/* chunked GEMM pass (chunked.cuh) instead of the fused kernels */
 	bool h16 = false;			/* FP16 pass (half.cuh) instead of the fused kernels */
-	int64_t h16_rows = 0;		/* rows converted to FP16 at a time */
-	__half *Xg16 = nullptr;		/* their [hi | lo] FP16 rows */
-	float *xh16 = nullptr;		/* their ||x S||^2 / 2 */
+	H16Rows hr;					/* its converted rows */
 	GemmWork gw;
 
 	/* device bytes besides X and logZ (rows: N when logZ covers every row, else 0) */
@@ -1398,10 +1429,7 @@ struct EStep
 		h16 = try16 && src->resident && (budget <= 0 || g_live + h16_bytes(M->Kp, M->diag) <= budget);
 		if (h16)
 		{
-			M->enable_h16(h16_scale(src->dX, src->N * M->D));
-			h16_rows = h16::block_rows16(M->diag);
-			Xg16 = dalloc<__half>((size_t) h16_rows * 2 * M->h16_IN, "FP16 rows");
-			xh16 = dalloc<float>(h16_rows, "row norms");
+			hr.init(*M, src->dX, src->N);
 			snprintf(g_variant, sizeof(g_variant), "h16 (FP16 tensor cores, data scale 2^%d)",
 					 (int) std::lround(std::log2((double) M->h16_S)));
 		}
@@ -1431,7 +1459,7 @@ struct EStep
 			return;
 		}
 		/* h16: logZ of every row while small, as gemm; else one block's (pass 2 follows pass 1 per block) */
-		logz_rows = h16 && !(logz_rows_ >= src->N && src->N * 4 <= GEMM_LOGZ_FULL_MAX) ? h16_rows : logz_rows_;
+		logz_rows = h16 && !(logz_rows_ >= src->N && src->N * 4 <= GEMM_LOGZ_FULL_MAX) ? hr.rows : logz_rows_;
 		logZ = dalloc<float>(logz_rows, "logZ");
 		nsplit_max = (int) std::max<int64_t>(1, std::min<int64_t>(PART_BYTES_MAX / per_split, 4 * g_prop.multiProcessorCount));
 		blockll = dalloc<double>((src->max_rows() + 63) / 64 + 1, "row sums");	/* blocks of >= 64 rows */
@@ -1460,24 +1488,17 @@ struct EStep
 	}
 
 	/*
-	 * The h16 pass (half.cuh) over rows dX[0..nc): blocks of h16_rows rows are
+	 * The h16 pass (half.cuh) over rows dX[0..nc): blocks of hr.rows rows are
 	 * converted to FP16 [hi | lo] once, then pass 1 and pass 2 read them.
 	 */
 	void run_h16(const float *dX, int64_t nc, float *lz, bool stats, bool hard)
 	{
-		const int D = M->D;
-		for (int64_t b0 = 0; b0 < nc; b0 += h16_rows)
+		for (int64_t b0 = 0; b0 < nc; b0 += hr.rows)
 		{
-			const int64_t nr = std::min(h16_rows, nc - b0);
-			const int64_t npad = (nr + h16::BM1 - 1) / h16::BM1 * h16::BM1;
-			const float *x = dX + b0 * D;
+			const int64_t nr = std::min(hr.rows, nc - b0);
+			const float *x = dX + b0 * M->D;
 			float *lzb = logz_rows >= src->N ? lz + b0 : logZ;	/* else logZ holds one block */
-			const unsigned cgrid = (unsigned) ((npad + 7) / 8);	/* a warp per row */
-			if (M->diag)
-				h16::convert16_kernel<true><<<cgrid, 256, 0, g_s>>>(x, nr, npad, D, M->h16_S, Xg16, xh16);
-			else
-				h16::convert16_kernel<false><<<cgrid, 256, 0, g_s>>>(x, nr, npad, D, M->h16_S, Xg16, xh16);
-			CKL("convert16_kernel");
+			const int64_t npad = hr.convert(*M, x, nr);
 			launch_lse16(x, nr, npad, lzb, hard);
 			if (stats)
 				launch_stats16(x, nr, lzb, hard);
@@ -1491,7 +1512,7 @@ struct EStep
 		dim3 grid((unsigned) (npad / h16::BM1));
 		size_t sm = h16::lse16_smem(M->diag);
 		Direct dr = M->direct();
-#define A16 Xg16, xh16, x, nr, M->D, M->Kp, M->Wh, M->colc16, M->colp16, (int) hard, lz, blockll, dr, 1.f, 0, 0.f, \
+#define A16 hr.Xg, hr.xh, x, nr, M->D, M->Kp, M->Wh, M->colc16, M->colp16, (int) hard, lz, blockll, dr, 1.f, 0, 0.f, \
 			nullptr, nullptr
 		if (M->diag)
 			h16::lse16_kernel<true, 0><<<grid, h16::NW1 * 32, sm, g_s>>>(A16);
@@ -1517,7 +1538,7 @@ struct EStep
 		dim3 grid(nkt, ns);
 		size_t sm = h16::stats16_smem(M->diag, nw);
 		Direct dr = M->direct();
-#define S16 Xg16, xh16, x, nr, M->D, M->Kp, M->Wh, M->colc16, M->colp16, M->h16_S, lz, (int) hard, rps, part, pnk, \
+#define S16 hr.Xg, hr.xh, x, nr, M->D, M->Kp, M->Wh, M->colc16, M->colp16, M->h16_S, lz, (int) hard, rps, part, pnk, \
 			psxn, Wd, dr
 		if (M->diag && nw == 8)
 			h16::stats16_kernel<true, 8><<<grid, 8 * 32, sm, g_s>>>(S16);
@@ -2430,16 +2451,11 @@ gmm_status fgc_assign(const float *X, int64_t N, int K, int D, int cov, const fl
 		int64_t sub = std::min<int64_t>(out_rows, (src.chunk + BM - 1) / BM * BM);
 		h16 = h16 && src.resident;
 		GemmWork gw;
-		int64_t rows16 = 0;
-		__half *Xg16 = nullptr;
-		float *xh16 = nullptr;
+		H16Rows hr;
 		if (h16)
 		{
 			gemm = false;
-			M.enable_h16(h16_scale(src.dX, N * D));
-			rows16 = h16::block_rows16(M.diag);
-			Xg16 = dalloc<__half>((size_t) rows16 * 2 * M.h16_IN, "FP16 rows");
-			xh16 = dalloc<float>(rows16, "row norms");
+			hr.init(M, src.dX, N);
 		}
 		if (gemm)
 			gw.init(M, gws, sub);
@@ -2479,18 +2495,12 @@ gmm_status fgc_assign(const float *X, int64_t N, int K, int D, int cov, const fl
 				dim3 grid((unsigned) ((nr + BM - 1) / BM));
 				t.start();
 				if (h16)
-					for (int64_t b0 = 0; b0 < nr; b0 += rows16)
+					for (int64_t b0 = 0; b0 < nr; b0 += hr.rows)
 					{
-						const int64_t nb = std::min(rows16, nr - b0);
-						const int64_t npad = (nb + h16::BM1 - 1) / h16::BM1 * h16::BM1;
+						const int64_t nb = std::min(hr.rows, nr - b0);
 						const float *xb = dx + b0 * D;
-						const unsigned cgrid = (unsigned) ((npad + 7) / 8);
-						if (M.diag)
-							h16::convert16_kernel<true><<<cgrid, 256, 0, g_s>>>(xb, nb, npad, D, M.h16_S, Xg16, xh16);
-						else
-							h16::convert16_kernel<false><<<cgrid, 256, 0, g_s>>>(xb, nb, npad, D, M.h16_S, Xg16, xh16);
-						CKL("convert16_kernel");
-						assign16(M, Xg16, xh16, xb, nb, npad, maxm, invT, m, tau, dcomp + b0 * m, dresp + b0 * m);
+						const int64_t npad = hr.convert(M, xb, nb);
+						assign16(M, hr.Xg, hr.xh, xb, nb, npad, maxm, invT, m, tau, dcomp + b0 * m, dresp + b0 * m);
 					}
 				else if (gemm)
 					for (int64_t b0 = 0; b0 < nr; b0 += gw.rc)

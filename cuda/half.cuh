@@ -107,12 +107,12 @@ __device__ __forceinline__ void two_sum_fold(float &acc, float &lo, float part)
  * by 8 halves (an odd multiple of 16 bytes: the 8 rows of an ldmatrix hit
  * distinct banks).
  */
+__host__ __device__ constexpr int in_width(bool diag) { return diag ? 2 * DMAX : DMAX; }
 template <bool DIAG>
 struct Widths
 {
-	static constexpr int Dh = DMAX, IN = DIAG ? 2 * DMAX : DMAX, LD = 2 * IN + 8;
+	static constexpr int Dh = DMAX, IN = in_width(DIAG), LD = 2 * IN + 8;
 };
-__host__ __device__ constexpr int in_width(bool diag) { return diag ? 2 * DMAX : DMAX; }
 
 /*
  * Rows are converted once per E pass, a block of rows at a time (the block's
@@ -373,21 +373,7 @@ lse16_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const 
 				tmax = fmaxf(tmax, fmaxf(s[j][0], s[j][1]));
 			tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
 			tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
-			float mnew = fmaxf(m[h], tmax * invT);
-			if (mnew != NEG_INF)
-			{
-				if (!hard)
-				{
-					float sum = 0.f;
-#pragma unroll
-					for (int j = 0; j < NT; j++)
-#pragma unroll
-						for (int e = 0; e < 2; e++)
-							sum += ex2(s[j][e] * invT - mnew);
-					l[h] = l[h] * ex2(m[h] - mnew) + sum;
-				}
-				m[h] = mnew;
-			}
+			online_lse<NT, true>(m[h], l[h], s, tmax, invT, hard);
 			if (ASSIGN)
 #pragma unroll
 				for (int j = 0; j < NT; j++)
@@ -434,12 +420,7 @@ lse16_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const 
 		for (int h = 0; h < 2; h++)
 		{
 			int r = warp * 16 + g + 8 * h;
-#pragma unroll
-			for (int q = 0; q < MM; q++)
-			{
-				cv[(r * 4 + t) * MM + q] = tv[h][q];
-				ci[(r * 4 + t) * MM + q] = ti[h][q];
-			}
+			topm_stash<MM>(cv, ci, r, t, tv[h], ti[h]);
 			if (t == 0)
 				lzs[r] = lz2[h];
 		}
@@ -806,12 +787,12 @@ __global__ void absmax_kernel(const float *X, int64_t n, float *out)
 /* shared memory of the two kernels; rows per block of the converted rows (<= 16 MiB) */
 inline size_t lse16_smem(bool diag)
 {
-	const int LD = 2 * in_width(diag) + 8;
+	const int LD = diag ? Widths<true>::LD : Widths<false>::LD;
 	return (size_t) BM1 * LD * 2 + (size_t) 2 * bn1(diag) * LD * 2 + 2 * bn1(diag) * (8 + 4);
 }
 inline size_t stats16_smem(bool diag, int nw)
 {
-	const int LD = 2 * in_width(diag) + 8;
+	const int LD = diag ? Widths<true>::LD : Widths<false>::LD;
 	return (size_t) 16 * nw * LD * 2 + (size_t) 2 * br2(diag) * LD * 2 + 2 * br2(diag) * 8;
 }
 inline int64_t block_rows16(bool diag)

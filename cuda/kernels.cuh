@@ -52,6 +52,40 @@ __device__ __forceinline__ void mma_tf32(float *c, const uint32_t *a, const uint
 				 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
+/* 2^x, MUFU.EX2 without exp2f's range fix-ups (relative error ~2^-22; x <= 0 where used) */
+__device__ __forceinline__ float ex2(float x)
+{
+	float y;
+	asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+	return y;
+}
+
+/*
+ * Online log-sum-exp of a row over one tile: the thread's NT x 2 scores s
+ * (their maximum over the quad: tmax), tempered by invT; (m, l) the running
+ * maximum and sum of exp(s invT - m).  hard keeps only the maximum.  LOG2:
+ * scores and m in log2 units (2^x), else natural (e^x).
+ */
+template <int NT, bool LOG2>
+__device__ __forceinline__ void online_lse(float &m, float &l, const float (&s)[NT][2], float tmax, float invT,
+										   bool hard)
+{
+	const float mnew = fmaxf(m, tmax * invT);
+	if (mnew == NEG_INF)
+		return;
+	if (!hard)
+	{
+		float sum = 0.f;
+#pragma unroll
+		for (int j = 0; j < NT; j++)
+#pragma unroll
+			for (int e = 0; e < 2; e++)
+				sum += LOG2 ? ex2(s[j][e] * invT - mnew) : __expf(s[j][e] * invT - mnew);
+		l = l * (LOG2 ? ex2(m - mnew) : __expf(m - mnew)) + sum;
+	}
+	m = mnew;
+}
+
 /* split x into tf32 hi + tf32 lo */
 __device__ __forceinline__ void split_tf32(float x, uint32_t &hi, uint32_t &lo)
 {
@@ -539,20 +573,7 @@ lse_kernel(const float *__restrict__ X, int64_t nrows, int D, int Dp, int Dp2, i
 					}
 				tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
 				tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
-				float mnew = fmaxf(m[i][h], tmax);
-				if (mnew == NEG_INF)
-					continue;
-				if (!hard)
-				{
-					float sum = 0.f;
-#pragma unroll
-					for (int j = 0; j < NT; j++)
-#pragma unroll
-						for (int e = 0; e < 2; e++)
-							sum += __expf(s[j][e] - mnew);
-					l[i][h] = l[i][h] * __expf(m[i][h] - mnew) + sum;
-				}
-				m[i][h] = mnew;
+				online_lse<NT, false>(m[i][h], l[i][h], s, tmax, 1.f, hard);
 			}
 	}
 	/* merge the quad, then the WN warps of a row */
@@ -816,14 +837,6 @@ stats_kernel(const float *__restrict__ X, int64_t nrows, int D, int Dp, int Dp2,
 	}
 }
 
-/* 2^x, MUFU.EX2 without exp2f's range fix-ups (relative error ~2^-22; x <= 0 where used) */
-__device__ __forceinline__ float ex2(float x)
-{
-	float y;
-	asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-	return y;
-}
-
 /*
  * gmm_assign's rule for the j-th best component k (score v, the row's
  * tempered log-sum-exp lz; LOG2: both in log2 units): its posterior
@@ -870,6 +883,19 @@ __device__ __forceinline__ void topm_insert(float (&tv)[MAXM], int (&ti)[MAXM], 
 	{
 		tv[0] = v;
 		ti[0] = k;
+	}
+}
+
+/* quad member t's list for row r into the rows' [4][MAXM] lists in shared memory (cv, ci), for topm_merge_row */
+template <int MAXM>
+__device__ __forceinline__ void topm_stash(float *cv, int *ci, int r, int t, const float (&tv)[MAXM],
+										   const int (&ti)[MAXM])
+{
+#pragma unroll
+	for (int q = 0; q < MAXM; q++)
+	{
+		cv[(r * 4 + t) * MAXM + q] = tv[q];
+		ci[(r * 4 + t) * MAXM + q] = ti[q];
 	}
 }
 
@@ -981,18 +1007,7 @@ assign_kernel(const float *__restrict__ X, int64_t nrows, int D, int Dp, int Dp2
 						s[j][e] = direct_score(dr, X, row0 + r, D, k);
 					tmax = fmaxf(tmax, s[j][e]);
 				}
-			float mnew = fmaxf(mx[h], tmax * invT);
-			if (mnew != NEG_INF)
-			{
-				float sum = 0.f;
-#pragma unroll
-				for (int j = 0; j < NT; j++)
-#pragma unroll
-					for (int e = 0; e < 2; e++)
-						sum += __expf(s[j][e] * invT - mnew);
-				l[h] = l[h] * __expf(mx[h] - mnew) + sum;
-				mx[h] = mnew;
-			}
+			online_lse<NT, false>(mx[h], l[h], s, tmax, invT, false);
 #pragma unroll
 			for (int j = 0; j < NT; j++)
 #pragma unroll
@@ -1005,12 +1020,7 @@ assign_kernel(const float *__restrict__ X, int64_t nrows, int D, int Dp, int Dp2
 	for (int h = 0; h < 2; h++)
 	{
 		int r = warp * 16 + g + 8 * h;
-#pragma unroll
-		for (int q = 0; q < MAXM; q++)
-		{
-			cv[(r * 4 + t) * MAXM + q] = tv[h][q];
-			ci[(r * 4 + t) * MAXM + q] = ti[h][q];
-		}
+		topm_stash<MAXM>(cv, ci, r, t, tv[h], ti[h]);
 		qm[r * 4 + t] = mx[h];
 		ql[r * 4 + t] = l[h];
 	}
