@@ -47,13 +47,14 @@ tapcheck:
 # linked statically, so the library needs only the driver (libcuda.so);
 # cuBLAS (libcublas.so.13) is dlopened at run time when present (the faster
 # E pass, cuda/blas.cuh), else the engine runs its own kernels.
-# Targets: sm_90 machine code (H100/H200) + compute_80 PTX (any sm_80+ GPU).
+# Targets: sm_90a machine code (H100/H200; the "a" is what lets hopper.cuh use
+# wgmma) + compute_80 PTX (any sm_80+ GPU).
 NVCC ?= $(shell command -v nvcc 2>/dev/null || ( test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc ))
-CUDA_ARCH_FLAGS ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=compute_80
+CUDA_ARCH_FLAGS ?= -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=compute_80
 NVCC_FLAGS ?= -O3 -std=c++17 -Xcompiler -fPIC -Xcompiler -fvisibility=hidden $(CUDA_ARCH_FLAGS)
 CUDA_LIB = flashgmm_cuda$(DLSUFFIX)
 CUDA_SRCS = cuda/flashgmm_cuda.cu
-CUDA_DEPS = $(CUDA_SRCS) cuda/kernels.cuh cuda/chunked.cuh cuda/blas.cuh cuda/flashgmm_cuda.h src/engine/gmm.h
+CUDA_DEPS = $(CUDA_SRCS) cuda/kernels.cuh cuda/chunked.cuh cuda/half.cuh cuda/hopper.cuh cuda/blas.cuh cuda/flashgmm_cuda.h src/engine/gmm.h
 ifeq ($(NO_CUDA),)
 ifneq ($(NVCC),)
 all: $(CUDA_LIB)

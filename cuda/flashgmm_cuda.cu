@@ -35,6 +35,7 @@
 #include "kernels.cuh"
 #include "chunked.cuh"
 #include "half.cuh"
+#include "hopper.cuh"
 #include "blas.cuh"
 
 using namespace fgc;
@@ -1091,9 +1092,39 @@ bool want_h16(int D, bool diag)
 	const char *e = getenv("FLASHGMM_GPU_ESTEP");
 	if (D > h16::DMAX || (e && (strcmp(e, "gemm") == 0 || strcmp(e, "fused") == 0)))
 		return false;
-	if (e && strcmp(e, "h16") == 0)
+	if (e && strncmp(e, "h16", 3) == 0)
 		return true;
 	return !diag || D > 112;
+}
+
+/*
+ * Pass 1 and the assignment of the h16 pass on Hopper's wgmma (hopper.cuh)
+ * on cc 9.0 devices (the library carries sm_90a code), else mma.sync
+ * (half.cuh); FLASHGMM_GPU_ESTEP=h16mma forces mma.sync (tests, benchmark).
+ */
+bool use_wgmma()
+{
+	const char *e = getenv("FLASHGMM_GPU_ESTEP");
+	return g_prop.major == 9 && g_prop.minor == 0 && !(e && strcmp(e, "h16mma") == 0);
+}
+
+/* the h16 pass-1 kernel (logZ, or with MM > 0 the top-m assignment) over nblocks blocks of 128 rows */
+template <bool DG, int MM, class... A>
+void launch_pass1(unsigned nblocks, A... args)
+{
+	static_assert(wg::Cfg<DG>::BM == h16::BM1, "both pass-1 kernels take blocks of the same rows");
+	if (use_wgmma())
+	{
+		const size_t sm = wg::lse_smem(DG);
+		set_smem(wg::lse_wg_kernel<DG, MM>, sm);
+		wg::lse_wg_kernel<DG, MM><<<nblocks, wg::Cfg<DG>::THREADS, sm, g_s>>>(args...);
+	}
+	else
+	{
+		const size_t sm = h16::lse16_smem(DG);
+		set_smem(h16::lse16_kernel<DG, MM>, sm);
+		h16::lse16_kernel<DG, MM><<<nblocks, h16::NW1 * 32, sm, g_s>>>(args...);
+	}
 }
 
 /* device bytes of the h16 pass: one block of FP16 rows and their norms, the FP16 model */
@@ -1430,14 +1461,14 @@ struct EStep
 		if (h16)
 		{
 			hr.init(*M, src->dX, src->N);
-			snprintf(g_variant, sizeof(g_variant), "h16 (FP16 tensor cores, data scale 2^%d)",
-					 (int) std::lround(std::log2((double) M->h16_S)));
+			snprintf(g_variant, sizeof(g_variant), "h16 (FP16 tensor cores, pass 1 on %s, data scale 2^%d)",
+					 use_wgmma() ? "wgmma" : "mma.sync", (int) std::lround(std::log2((double) M->h16_S)));
 		}
 		else
 		{
 			gemm = use_gemm(M->Kp);
 			const char *e = getenv("FLASHGMM_GPU_ESTEP");
-			if (try16 || (e && strcmp(e, "h16") == 0))
+			if (try16 || (e && strncmp(e, "h16", 3) == 0))
 			{
 				char tmp[sizeof(g_variant)];
 				snprintf(tmp, sizeof(tmp), "%s (h16 needs %s)", g_variant,
@@ -1478,8 +1509,6 @@ struct EStep
 		set_smem(stats_kernel<64, true, true>, stats_smem(64));
 		if (h16)
 		{
-			set_smem(h16::lse16_kernel<false, 0>, h16::lse16_smem(false));
-			set_smem(h16::lse16_kernel<true, 0>, h16::lse16_smem(true));
 			set_smem(h16::stats16_kernel<false, 8>, h16::stats16_smem(false, 8));
 			set_smem(h16::stats16_kernel<false, 4>, h16::stats16_smem(false, 4));
 			set_smem(h16::stats16_kernel<true, 4>, h16::stats16_smem(true, 4));
@@ -1509,18 +1538,17 @@ struct EStep
 
 	void launch_lse16(const float *x, int64_t nr, int64_t npad, float *lz, bool hard)
 	{
-		dim3 grid((unsigned) (npad / h16::BM1));
-		size_t sm = h16::lse16_smem(M->diag);
+		const unsigned nb = (unsigned) (npad / h16::BM1);
 		Direct dr = M->direct();
-#define A16 hr.Xg, hr.xh, x, nr, M->D, M->Kp, M->Wh, M->colc16, M->colp16, (int) hard, lz, blockll, dr, 1.f, 0, 0.f, \
-			nullptr, nullptr
+#define A16 hr.Xg, (const float *) hr.xh, x, nr, M->D, M->Kp, (const __half *) M->Wh, (const float *) M->colc16, \
+			(const float *) M->colp16, (int) hard, lz, blockll, dr, 1.f, 0, 0.f, (int32_t *) nullptr, (float *) nullptr
 		if (M->diag)
-			h16::lse16_kernel<true, 0><<<grid, h16::NW1 * 32, sm, g_s>>>(A16);
+			launch_pass1<true, 0>(nb, A16);
 		else
-			h16::lse16_kernel<false, 0><<<grid, h16::NW1 * 32, sm, g_s>>>(A16);
+			launch_pass1<false, 0>(nb, A16);
 #undef A16
-		CKL("lse16_kernel");
-		sum_kernel<<<1, 1024, 0, g_s>>>(blockll, grid.x, ll, 1);
+		CKL("pass 1 (lse16_kernel / lse_wg_kernel)");
+		sum_kernel<<<1, 1024, 0, g_s>>>(blockll, nb, ll, 1);
 		CKL("sum_kernel");
 	}
 
@@ -2381,21 +2409,16 @@ gmm_status fgc_score(const float *X, int64_t N, int K, int D, int cov, const flo
 	});
 }
 
-/* the h16 top-m assignment of one block of converted rows (lse16_kernel with MAXM > 0) */
+/* the h16 top-m assignment of one block of converted rows (the pass-1 kernel with MAXM > 0) */
 void assign16(const DevModel &M, const __half *Xg, const float *xh, const float *x, int64_t nr, int64_t npad,
 			  int maxm, float invT, int m, float tau, int32_t *comp, float *resp)
 {
-	dim3 grid((unsigned) (npad / h16::BM1));
-	size_t sm = h16::lse16_smem(M.diag);
+	const unsigned nb = (unsigned) (npad / h16::BM1);
 	Direct dr = M.direct();
-#define AS16(DG, MM)                                                                                            \
-	do                                                                                                           \
-	{                                                                                                            \
-		set_smem(h16::lse16_kernel<DG, MM>, sm);                                                                  \
-		h16::lse16_kernel<DG, MM><<<grid, h16::NW1 * 32, sm, g_s>>>(Xg, xh, x, nr, M.D, M.Kp, M.Wh, M.colc16,    \
-																	 M.colp16, 0, nullptr, nullptr, dr, invT, m, \
-																	 tau, comp, resp);                          \
-	} while (0)
+#define AS16(DG, MM)                                                                                           \
+	launch_pass1<DG, MM>(nb, Xg, xh, x, nr, M.D, M.Kp, (const __half *) M.Wh, (const float *) M.colc16,        \
+						 (const float *) M.colp16, 0, (float *) nullptr, (double *) nullptr, dr, invT, m, tau, comp, \
+						 resp)
 	if (M.diag)
 	{
 		if (maxm == 1) AS16(true, 1);
@@ -2411,7 +2434,7 @@ void assign16(const DevModel &M, const __half *Xg, const float *xh, const float 
 		else AS16(false, 8);
 	}
 #undef AS16
-	CKL("lse16_kernel (assignment)");
+	CKL("pass 1 (assignment)");
 }
 
 gmm_status fgc_assign(const float *X, int64_t N, int K, int D, int cov, const float *weights,

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/../.."
 B=${1:-.gpu/build}
 mkdir -p "$B"
 NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
-ARCH="-gencode arch=compute_90,code=sm_90"
+ARCH="-gencode arch=compute_90a,code=sm_90a"
 BLAS_INC=""
 [ -f /usr/include/cblas.h ] || [ -f /usr/include/x86_64-linux-gnu/cblas.h ] || BLAS_INC="-I.gpu/blas"
 BLAS_LIB="-lopenblas"

@@ -44,7 +44,8 @@ extern "C" {
 static double g_peak_tf32 = 0, g_peak_bf16 = 0;
 static const char *(*g_variant_fn)(void) = NULL;	/* fgc_estep_variant of the loaded library */
 
-/* E pass of the next engine call: "h16" (the default), "gemm" (cuBLAS over blocks of rows) or "fused" */
+/* E pass of the next engine call: "h16" (the default; pass 1 on wgmma on an H100), "h16mma" (pass 1 on mma.sync),
+ * "gemm" (cuBLAS over blocks of rows) or "fused" */
 static const char *use_estep(const char *v)
 {
 	setenv("FLASHGMM_GPU_ESTEP", v, 1);
@@ -304,7 +305,7 @@ static void engine_em(const char *shape, const float *X, int64_t N, int K, int D
 	double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 	char variant[64];
 	snprintf(variant, sizeof(variant), "%s %s %s%s", estep, cov == GMM_COV_DIAG ? "diag" : "sph",
-			 !strcmp(estep, "h16") ? "3xFP16" : prec == GMM_GPU_PREC_3XTF32 ? "3xTF32" : "TF32", tag);
+			 !strncmp(estep, "h16", 3) ? "3xFP16" : prec == GMM_GPU_PREC_3XTF32 ? "3xTF32" : "TF32", tag);
 	if (st != GMM_OK)
 	{
 		char note[96];
@@ -347,7 +348,7 @@ static void engine_assign(const char *shape, const float *X, int64_t N, int K, i
 		best = std::min(best, gs.ms_kernel);
 	}
 	char variant[64], note[96];
-	snprintf(variant, sizeof(variant), "%s assign m=%d %s", estep, mm, !strcmp(estep, "h16") ? "3xFP16" : "3xTF32");
+	snprintf(variant, sizeof(variant), "%s assign m=%d %s", estep, mm, !strncmp(estep, "h16", 3) ? "3xFP16" : "3xTF32");
 	snprintf(note, sizeof(note), "device passes only (X resident); H2D %.2f s", gs.seconds_h2d);
 	printf("    (pass: %s)\n", used_estep());
 	add(shape, variant, best, 2.0 * N * (double) K * D, gs.peak_bytes / 1048576.0, note);
@@ -419,6 +420,8 @@ int main(int argc, char **argv)
 		const char *s1 = "N=1M K=1024 D=128";
 		engine_em(s1, X, N, 1024, D, GMM_COV_SPHERICAL, P3, 0, 4, " (default)", "h16");
 		engine_em(s1, X, N, 1024, D, GMM_COV_DIAG, P3, 0, 4, " (default)", "h16");
+		engine_em(s1, X, N, 1024, D, GMM_COV_SPHERICAL, P3, 0, 4, " pass 1 mma.sync", "h16mma");
+		engine_em(s1, X, N, 1024, D, GMM_COV_DIAG, P3, 0, 4, " pass 1 mma.sync", "h16mma");
 		engine_em(s1, X, N, 1024, D, GMM_COV_SPHERICAL, P3, 0, 4, "", "gemm");
 		engine_em(s1, X, N, 1024, D, GMM_COV_DIAG, P3, 0, 4, "", "gemm");
 		/* --core: the 1M rows above only (tuning sweeps), then --ten / --big if asked */
@@ -466,6 +469,7 @@ int main(int argc, char **argv)
 		engine_em(s10, X, N, 1024, D, GMM_COV_SPHERICAL, P3, 0, 3, " (default)", "h16");
 		engine_em(s10, X, N, 1024, D, GMM_COV_DIAG, P3, 0, 3, "", "gemm");
 		engine_assign(s10, X, N, 1024, D, 8, "h16");
+		engine_assign(s10, X, N, 1024, D, 8, "h16mma");
 		engine_assign(s10, X, N, 1024, D, 8, "gemm");
 		engine_em(s10, X, N, 1024, D, GMM_COV_DIAG, P3, 1ll << 30, 2, " budget=1GiB (streamed: gemm)", "h16");
 		if (!quick)

@@ -1,0 +1,471 @@
+/*
+ * hopper.cuh - pass 1 of the h16 E pass (logZ) and the top-m assignment on
+ * Hopper's warpgroup tensor cores (wgmma.mma_async, sm_90a only).
+ *
+ * Same inputs, outputs and precision as half.cuh's lse16_kernel, which it
+ * replaces on cc 9.0 devices: the block's FP16 [hi | lo] rows (Xg, from
+ * convert16_kernel), the FP16 [hi | lo] model (Wh), three products per score
+ * (x_hi.W_hi + x_lo.W_hi + x_hi.W_lo), the same epilogue (online
+ * log-sum-exp in log2 units, flagged components scored from differences,
+ * assign_kernel's top-m rules).  What differs is how the products run:
+ *
+ *   - A thread block is one producer warpgroup and two consumer warpgroups
+ *     of 64 rows each (BM = 128 rows, as lse16_kernel's blocks); setmaxnreg
+ *     moves registers from the producer (40) to the consumers (232).
+ *   - The rows stay in shared memory for the whole walk over the components;
+ *     the model streams through a ring of NS stages, one stage = one 64-half
+ *     (128-byte) slice of the hi or the lo part of BN model rows.  The
+ *     producer fills stages with cp.async and signals "full" mbarriers; the
+ *     consumers signal "empty" when the wgmma reading a stage has completed.
+ *   - Both operands are K-major in the 128-byte swizzled layout wgmma reads
+ *     (16-byte chunk j of row r stored at chunk j ^ (r % 8)), so every k-step
+ *     is one wgmma.mma_async m64nBNk16 with both operands in shared memory,
+ *     FP32 accumulators in registers (the m16n8 fragment layout, so the
+ *     epilogue is lse16_kernel's).
+ *   - Spherical: one accumulator, the tile's three products issued back to
+ *     back as one commit group, its stages released when it completes, then
+ *     the epilogue (the other warpgroup's products keep the tensor cores
+ *     busy meanwhile).  Diag (long cancelling sums, as lse16_kernel's CK
+ *     folds): x_hi.W_hi of each 64-half slice goes to a fresh accumulator
+ *     that is folded into (acc, err) with a two-sum; the two lo products
+ *     (2^-11 smaller) share a plain FP32 accumulator.
+ *   - Measured and dropped (cuda/NOTES.md, v5): two accumulators per
+ *     warpgroup, tile kt + 1's products issued before tile kt's epilogue
+ *     (ptxas serialises the wgmma: C7514/C7515; 9.0-9.4 ms against 8.8).
+ *
+ * The producer's cp.async writes are generic-proxy writes: each consumer
+ * thread runs fence.proxy.async after its "full" wait, before its wgmma
+ * (async proxy) read them.
+ */
+#pragma once
+#include "half.cuh"
+
+namespace fgc {
+namespace wg {
+
+using h16::smem_u32;
+
+/* shapes: features padded to 128 (as half.cuh); diag operands [x | x^2] are 256 halves */
+template <bool DIAG>
+struct Cfg
+{
+	static constexpr int IN = h16::in_width(DIAG);	/* halves per operand row (hi or lo) */
+	static constexpr int C = IN / 64;				/* 128-byte slices per operand row */
+	static constexpr int BM = 128;					/* rows per block: 2 warpgroups x 64 */
+	static constexpr int BN = DIAG ? 64 : 128;		/* components per tile (DevModel's Kp multiple) */
+	static constexpr int NS = DIAG ? 8 : 10;		/* ring stages: 2 (diag) or 2.5 (spherical) tiles */
+	static constexpr int STAGE = BN * 128;			/* bytes per stage */
+	static constexpr int ROWS = 2 * C * BM * 128;	/* rows: [hi | lo][slice][BM][64 halves] */
+	static constexpr int THREADS = 3 * 128;			/* producer + 2 consumer warpgroups */
+};
+
+template <bool DIAG>
+constexpr size_t smem_bytes()
+{
+	return 1024 + Cfg<DIAG>::ROWS + (size_t) Cfg<DIAG>::NS * Cfg<DIAG>::STAGE + 2 * Cfg<DIAG>::NS * 8;
+}
+inline size_t lse_smem(bool diag) { return diag ? smem_bytes<true>() : smem_bytes<false>(); }
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define FGC_WGMMA 1
+#endif
+
+/* ---- mbarriers ---- */
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count)
+{
+	asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar)
+{
+	asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity)
+{
+	uint32_t done;
+	do
+	{
+		asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+					 : "=r"(done) : "r"(bar), "r"(parity) : "memory");
+	} while (!done);
+}
+template <int N>
+__device__ __forceinline__ void setmaxnreg_inc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N)); }
+template <int N>
+__device__ __forceinline__ void setmaxnreg_dec() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N)); }
+/* arrive on the mbarrier when this thread's earlier cp.async copies have completed (count set at init) */
+__device__ __forceinline__ void cp_async_arrive(uint32_t bar)
+{
+	asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void fence_proxy_async()
+{
+	asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
+/* ---- wgmma ---- */
+/* K-major operand in the 128-byte swizzle: 8-row groups 1024 bytes apart (SBO), LBO unused */
+__device__ __forceinline__ uint64_t desc_sw128(uint32_t saddr)
+{
+	return (uint64_t) ((saddr & 0x3FFFF) >> 4) | (1ull << 16) | (64ull << 32) | (1ull << 62);
+}
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wg_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
+/* keep the compiler from touching accumulators across the asynchronous window */
+template <int R>
+__device__ __forceinline__ void reg_fence(float (&d)[R])
+{
+#pragma unroll
+	for (int i = 0; i < R; i++)
+		asm volatile("" : "+f"(d[i])::"memory");
+}
+
+/* D (64 x 64, FP32) (+)= A (64 x 16) . B (64 x 16)^T, both FP16 K-major in shared memory (descriptors) */
+__device__ __forceinline__ void wgmma_n64(float (&d)[32], uint64_t da, uint64_t db, int accumulate)
+{
+	asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+				 "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {"
+				 "%0, %1, %2, %3, %4, %5, %6, %7, "
+				 "%8, %9, %10, %11, %12, %13, %14, %15, "
+				 "%16, %17, %18, %19, %20, %21, %22, %23, "
+				 "%24, %25, %26, %27, %28, %29, %30, %31"
+				 "}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+				 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+				   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+				   "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+				   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+				 : "l"(da), "l"(db), "r"(accumulate));
+}
+
+/* D (64 x 128, FP32) (+)= A (64 x 16) . B (128 x 16)^T, both FP16 K-major in shared memory (descriptors) */
+__device__ __forceinline__ void wgmma_n128(float (&d)[64], uint64_t da, uint64_t db, int accumulate)
+{
+	asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+				 "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {"
+				 "%0, %1, %2, %3, %4, %5, %6, %7, "
+				 "%8, %9, %10, %11, %12, %13, %14, %15, "
+				 "%16, %17, %18, %19, %20, %21, %22, %23, "
+				 "%24, %25, %26, %27, %28, %29, %30, %31, "
+				 "%32, %33, %34, %35, %36, %37, %38, %39, "
+				 "%40, %41, %42, %43, %44, %45, %46, %47, "
+				 "%48, %49, %50, %51, %52, %53, %54, %55, "
+				 "%56, %57, %58, %59, %60, %61, %62, %63"
+				 "}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+				 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+				   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+				   "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+				   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+				   "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+				   "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+				   "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+				   "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+				 : "l"(da), "l"(db), "r"(accumulate));
+}
+
+template <int BN>
+__device__ __forceinline__ void wgmma_bn(float (&d)[BN / 2], uint64_t da, uint64_t db, int accumulate)
+{
+	if constexpr (BN == 128)
+		wgmma_n128(d, da, db, accumulate);
+	else
+		wgmma_n64(d, da, db, accumulate);
+}
+
+/* cp.async one 64-half slice of nrows rows (global row stride ld halves) into the swizzled layout at dst */
+__device__ __forceinline__ void load_slice(uint8_t *dst, const __half *src, int64_t ld, int nrows, int tid,
+										   int nthreads)
+{
+	for (int i = tid; i < nrows * 8; i += nthreads)
+	{
+		const int r = i >> 3, q = i & 7;
+		h16::cp_async16(dst + r * 128 + ((q ^ (r & 7)) << 4), src + (int64_t) r * ld + q * 8);
+	}
+}
+
+/*
+ * lse16_kernel's contract (half.cuh) on wgmma: logZ of BM rows per thread
+ * block, or with MAXM > 0 the top-m assignment.  Warpgroup 0: the
+ * producer; warpgroups 1 and 2: the consumers (rows 64 (wg - 1) ..).
+ */
+template <bool DIAG, int MAXM>
+__global__ void __launch_bounds__(Cfg<DIAG>::THREADS, 1)
+lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const float *__restrict__ X,
+			  int64_t nrows, int D, int Kp, const __half *__restrict__ Wh, const float *__restrict__ colc,
+			  const float *__restrict__ colp, int hard, float *__restrict__ logZ, double *__restrict__ blockll,
+			  Direct dr, float invT, int m_out, float tau, int32_t *__restrict__ out_comp,
+			  float *__restrict__ out_resp)
+{
+#if defined(FGC_WGMMA)
+	using G = Cfg<DIAG>;
+	constexpr int BN = G::BN, NT = BN / 8, C = G::C, NS = G::NS, NR = BN / 2;
+	constexpr bool ASSIGN = MAXM > 0;
+	constexpr int MM = ASSIGN ? MAXM : 1;
+	constexpr float L2E = h16::L2E, LN2 = h16::LN2;
+	extern __shared__ float4 smem4[];
+	__shared__ double lsum[G::THREADS / 32];
+	const uint32_t raw = smem_u32(smem4), base = (raw + 1023) & ~1023u;
+	uint8_t *gb = reinterpret_cast<uint8_t *>(smem4) + (base - raw);	/* 1024-aligned (the swizzle's period) */
+	const uint32_t srows = base, sring = base + G::ROWS, sbar = sring + NS * G::STAGE;
+	auto full = [&](int s) { return sbar + 8 * s; };
+	auto empty = [&](int s) { return sbar + 8 * (NS + s); };
+
+	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+	const int64_t row0 = (int64_t) blockIdx.x * G::BM;
+	const int ntiles = Kp / BN;
+	if (!ASSIGN)
+		invT = 1.f;
+
+	if (tid == 0)
+		for (int s = 0; s < NS; s++)
+		{
+			mbar_init(full(s), 128);		/* the producer's threads */
+			mbar_init(empty(s), 8);			/* the consumers' warps (lane 0 of each) */
+		}
+	/* the block's rows, [hi | lo] slices, by every thread */
+	for (int p = 0; p < 2; p++)
+		for (int c = 0; c < C; c++)
+			load_slice(gb + (p * C + c) * G::BM * 128, Xg + row0 * 2 * G::IN + p * G::IN + c * 64, 2 * G::IN,
+					   G::BM, tid, G::THREADS);
+	h16::cp_commit();
+	h16::cp_wait<0>();
+	fence_proxy_async();
+	__syncthreads();
+
+	double mine = 0.0;
+	float lz2[2] = {0.f, 0.f};
+	float tv[2][MM];
+	int ti[2][MM];
+	const int role = __shfl_sync(0xffffffffu, tid >> 7, 0);	/* warpgroup, provably warp-uniform */
+	if (role == 0)
+	{
+		setmaxnreg_dec<40>();
+		/* producer: stages in the consumers' order: per tile, per slice c: W_hi[c], W_lo[c] */
+		int n = 0;
+		for (int kt = 0; kt < ntiles; kt++)
+			for (int c = 0; c < C; c++)
+				for (int p = 0; p < 2; p++, n++)
+				{
+					const int slot = n % NS, use = n / NS;
+					if (use > 0)
+						mbar_wait(empty(slot), (use - 1) & 1);
+					load_slice(gb + G::ROWS + slot * G::STAGE, Wh + (int64_t) kt * BN * 2 * G::IN + p * G::IN + c * 64,
+							   2 * G::IN, BN, tid, 128);
+					cp_async_arrive(full(slot));	/* "full" once this thread's copies have landed */
+				}
+	}
+	else
+	{
+		setmaxnreg_inc<232>();
+		const int wgi = role - 1, w4 = warp & 3;
+		const uint32_t arow = srows + wgi * 64 * 128;	/* this warpgroup's 64 rows in every slice */
+		auto adesc = [&](int p, int c, int kk) { return desc_sw128(arow + (p * C + c) * G::BM * 128 + kk * 32); };
+		auto bdesc = [&](int n, int kk) { return desc_sw128(sring + (n % NS) * G::STAGE + kk * 32); };
+		/* stage n: wait until full, then order the producer's (generic-proxy) writes before our wgmma reads */
+		auto wait_full = [&](int n) {
+			mbar_wait(full(n % NS), (n / NS) & 1);
+			fence_proxy_async();
+		};
+		auto release = [&](int n) {
+			__syncwarp();
+			if (lane == 0)
+				mbar_arrive(empty(n % NS));
+		};
+		float hx[2];
+#pragma unroll
+		for (int h = 0; h < 2; h++)
+			hx[h] = DIAG ? 0.f : __ldg(xh + row0 + wgi * 64 + w4 * 16 + g + 8 * h);
+		float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f};
+#pragma unroll
+		for (int h = 0; h < 2; h++)
+#pragma unroll
+			for (int q = 0; q < MM; q++)
+				tv[h][q] = NEG_INF, ti[h][q] = -1;
+
+		/*
+		 * Epilogue (lse16_kernel's) of tile kt, reading d only (writing it
+		 * would serialise the other accumulator's wgmma): scores in log2
+		 * units; d[4 j + 2 h + e] = (row g + 8h, col 8j + 2t + e).
+		 */
+		auto epilogue = [&](const float (&d)[NR], int kt) {
+			const int k0 = kt * BN;
+#pragma unroll
+			for (int h = 0; h < 2; h++)
+			{
+				const int64_t gr = row0 + wgi * 64 + w4 * 16 + g + 8 * h;
+				float s[NT][2], tmax = NEG_INF;
+#pragma unroll
+				for (int j = 0; j < NT; j++)
+				{
+					const int k = k0 + j * 8 + 2 * t;
+					const float2 cc = __ldg(reinterpret_cast<const float2 *>(colc + k));
+					const float2 cp = __ldg(reinterpret_cast<const float2 *>(colp + k));
+#pragma unroll
+					for (int e = 0; e < 2; e++)
+					{
+						const float v = d[4 * j + 2 * h + e], c0 = (e ? cc.y : cc.x) * L2E;
+						s[j][e] = DIAG ? fmaf(v, L2E, c0) : fmaf((e ? cp.y : cp.x) * L2E, v - hx[h], c0);
+					}
+				}
+				if (dr.any)		/* unrolled: a runtime index would put s in local memory */
+#pragma unroll
+					for (int j = 0; j < NT; j++)
+#pragma unroll
+						for (int e = 0; e < 2; e++)
+						{
+							const int k = k0 + j * 8 + 2 * t + e;
+							if (dr.flag[k] && gr < nrows)
+								s[j][e] = direct_score(dr, X, gr, D, k) * L2E;
+						}
+#pragma unroll
+				for (int j = 0; j < NT; j++)
+					tmax = fmaxf(tmax, fmaxf(s[j][0], s[j][1]));
+				tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
+				tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
+				online_lse<NT, true>(m[h], l[h], s, tmax, invT, hard);
+				if (ASSIGN)
+#pragma unroll
+					for (int j = 0; j < NT; j++)
+#pragma unroll
+						for (int e = 0; e < 2; e++)
+							topm_insert<MM>(tv[h], ti[h], s[j][e], k0 + j * 8 + 2 * t + e);
+			}
+		};
+
+		if constexpr (!DIAG)
+		{
+			/* d = x_hi.W_hi + x_lo.W_hi + x_hi.W_lo: one commit group per tile, stages released when it completes */
+			float d[NR];
+			for (int kt = 0; kt < ntiles; kt++)
+			{
+				const int n0 = kt * 2 * C;
+				wg_fence();
+#pragma unroll
+				for (int c = 0; c < C; c++)
+				{
+					wait_full(n0 + 2 * c);
+#pragma unroll
+					for (int kk = 0; kk < 4; kk++)
+						wgmma_bn<BN>(d, adesc(0, c, kk), bdesc(n0 + 2 * c, kk), c | kk);
+#pragma unroll
+					for (int kk = 0; kk < 4; kk++)
+						wgmma_bn<BN>(d, adesc(1, c, kk), bdesc(n0 + 2 * c, kk), 1);
+					wait_full(n0 + 2 * c + 1);
+#pragma unroll
+					for (int kk = 0; kk < 4; kk++)
+						wgmma_bn<BN>(d, adesc(0, c, kk), bdesc(n0 + 2 * c + 1, kk), 1);
+				}
+				wg_commit();
+				wg_wait<0>();
+				reg_fence(d);
+#pragma unroll
+				for (int q = 0; q < 2 * C; q++)
+					release(n0 + q);
+				epilogue(d, kt);
+			}
+		}
+		else
+		{
+			/* x_hi.W_hi per slice into part, two-sum folded into (d, err); both lo products into acc2 */
+			float d[NR], part[NR], acc2[NR], err[NR];
+			for (int kt = 0; kt < ntiles; kt++)
+			{
+				const int n0 = kt * 2 * C;
+#pragma unroll 1
+				for (int c = 0; c < C; c++)
+				{
+					const int nh = n0 + 2 * c, nl = nh + 1;
+					wg_fence();
+					wait_full(nh);
+#pragma unroll
+					for (int kk = 0; kk < 4; kk++)
+						wgmma_bn<BN>(part, adesc(0, c, kk), bdesc(nh, kk), kk);
+#pragma unroll
+					for (int kk = 0; kk < 4; kk++)
+						wgmma_bn<BN>(acc2, adesc(1, c, kk), bdesc(nh, kk), c | kk);
+					wg_commit();
+					wait_full(nl);
+#pragma unroll
+					for (int kk = 0; kk < 4; kk++)
+						wgmma_bn<BN>(acc2, adesc(0, c, kk), bdesc(nl, kk), 1);
+					wg_commit();
+					wg_wait<0>();
+					reg_fence(part);
+					reg_fence(acc2);
+					release(nh);
+					release(nl);
+					if (c == 0)
+#pragma unroll
+						for (int i = 0; i < NR; i++)
+							d[i] = part[i], err[i] = 0.f;
+					else
+#pragma unroll
+						for (int i = 0; i < NR; i++)
+							h16::two_sum_fold(d[i], err[i], part[i]);
+				}
+#pragma unroll
+				for (int i = 0; i < NR; i++)
+					d[i] += err[i] + acc2[i];
+				epilogue(d, kt);
+			}
+		}
+		/* merge the quad: each thread holds a share of the same two rows; lz in log2 units */
+#pragma unroll
+		for (int h = 0; h < 2; h++)
+		{
+			float M = m[h];
+			M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, 1));
+			M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, 2));
+			float L = (m[h] == NEG_INF) ? 0.f : l[h] * ex2(m[h] - M);
+			L += __shfl_xor_sync(0xffffffffu, L, 1);
+			L += __shfl_xor_sync(0xffffffffu, L, 2);
+			lz2[h] = hard ? M : M + __log2f(L);
+		}
+		if (!ASSIGN)
+#pragma unroll
+			for (int h = 0; h < 2; h++)
+			{
+				const int64_t gr = row0 + wgi * 64 + w4 * 16 + g + 8 * h;
+				if (t == 0 && gr < nrows)
+				{
+					logZ[gr] = lz2[h] * LN2;
+					mine += (double) (lz2[h] * LN2);
+				}
+			}
+	}
+	if (ASSIGN)
+	{
+		/* the quad's lists through shared memory (the rows are free once every warp is here), a thread per row */
+		float *cv = reinterpret_cast<float *>(gb);				/* [BM][4][MAXM] */
+		int *ci = reinterpret_cast<int *>(cv + G::BM * 4 * MM);	/* [BM][4][MAXM] */
+		float *lzs = reinterpret_cast<float *>(ci + G::BM * 4 * MM);	/* [BM] */
+		__syncthreads();
+		if (role > 0)
+#pragma unroll
+			for (int h = 0; h < 2; h++)
+			{
+				const int r = (role - 1) * 64 + (warp & 3) * 16 + g + 8 * h;
+				topm_stash<MM>(cv, ci, r, t, tv[h], ti[h]);
+				if (t == 0)
+					lzs[r] = lz2[h];
+			}
+		__syncthreads();
+		if (tid < G::BM)
+		{
+			const int r = tid;
+			const int64_t gr = row0 + r;
+			const float lz = lzs[r];
+			if (gr < nrows)
+			{
+				mine = (double) (lz * LN2);	/* the row's log-likelihood when T = 1 */
+				topm_merge_row<MM, true>(cv + r * 4 * MM, ci + r * 4 * MM, lz, invT, m_out, tau, out_comp + gr * m_out,
+										 out_resp ? out_resp + gr * m_out : nullptr);
+			}
+		}
+	}
+	block_sum_fixed<G::THREADS / 32>(mine, lsum, blockll ? blockll + blockIdx.x : nullptr);
+#endif
+}
+
+}	/* namespace wg */
+}	/* namespace fgc */
