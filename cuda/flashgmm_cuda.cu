@@ -1568,7 +1568,12 @@ struct EStep
 		Direct dr = M->direct();
 #define S16 hr.Xg, hr.xh, x, nr, M->D, M->Kp, M->Wh, M->colc16, M->colp16, M->h16_S, lz, (int) hard, rps, part, pnk, \
 			psxn, Wd, dr
-		if (M->diag && nw == 8)
+		if (!M->diag && nw == 8 && use_wgmma())	/* 128 components per block, as stats16_kernel<false, 8> */
+		{
+			set_smem(wg::stats_wg_kernel, wg::stats_smem());
+			wg::stats_wg_kernel<<<grid, wg::Cfg2::THREADS, wg::stats_smem(), g_s>>>(S16);
+		}
+		else if (M->diag && nw == 8)
 			h16::stats16_kernel<true, 8><<<grid, 8 * 32, sm, g_s>>>(S16);
 		else if (M->diag)
 			h16::stats16_kernel<true, 4><<<grid, 4 * 32, sm, g_s>>>(S16);
@@ -1577,7 +1582,7 @@ struct EStep
 		else
 			h16::stats16_kernel<false, 4><<<grid, 4 * 32, sm, g_s>>>(S16);
 #undef S16
-		CKL("stats16_kernel");
+		CKL("pass 2 (stats16_kernel / stats_wg_kernel)");
 		reduce_parts_kernel<<<std::min<int64_t>(4096, ((int64_t) M->K * Wd + 255) / 256), 256, 0, g_s>>>(
 			part, pnk, psxn, ns, M->Kp, M->K, Wd, sx, nk, sxn);
 		CKL("reduce_parts_kernel");

@@ -108,6 +108,15 @@ __device__ __forceinline__ uint64_t desc_sw128(uint32_t saddr)
 {
 	return (uint64_t) ((saddr & 0x3FFFF) >> 4) | (1ull << 16) | (64ull << 32) | (1ull << 62);
 }
+/*
+ * N-major (MN-major) operand in the 128-byte swizzle: the same [slice][row][64
+ * halves] tiles read with rows as K: 8-row groups 1024 bytes apart (SBO),
+ * 64-element slices of N `slice` bytes apart (LBO).
+ */
+__device__ __forceinline__ uint64_t desc_sw128_mn(uint32_t saddr, uint32_t slice)
+{
+	return (uint64_t) ((saddr & 0x3FFFF) >> 4) | ((uint64_t) (slice >> 4) << 16) | (64ull << 32) | (1ull << 62);
+}
 __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N>
@@ -161,6 +170,31 @@ __device__ __forceinline__ void wgmma_n128(float (&d)[64], uint64_t da, uint64_t
 				   "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
 				   "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
 				 : "l"(da), "l"(db), "r"(accumulate));
+}
+
+/* D (64 x 128, FP32) += A (64 x 16, FP16 fragments in registers) . B (16 x 128), B N-major (features contiguous) in shared memory */
+__device__ __forceinline__ void wgmma_rs_n128_tb(float (&d)[64], const uint32_t (&a)[4], uint64_t db)
+{
+	asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+				 "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {"
+				 "%0, %1, %2, %3, %4, %5, %6, %7, "
+				 "%8, %9, %10, %11, %12, %13, %14, %15, "
+				 "%16, %17, %18, %19, %20, %21, %22, %23, "
+				 "%24, %25, %26, %27, %28, %29, %30, %31, "
+				 "%32, %33, %34, %35, %36, %37, %38, %39, "
+				 "%40, %41, %42, %43, %44, %45, %46, %47, "
+				 "%48, %49, %50, %51, %52, %53, %54, %55, "
+				 "%56, %57, %58, %59, %60, %61, %62, %63"
+				 "}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+				 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+				   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+				   "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+				   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+				   "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+				   "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+				   "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+				   "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+				 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
 }
 
 template <int BN>
@@ -464,6 +498,261 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 		}
 	}
 	block_sum_fixed<G::THREADS / 32>(mine, lsum, blockll ? blockll + blockIdx.x : nullptr);
+#endif
+}
+
+
+/* ---- pass 2 ---- */
+
+/* pass 2 shapes (spherical only): 128 components per block (2 warpgroups of 64), row tiles of BR */
+struct Cfg2
+{
+	static constexpr int IN = h16::DMAX;			/* spherical operand width */
+	static constexpr int C = IN / 64;
+	static constexpr int BKC = 128;					/* components per block */
+	static constexpr int BR = 64;					/* rows per tile */
+	static constexpr int NS = 4;					/* ring stages (row tiles) */
+	static constexpr int MODEL = 2 * C * BKC * 128;	/* [hi | lo][slice][BKC][64] */
+	static constexpr int ROWS = 2 * C * BR * 128;	/* one stage's rows: [hi | lo][slice][BR][64] */
+	static constexpr int THREADS = 3 * 128;
+};
+constexpr size_t stats_smem()
+{
+	return 1024 + Cfg2::MODEL + (size_t) Cfg2::NS * (Cfg2::ROWS + Cfg2::BR * 8) + 2 * Cfg2::NS * 8;
+}
+
+/*
+ * stats16_kernel's contract (half.cuh; spherical, Kp % 128 == 0) on wgmma:
+ * block = 128 components x a range of rows (blockIdx.y), walked in tiles of
+ * BR rows that a producer warpgroup streams through a ring (rows by cp.async,
+ * {logZ', ||x S||^2 / 2} by plain stores).  Consumer warpgroup wg owns
+ * components 64 wg .. 64 wg + 63 of the block (model resident):
+ *   S^T (64 x BR) = three products W . X^T (both operands K-major, SS);
+ *   r = exp2(S^T - logZ') in FP16, straight into A fragments;
+ *   sacc (64 x 128) += R . [x_hi ; x_lo] (A in registers, B = the same row
+ *   tiles read N-major: rows are K).
+ * Tile i's statistics product stays in flight while tile i + 1's scores are
+ * computed; its stage is released when both have completed.
+ */
+__global__ void __launch_bounds__(Cfg2::THREADS, 1)
+stats_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const float *__restrict__ X,
+				int64_t nrows, int D, int Kp, const __half *__restrict__ Wh, const float *__restrict__ colc,
+				const float *__restrict__ colp, float S, const float *__restrict__ logZ, int hard,
+				int64_t rows_per_split, float *__restrict__ part, double *__restrict__ part_nk,
+				double *__restrict__ part_sxn, int Wd, Direct dr)
+{
+#if defined(FGC_WGMMA)
+	using G = Cfg2;
+	constexpr int C = G::C, NS = G::NS, BR = G::BR, NT = BR / 8;
+	constexpr float L2E = h16::L2E, R_SCALE = h16::R_SCALE;
+	extern __shared__ float4 smem4[];
+	const uint32_t raw = smem_u32(smem4), base = (raw + 1023) & ~1023u;
+	uint8_t *gb = reinterpret_cast<uint8_t *>(smem4) + (base - raw);
+	const uint32_t smodel = base, sring = base + G::MODEL, sbar = sring + NS * G::ROWS + NS * BR * 8;
+	float2 *rowv = reinterpret_cast<float2 *>(gb + G::MODEL + NS * G::ROWS);	/* [NS][BR] {logZ L2E - 15, hx} */
+	auto full = [&](int s) { return sbar + 8 * s; };
+	auto empty = [&](int s) { return sbar + 8 * (NS + s); };
+
+	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+	const int k0 = blockIdx.x * G::BKC;
+	const int64_t rbeg = (int64_t) blockIdx.y * rows_per_split;
+	const int64_t rend = min(nrows, rbeg + rows_per_split);
+	const int ntiles = rbeg < rend ? (int) ((rend - rbeg + BR - 1) / BR) : 0;
+
+	if (tid == 0)
+		for (int s = 0; s < NS; s++)
+		{
+			mbar_init(full(s), 256);		/* the producer's threads: cp.async (noinc) + the row values */
+			mbar_init(empty(s), 8);			/* the consumers' warps */
+		}
+	/* the block's model rows, [hi | lo] slices, by every thread */
+	for (int p = 0; p < 2; p++)
+		for (int c = 0; c < C; c++)
+			load_slice(gb + (p * C + c) * G::BKC * 128, Wh + (int64_t) k0 * 2 * G::IN + p * G::IN + c * 64, 2 * G::IN,
+					   G::BKC, tid, G::THREADS);
+	h16::cp_commit();
+	h16::cp_wait<0>();
+	fence_proxy_async();
+	__syncthreads();
+
+	const int role = __shfl_sync(0xffffffffu, tid >> 7, 0);
+	if (role == 0)
+	{
+		setmaxnreg_dec<40>();
+		for (int i = 0; i < ntiles; i++)
+		{
+			const int slot = i % NS, use = i / NS;
+			const int64_t row0 = rbeg + (int64_t) i * BR;
+			if (use > 0)
+				mbar_wait(empty(slot), (use - 1) & 1);
+			for (int p = 0; p < 2; p++)
+				for (int c = 0; c < C; c++)
+					load_slice(gb + G::MODEL + slot * G::ROWS + (p * C + c) * BR * 128,
+							   Xg + row0 * 2 * G::IN + p * G::IN + c * 64, 2 * G::IN, BR, tid, 128);
+			cp_async_arrive(full(slot));
+			if (tid < BR)
+			{
+				const int64_t r = row0 + tid;
+				const bool ok = r < rend;
+				rowv[slot * BR + tid] = make_float2(ok ? __ldg(logZ + r) * L2E - 15.f : INFINITY, ok ? __ldg(xh + r) : 0.f);
+			}
+			mbar_arrive(full(slot));
+		}
+	}
+	else
+	{
+		setmaxnreg_inc<232>();
+		const int wgi = role - 1, w4 = warp & 3;
+		const uint32_t amodel = smodel + wgi * 64 * 128;	/* this warpgroup's 64 components in every slice */
+		auto adesc = [&](int p, int c, int kk) { return desc_sw128(amodel + (p * C + c) * G::BKC * 128 + kk * 32); };
+		auto bdesc = [&](int slot, int p, int c, int kk) {
+			return desc_sw128(sring + slot * G::ROWS + (p * C + c) * BR * 128 + kk * 32);
+		};
+		/* the rows as K (16 per k-step), features as N (C slices of 64) */
+		auto ydesc = [&](int slot, int p, int kc) {
+			return desc_sw128_mn(sring + slot * G::ROWS + p * C * BR * 128 + kc * 16 * 128, BR * 128);
+		};
+		auto release = [&](int slot) {
+			__syncwarp();
+			if (lane == 0)
+				mbar_arrive(empty(slot));
+		};
+		const int kw = k0 + wgi * 64 + w4 * 16;	/* this warp's first component */
+		float cc[2], cp[2];
+		int fl[2];
+#pragma unroll
+		for (int h = 0; h < 2; h++)
+		{
+			cc[h] = __ldg(colc + kw + g + 8 * h) * L2E;
+			cp[h] = __ldg(colp + kw + g + 8 * h) * L2E;
+			fl[h] = dr.any ? dr.flag[kw + g + 8 * h] : 0;
+		}
+		const bool wflag = fl[0] || fl[1];
+		float sacc[64], sc[BR / 2];
+#pragma unroll
+		for (int i = 0; i < 64; i++)
+			sacc[i] = 0.f;
+		double nk_acc[2] = {0.0, 0.0}, sxn_acc[2] = {0.0, 0.0};
+		uint32_t ra[BR / 16][4];
+		for (int i = 0; i < ntiles; i++)
+		{
+			const int slot = i % NS;
+			const int64_t row0 = rbeg + (int64_t) i * BR;
+			mbar_wait(full(slot), (i / NS) & 1);
+			fence_proxy_async();
+			wg_fence();
+			/* S^T = W_hi.x_hi + W_hi.x_lo + W_lo.x_hi */
+#pragma unroll
+			for (int c = 0; c < C; c++)
+#pragma unroll
+				for (int kk = 0; kk < 4; kk++)
+					wgmma_n64(sc, adesc(0, c, kk), bdesc(slot, 0, c, kk), c | kk);
+#pragma unroll
+			for (int c = 0; c < C; c++)
+#pragma unroll
+				for (int kk = 0; kk < 4; kk++)
+				{
+					wgmma_n64(sc, adesc(0, c, kk), bdesc(slot, 1, c, kk), 1);
+					wgmma_n64(sc, adesc(1, c, kk), bdesc(slot, 0, c, kk), 1);
+				}
+			wg_commit();
+			wg_wait<0>();			/* also the previous tile's statistics product */
+			reg_fence(sc);
+			reg_fence(sacc);
+			if (i > 0)
+				release((i - 1) % NS);
+
+			/* scores in log2 units (sc[4 j + 2 h + e] = component g + 8h, row 8j + 2t + e), r into A fragments */
+			const float2 *rv = rowv + slot * BR;
+			if (wflag)
+#pragma unroll
+				for (int j = 0; j < NT; j++)
+#pragma unroll
+					for (int q = 0; q < 4; q++)
+					{
+						const int h = q >> 1, r = j * 8 + 2 * t + (q & 1);
+						if (fl[h] && row0 + r < rend)
+							sc[4 * j + q] = direct_score(dr, X, row0 + r, D, kw + g + 8 * h) * L2E - cc[h];
+					}
+			float nk_t[2] = {0.f, 0.f}, sx_t[2] = {0.f, 0.f};
+#pragma unroll
+			for (int j = 0; j < NT; j++)
+			{
+				const int r0 = j * 8 + 2 * t;
+				const float2 v0 = rv[r0], v1 = rv[r0 + 1];	/* {logZ', hx} of rows r0, r0 + 1 */
+				float rr[4];
+#pragma unroll
+				for (int q = 0; q < 4; q++)
+				{
+					const int h = q >> 1;
+					const float2 v = (q & 1) ? v1 : v0;
+					const bool direct = wflag && fl[h];
+					const float sv = direct ? sc[4 * j + q] + cc[h] : fmaf(cp[h], sc[4 * j + q] - v.y, cc[h]);
+					const float dd = sv - v.x;	/* log2(r) - 15 */
+					if (hard)
+						rr[q] = (dd >= -15.f - 1e-6f * fabsf(sv)) ? R_SCALE : 0.f;
+					else
+						rr[q] = (dd > -RESP_CUT * L2E + 15.f) ? ex2(dd) : 0.f;
+				}
+				const uint32_t p01 = h16::pack_h2(rr[0], rr[1]), p23 = h16::pack_h2(rr[2], rr[3]);
+				const float2 f01 = __half22float2(*reinterpret_cast<const __half2 *>(&p01));
+				const float2 f23 = __half22float2(*reinterpret_cast<const __half2 *>(&p23));
+				nk_t[0] += f01.x + f01.y;
+				nk_t[1] += f23.x + f23.y;
+				sx_t[0] += f01.x * v0.y + f01.y * v1.y;
+				sx_t[1] += f23.x * v0.y + f23.y * v1.y;
+				ra[j / 2][(j & 1) * 2 + 0] = p01;
+				ra[j / 2][(j & 1) * 2 + 1] = p23;
+			}
+#pragma unroll
+			for (int h = 0; h < 2; h++)
+			{
+				nk_acc[h] += (double) nk_t[h];
+				sxn_acc[h] += (double) sx_t[h];
+			}
+			/* sacc += R . (x_hi + x_lo), left in flight */
+			wg_fence();
+#pragma unroll
+			for (int kc = 0; kc < BR / 16; kc++)
+			{
+				wgmma_rs_n128_tb(sacc, ra[kc], ydesc(slot, 0, kc));
+				wgmma_rs_n128_tb(sacc, ra[kc], ydesc(slot, 1, kc));
+			}
+			wg_commit();
+		}
+		wg_wait<0>();
+		reg_fence(sacc);
+		if (ntiles > 0)
+			release((ntiles - 1) % NS);
+
+		/* this block's partial statistics, unscaled (powers of two: exact); sum r x^2 (spherical) is 2 hx */
+		const float ux = 1.f / (R_SCALE * S);
+		float *pb = part + (int64_t) blockIdx.y * Kp * Wd;
+#pragma unroll
+		for (int j = 0; j < 16; j++)
+#pragma unroll
+			for (int q = 0; q < 4; q++)
+			{
+				const int k = kw + g + 8 * (q >> 1), f = j * 8 + 2 * t + (q & 1);
+				if (f < D)
+					pb[(int64_t) k * Wd + f] = sacc[4 * j + q] * ux;
+			}
+#pragma unroll
+		for (int h = 0; h < 2; h++)
+		{
+			double a = nk_acc[h], c = sxn_acc[h];
+			a += __shfl_xor_sync(0xffffffffu, a, 1);
+			a += __shfl_xor_sync(0xffffffffu, a, 2);
+			c += __shfl_xor_sync(0xffffffffu, c, 1);
+			c += __shfl_xor_sync(0xffffffffu, c, 2);
+			if (t == 0)
+			{
+				const int k = kw + g + 8 * h;
+				part_nk[(int64_t) blockIdx.y * Kp + k] = a / R_SCALE;
+				part_sxn[(int64_t) blockIdx.y * Kp + k] = 2.0 * c / ((double) R_SCALE * S * S);
+			}
+		}
+	}
 #endif
 }
 
