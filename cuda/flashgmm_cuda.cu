@@ -999,20 +999,6 @@ struct Source
 				issue(c + 1);
 		}
 	}
-	/* one centred row into dst (device) */
-	void row_to_device(int64_t n, float *dst, const std::vector<float> &shift)
-	{
-		if (resident)
-			CK(cudaMemcpyAsync(dst, dX + n * D, sizeof(float) * D, cudaMemcpyDeviceToDevice, g_s));
-		else
-		{
-			std::vector<float> r(D);
-			for (int d = 0; d < D; d++)
-				r[d] = hX[n * D + d] - shift[d];
-			CK(cudaMemcpyAsync(dst, r.data(), sizeof(float) * D, cudaMemcpyHostToDevice, g_s));
-			CK(cudaStreamSynchronize(g_s));
-		}
-	}
 	void destroy()
 	{
 		for (int i = 0; i < 2; i++)
@@ -1404,6 +1390,16 @@ struct EStep
 	int Wd, nDt;
 	int nsplit_max;
 	float *logZ;				/* N (resident) or chunk rows */
+	/* re-seeding scratch, allocated on first use: candidates (row, logZ) and their count, seeds' k / rows / source */
+	struct Reseed
+	{
+		int64_t cap = 0;
+		int64_t *crow = nullptr;
+		float *clz = nullptr, *pv = nullptr, *src = nullptr;
+		unsigned long long *count = nullptr;
+		int *ks = nullptr;
+		int64_t *rows = nullptr;
+	} rs;
 	double *blockll, *ll;
 	float *part;
 	double *pnk, *psxn;
@@ -1776,6 +1772,50 @@ struct EStep
 	}
 };
 
+/* every step-th logZ (a stride sample for the re-seeding threshold) */
+__global__ void sample_kernel(const float *lz, int64_t step, int n, float *out)
+{
+	const int i = blockIdx.x * blockDim.x + threadIdx.x;
+	if (i < n)
+		out[i] = lz[(int64_t) i * step];
+}
+
+/* rows with logZ <= t0 into (crow, clz), in any order (the host sorts them); count may exceed cap (then: none kept) */
+__global__ void candidates_kernel(const float *lz, int64_t N, float t0, int64_t cap, int64_t *crow, float *clz,
+								  unsigned long long *count)
+{
+	for (int64_t i = (int64_t) blockIdx.x * blockDim.x + threadIdx.x; i < N; i += (int64_t) gridDim.x * blockDim.x)
+		if (lz[i] <= t0)
+		{
+			const unsigned long long j = atomicAdd(count, 1ull);
+			if ((int64_t) j < cap)
+			{
+				crow[j] = i;
+				clz[j] = lz[i];
+			}
+		}
+}
+
+/*
+ * Re-seeding of empty components, all in one launch (block j: component
+ * ks[j]): mean = row rows[j] of src (or row j when rows is null), variances =
+ * pv (VL), raw weight 1.  Was a device copy, two uploads and a stream
+ * synchronisation per component: about 4 ms per M-step at 1M rows from the
+ * benchmark's random start.
+ */
+__global__ void reseed_kernel(const float *src, const int64_t *rows, const int *ks, const float *pv, int D, int VL,
+							  float *mu, float *var, double *wraw)
+{
+	const int k = ks[blockIdx.x];
+	const int64_t r = rows ? rows[blockIdx.x] : blockIdx.x;
+	for (int d = threadIdx.x; d < D; d += blockDim.x)
+		mu[(size_t) k * D + d] = src[r * D + d];
+	for (int j = threadIdx.x; j < VL; j += blockDim.x)
+		var[(size_t) k * VL + j] = pv[j];
+	if (threadIdx.x == 0)
+		wraw[k] = 1.0;
+}
+
 /*
  * M-step and re-seeding.  seed_rows: for the k-means++ initialisation, the
  * seed of each component (an empty one gets its seed back); otherwise empty
@@ -1795,10 +1835,94 @@ struct Rng
 	double uniform() { return (next() >> 11) * (1.0 / 9007199254740992.0); }
 };
 
+/*
+ * The e lowest (logZ, row) pairs of the resident rows, in that order (ties
+ * to the lower row), exact and deterministic: a stride sample of 4096 logZ
+ * sets a threshold t0 below which about 2e + 16 N / 4096 rows fall; the
+ * device lists the rows at or below t0 (any order), the host sorts those.
+ * When fewer than e (or more than the buffer) fall below t0, the whole logZ
+ * is copied and scanned with a max-heap.  (Was: 4 MB copied and scanned on
+ * the host at every re-seeding M-step, about 4 ms at 1M rows.)
+ */
+std::vector<int64_t> lowest_rows(EStep::Reseed &rs, const float *dlz, int64_t N, size_t e)
+{
+	const int ns = (int) std::min<int64_t>(N, 4096);
+	const int64_t step = N / ns;
+	if (rs.cap == 0)
+	{
+		rs.cap = std::min<int64_t>(N, 65536 + 4 * (int64_t) e);
+		rs.crow = dalloc<int64_t>(rs.cap, "re-seeding");
+		rs.clz = dalloc<float>(std::max<int64_t>(rs.cap, ns), "re-seeding");
+		rs.count = dalloc<unsigned long long>(1, "re-seeding");
+	}
+	std::vector<float> smp(ns);
+	sample_kernel<<<(ns + 255) / 256, 256, 0, g_s>>>(dlz, step, ns, rs.clz);
+	CKL("sample_kernel");
+	CK(cudaMemcpyAsync(smp.data(), rs.clz, sizeof(float) * ns, cudaMemcpyDeviceToHost, g_s));
+	CK(cudaStreamSynchronize(g_s));
+	smp.erase(std::remove_if(smp.begin(), smp.end(), [](float v) { return std::isnan(v); }), smp.end());
+	std::sort(smp.begin(), smp.end());
+	std::vector<std::pair<float, int64_t>> cand;
+	unsigned long long cnt = 0;
+	if (!smp.empty() && (int64_t) e <= rs.cap)
+	{
+		const size_t rank = std::min(smp.size() - 1, (size_t) ((double) e / N * smp.size() * 2.0) + 16);
+		CK(cudaMemsetAsync(rs.count, 0, sizeof(unsigned long long), g_s));
+		candidates_kernel<<<std::min<int64_t>(1024, (N + 255) / 256), 256, 0, g_s>>>(dlz, N, smp[rank], rs.cap,
+																					   rs.crow, rs.clz, rs.count);
+		CKL("candidates_kernel");
+		CK(cudaMemcpyAsync(&cnt, rs.count, sizeof(cnt), cudaMemcpyDeviceToHost, g_s));
+		CK(cudaStreamSynchronize(g_s));
+		if (cnt >= e && (int64_t) cnt <= rs.cap)
+		{
+			std::vector<int64_t> r(cnt);
+			std::vector<float> v(cnt);
+			CK(cudaMemcpyAsync(r.data(), rs.crow, sizeof(int64_t) * cnt, cudaMemcpyDeviceToHost, g_s));
+			CK(cudaMemcpyAsync(v.data(), rs.clz, sizeof(float) * cnt, cudaMemcpyDeviceToHost, g_s));
+			CK(cudaStreamSynchronize(g_s));
+			for (size_t i = 0; i < cnt; i++)
+				cand.emplace_back(v[i], r[i]);
+		}
+	}
+	if (cand.size() < e)
+	{
+		/* the sample misjudged (or ties overflowed the buffer): every row, with a max-heap of e */
+		std::vector<float> lz(N);
+		CK(cudaMemcpy(lz.data(), dlz, sizeof(float) * N, cudaMemcpyDeviceToHost));
+		cand.clear();
+		for (int64_t i = 0; i < N; i++)
+		{
+			std::pair<float, int64_t> c(lz[i], i);
+			if (cand.size() < e)
+			{
+				cand.push_back(c);
+				std::push_heap(cand.begin(), cand.end());
+			}
+			else if (c < cand.front())
+			{
+				std::pop_heap(cand.begin(), cand.end());
+				cand.back() = c;
+				std::push_heap(cand.begin(), cand.end());
+			}
+		}
+	}
+	std::partial_sort(cand.begin(), cand.begin() + e, cand.end());
+	std::vector<int64_t> out(e);
+	for (size_t i = 0; i < e; i++)
+		out[i] = cand[i].second;
+	return out;
+}
+
 int mstep(DevModel &M, EStep &E, Source &src, double reg, const std::vector<int64_t> *seed_rows, Rng &rng,
 		  const std::vector<float> &shift, bool equal_weights)
 {
 	const int K = M.K, VL = M.VL;
+	auto t0 = std::chrono::steady_clock::now();
+	auto since = [&]() {
+		CK(cudaStreamSynchronize(g_s));
+		return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+	};
+	double t_stats = 0, t_seed = 0;
 	mstep_kernel<<<K, 128, 0, g_s>>>(E.nk, E.sx, E.sxn, M.D, E.Wd, M.diag, reg, M.mu, M.var, M.wraw);
 	CKL("mstep_kernel");
 	if (E.fn > 0)
@@ -1819,6 +1943,8 @@ int mstep(DevModel &M, EStep &E, Source &src, double reg, const std::vector<int6
 		else
 			wsum += nk[k] + 10.0 * DBL_EPSILON;
 	}
+	if (profiling())
+		t_stats = since();
 	if (!empty.empty())
 	{
 		std::vector<float> var((size_t) K * VL);
@@ -1844,48 +1970,45 @@ int mstep(DevModel &M, EStep &E, Source &src, double reg, const std::vector<int6
 			if (E.logz_rows >= src.N)
 			{
 				/* lowest log-likelihood rows, like the CPU engine */
-				std::vector<float> lz(src.N);
-				CK(cudaMemcpy(lz.data(), E.logZ, sizeof(float) * src.N, cudaMemcpyDeviceToHost));
-				/*
-				 * the e lowest (logZ, row) pairs in one pass with a max-heap of e (a partial
-				 * sort of all N row indices took 6-12 ms per re-seeding M-step at 1M rows)
-				 */
-				size_t e = std::min(empty.size(), (size_t) src.N);
-				auto before = [&](int64_t a, int64_t b) { return lz[a] < lz[b] || (lz[a] == lz[b] && a < b); };
-				std::vector<int64_t> heap;
-				heap.reserve(e);
-				for (int64_t i = 0; i < src.N; i++)
-				{
-					if (heap.size() < e)
-					{
-						heap.push_back(i);
-						std::push_heap(heap.begin(), heap.end(), before);
-					}
-					else if (before(i, heap.front()))
-					{
-						std::pop_heap(heap.begin(), heap.end(), before);
-						heap.back() = i;
-						std::push_heap(heap.begin(), heap.end(), before);
-					}
-				}
-				std::sort_heap(heap.begin(), heap.end(), before);
-				rows.assign(heap.begin(), heap.end());
+				rows = lowest_rows(E.rs, E.logZ, src.N, std::min(empty.size(), (size_t) src.N));
 			}
 			else
 				for (size_t j = 0; j < empty.size(); j++)
 					rows.push_back((int64_t) (rng.uniform() * src.N) % src.N);
 		}
-		for (size_t j = 0; j < empty.size(); j++)
+		/* the seeds' rows: gathered from X on the device when resident, else centred here and uploaded */
+		const int ne = (int) empty.size();
+		std::vector<int64_t> rsel(ne);
+		for (int j = 0; j < ne; j++)
+			rsel[j] = seed_rows ? (*seed_rows)[empty[j]] : rows[j % rows.size()];
+		EStep::Reseed &rs = E.rs;
+		if (!rs.ks)		/* once per fit: K seeds at most */
 		{
-			int k = empty[j];
-			int64_t r = seed_rows ? (*seed_rows)[k] : rows[j % rows.size()];
-			src.row_to_device(r, M.mu + (size_t) k * M.D, shift);
-			CK(cudaMemcpyAsync(M.var + (size_t) k * VL, pv.data(), sizeof(float) * VL, cudaMemcpyHostToDevice, g_s));
-			double one = 1.0;
-			CK(cudaMemcpyAsync(M.wraw + k, &one, sizeof(double), cudaMemcpyHostToDevice, g_s));
-			CK(cudaStreamSynchronize(g_s));
-			wsum += 1.0;
+			rs.ks = dalloc<int>(K, "re-seeding");
+			rs.pv = dalloc<float>(VL, "re-seeding");
+			if (src.resident)
+				rs.rows = dalloc<int64_t>(K, "re-seeding");
+			else
+				rs.src = dalloc<float>((size_t) K * M.D, "re-seeding");
 		}
+		CK(cudaMemcpyAsync(rs.ks, empty.data(), sizeof(int) * ne, cudaMemcpyHostToDevice, g_s));
+		CK(cudaMemcpyAsync(rs.pv, pv.data(), sizeof(float) * VL, cudaMemcpyHostToDevice, g_s));
+		std::vector<float> hrows;
+		if (src.resident)
+			CK(cudaMemcpyAsync(rs.rows, rsel.data(), sizeof(int64_t) * ne, cudaMemcpyHostToDevice, g_s));
+		else
+		{
+			hrows.resize((size_t) ne * M.D);
+			for (int j = 0; j < ne; j++)
+				for (int d = 0; d < M.D; d++)
+					hrows[(size_t) j * M.D + d] = src.hX[rsel[j] * M.D + d] - shift[d];
+			CK(cudaMemcpyAsync(rs.src, hrows.data(), sizeof(float) * hrows.size(), cudaMemcpyHostToDevice, g_s));
+		}
+		reseed_kernel<<<ne, 128, 0, g_s>>>(src.resident ? src.dX : rs.src, src.resident ? rs.rows : nullptr, rs.ks,
+											rs.pv, M.D, VL, M.mu, M.var, M.wraw);
+		CKL("reseed_kernel");
+		CK(cudaStreamSynchronize(g_s));	/* the host buffers above live until here */
+		wsum += ne;
 	}
 	if (equal_weights)
 	{
@@ -1895,7 +2018,12 @@ int mstep(DevModel &M, EStep &E, Source &src, double reg, const std::vector<int6
 		CK(cudaStreamSynchronize(g_s));
 		wsum = K;
 	}
+	if (profiling())
+		t_seed = since();
 	M.prepare(1.0 / wsum);
+	if (profiling())
+		fprintf(stderr, "flashgmm profile: M-step %.2f ms (statistics %.2f, re-seeding %zu: %.2f, constants %.2f)\n",
+				since(), t_stats, empty.size(), t_seed - t_stats, since() - t_seed);
 	return (int) empty.size();
 }
 
