@@ -1564,10 +1564,19 @@ struct EStep
 		Direct dr = M->direct();
 #define S16 hr.Xg, hr.xh, x, nr, M->D, M->Kp, M->Wh, M->colc16, M->colp16, M->h16_S, lz, (int) hard, rps, part, pnk, \
 			psxn, Wd, dr
-		if (!M->diag && nw == 8 && use_wgmma())	/* 128 components per block, as stats16_kernel<false, 8> */
+		if (nw == 8 && use_wgmma())	/* 128 components per block, as stats16_kernel<*, 8> */
 		{
-			set_smem(wg::stats_wg_kernel, wg::stats_smem());
-			wg::stats_wg_kernel<<<grid, wg::Cfg2::THREADS, wg::stats_smem(), g_s>>>(S16);
+			const size_t smw = wg::stats_smem(M->diag);
+			if (M->diag)
+			{
+				set_smem(wg::stats_wg_kernel<true>, smw);
+				wg::stats_wg_kernel<true><<<grid, wg::Cfg2<true>::THREADS, smw, g_s>>>(S16);
+			}
+			else
+			{
+				set_smem(wg::stats_wg_kernel<false>, smw);
+				wg::stats_wg_kernel<false><<<grid, wg::Cfg2<false>::THREADS, smw, g_s>>>(S16);
+			}
 		}
 		else if (M->diag && nw == 8)
 			h16::stats16_kernel<true, 8><<<grid, 8 * 32, sm, g_s>>>(S16);

@@ -1,7 +1,8 @@
 /*
- * hopper.cuh - pass 1 of the h16 E pass (logZ) and the top-m assignment on
- * Hopper's warpgroup tensor cores (wgmma.mma_async, sm_90a only).
+ * hopper.cuh - the h16 E pass (logZ, then the statistics) and the top-m
+ * assignment on Hopper's warpgroup tensor cores (wgmma.mma_async, sm_90a).
  *
+ * Pass 1 (lse_wg_kernel; pass 2, stats_wg_kernel, is described above it):
  * Same inputs, outputs and precision as half.cuh's lse16_kernel, which it
  * replaces on cc 9.0 devices: the block's FP16 [hi | lo] rows (Xg, from
  * convert16_kernel), the FP16 [hi | lo] model (Wh), three products per score
@@ -197,13 +198,68 @@ __device__ __forceinline__ void wgmma_rs_n128_tb(float (&d)[64], const uint32_t 
 				 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
 }
 
+/* D (64 x 32, FP32) (+)= A (64 x 16) . B (32 x 16)^T, both FP16 K-major in shared memory (descriptors) */
+__device__ __forceinline__ void wgmma_n32(float (&d)[16], uint64_t da, uint64_t db, int accumulate)
+{
+	asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+				 "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {"
+				 "%0, %1, %2, %3, %4, %5, %6, %7, "
+				 "%8, %9, %10, %11, %12, %13, %14, %15"
+				 "}, %16, %17, p, 1, 1, 0, 0;\n}\n"
+				 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+				   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+				 : "l"(da), "l"(db), "r"(accumulate));
+}
+/* D (64 x 256, FP32) += A (64 x 16, FP16 fragments in registers) . B (16 x 256), B N-major (features contiguous) in shared memory */
+__device__ __forceinline__ void wgmma_rs_n256_tb(float (&d)[128], const uint32_t (&a)[4], uint64_t db)
+{
+	asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+				 "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 {"
+				 "%0, %1, %2, %3, %4, %5, %6, %7, "
+				 "%8, %9, %10, %11, %12, %13, %14, %15, "
+				 "%16, %17, %18, %19, %20, %21, %22, %23, "
+				 "%24, %25, %26, %27, %28, %29, %30, %31, "
+				 "%32, %33, %34, %35, %36, %37, %38, %39, "
+				 "%40, %41, %42, %43, %44, %45, %46, %47, "
+				 "%48, %49, %50, %51, %52, %53, %54, %55, "
+				 "%56, %57, %58, %59, %60, %61, %62, %63, "
+				 "%64, %65, %66, %67, %68, %69, %70, %71, "
+				 "%72, %73, %74, %75, %76, %77, %78, %79, "
+				 "%80, %81, %82, %83, %84, %85, %86, %87, "
+				 "%88, %89, %90, %91, %92, %93, %94, %95, "
+				 "%96, %97, %98, %99, %100, %101, %102, %103, "
+				 "%104, %105, %106, %107, %108, %109, %110, %111, "
+				 "%112, %113, %114, %115, %116, %117, %118, %119, "
+				 "%120, %121, %122, %123, %124, %125, %126, %127"
+				 "}, {%128, %129, %130, %131}, %132, p, 1, 1, 1;\n}\n"
+				 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+				   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+				   "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+				   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+				   "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+				   "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+				   "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+				   "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+				   "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+				   "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+				   "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
+				   "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
+				   "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
+				   "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
+				   "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
+				   "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+				 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+}
+
 template <int BN>
 __device__ __forceinline__ void wgmma_bn(float (&d)[BN / 2], uint64_t da, uint64_t db, int accumulate)
 {
 	if constexpr (BN == 128)
 		wgmma_n128(d, da, db, accumulate);
-	else
+	else if constexpr (BN == 64)
 		wgmma_n64(d, da, db, accumulate);
+	else
+		wgmma_n32(d, da, db, accumulate);
 }
 
 /* cp.async one 64-half slice of nrows rows (global row stride ld halves) into the swizzled layout at dst */
@@ -504,37 +560,47 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 
 /* ---- pass 2 ---- */
 
-/* pass 2 shapes (spherical only): 128 components per block (2 warpgroups of 64), row tiles of BR */
+/*
+ * pass 2 shapes: 128 components per block (2 warpgroups of 64, the model
+ * resident), row tiles of BR through NS stages.  Diag: [x | x^2] is 256
+ * halves wide, so the tiles are 32 rows (the model takes 128 KB).
+ */
+template <bool DIAG>
 struct Cfg2
 {
-	static constexpr int IN = h16::DMAX;			/* spherical operand width */
+	static constexpr int IN = h16::in_width(DIAG);
 	static constexpr int C = IN / 64;
 	static constexpr int BKC = 128;					/* components per block */
-	static constexpr int BR = 64;					/* rows per tile */
-	static constexpr int NS = 4;					/* ring stages (row tiles) */
+	static constexpr int BR = DIAG ? 32 : 64;		/* rows per tile */
+	static constexpr int NS = DIAG ? 3 : 4;			/* ring stages (row tiles) */
 	static constexpr int MODEL = 2 * C * BKC * 128;	/* [hi | lo][slice][BKC][64] */
 	static constexpr int ROWS = 2 * C * BR * 128;	/* one stage's rows: [hi | lo][slice][BR][64] */
 	static constexpr int THREADS = 3 * 128;
 };
-constexpr size_t stats_smem()
+template <bool DIAG>
+constexpr size_t stats_smem_t()
 {
-	return 1024 + Cfg2::MODEL + (size_t) Cfg2::NS * (Cfg2::ROWS + Cfg2::BR * 8) + 2 * Cfg2::NS * 8;
+	using G = Cfg2<DIAG>;
+	return 1024 + G::MODEL + (size_t) G::NS * (G::ROWS + G::BR * 8) + 2 * G::NS * 8;
 }
+inline size_t stats_smem(bool diag) { return diag ? stats_smem_t<true>() : stats_smem_t<false>(); }
 
 /*
- * stats16_kernel's contract (half.cuh; spherical, Kp % 128 == 0) on wgmma:
- * block = 128 components x a range of rows (blockIdx.y), walked in tiles of
- * BR rows that a producer warpgroup streams through a ring (rows by cp.async,
- * {logZ', ||x S||^2 / 2} by plain stores).  Consumer warpgroup wg owns
- * components 64 wg .. 64 wg + 63 of the block (model resident):
- *   S^T (64 x BR) = three products W . X^T (both operands K-major, SS);
+ * stats16_kernel's contract (half.cuh; Kp % 128 == 0) on wgmma: block = 128
+ * components x a range of rows (blockIdx.y), walked in tiles of BR rows that
+ * a producer warpgroup streams through a ring (rows by cp.async, {logZ',
+ * ||x S||^2 / 2} by plain stores).  Consumer warpgroup wg owns components
+ * 64 wg .. 64 wg + 63 of the block (model resident):
+ *   S^T (64 x BR) = three products W . X^T (both operands K-major, SS; diag:
+ *   folded per 64-half slice, as pass 1);
  *   r = exp2(S^T - logZ') in FP16, straight into A fragments;
- *   sacc (64 x 128) += R . [x_hi ; x_lo] (A in registers, B = the same row
+ *   sacc (64 x IN) += R . [x_hi ; x_lo] (A in registers, B = the same row
  *   tiles read N-major: rows are K).
  * Tile i's statistics product stays in flight while tile i + 1's scores are
  * computed; its stage is released when both have completed.
  */
-__global__ void __launch_bounds__(Cfg2::THREADS, 1)
+template <bool DIAG>
+__global__ void __launch_bounds__(Cfg2<DIAG>::THREADS, 1)
 stats_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const float *__restrict__ X,
 				int64_t nrows, int D, int Kp, const __half *__restrict__ Wh, const float *__restrict__ colc,
 				const float *__restrict__ colp, float S, const float *__restrict__ logZ, int hard,
@@ -542,8 +608,8 @@ stats_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, con
 				double *__restrict__ part_sxn, int Wd, Direct dr)
 {
 #if defined(FGC_WGMMA)
-	using G = Cfg2;
-	constexpr int C = G::C, NS = G::NS, BR = G::BR, NT = BR / 8;
+	using G = Cfg2<DIAG>;
+	constexpr int C = G::C, NS = G::NS, BR = G::BR, NT = BR / 8, NF = G::IN / 8;
 	constexpr float L2E = h16::L2E, R_SCALE = h16::R_SCALE;
 	extern __shared__ float4 smem4[];
 	const uint32_t raw = smem_u32(smem4), base = (raw + 1023) & ~1023u;
@@ -594,7 +660,8 @@ stats_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, con
 			{
 				const int64_t r = row0 + tid;
 				const bool ok = r < rend;
-				rowv[slot * BR + tid] = make_float2(ok ? __ldg(logZ + r) * L2E - 15.f : INFINITY, ok ? __ldg(xh + r) : 0.f);
+				rowv[slot * BR + tid] =
+					make_float2(ok ? __ldg(logZ + r) * L2E - 15.f : INFINITY, ok && !DIAG ? __ldg(xh + r) : 0.f);
 			}
 			mbar_arrive(full(slot));
 		}
@@ -624,13 +691,13 @@ stats_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, con
 		for (int h = 0; h < 2; h++)
 		{
 			cc[h] = __ldg(colc + kw + g + 8 * h) * L2E;
-			cp[h] = __ldg(colp + kw + g + 8 * h) * L2E;
+			cp[h] = DIAG ? 0.f : __ldg(colp + kw + g + 8 * h) * L2E;
 			fl[h] = dr.any ? dr.flag[kw + g + 8 * h] : 0;
 		}
 		const bool wflag = fl[0] || fl[1];
-		float sacc[64], sc[BR / 2];
+		float sacc[NF * 4], sc[BR / 2];	/* 64 x IN statistics, 64 x BR scores */
 #pragma unroll
-		for (int i = 0; i < 64; i++)
+		for (int i = 0; i < NF * 4; i++)
 			sacc[i] = 0.f;
 		double nk_acc[2] = {0.0, 0.0}, sxn_acc[2] = {0.0, 0.0};
 		uint32_t ra[BR / 16][4];
@@ -640,27 +707,72 @@ stats_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, con
 			const int64_t row0 = rbeg + (int64_t) i * BR;
 			mbar_wait(full(slot), (i / NS) & 1);
 			fence_proxy_async();
-			wg_fence();
 			/* S^T = W_hi.x_hi + W_hi.x_lo + W_lo.x_hi */
+			if constexpr (DIAG)
+			{
+				/*
+				 * Long cancelling sums (as pass 1): each 64-half slice's three
+				 * products into part, two-sum folded into (sc, err).  Without
+				 * the folds SIFT diag means ended 1.75e-3 from the reference.
+				 */
+				float part[BR / 2], err[BR / 2];
 #pragma unroll
-			for (int c = 0; c < C; c++)
-#pragma unroll
-				for (int kk = 0; kk < 4; kk++)
-					wgmma_n64(sc, adesc(0, c, kk), bdesc(slot, 0, c, kk), c | kk);
-#pragma unroll
-			for (int c = 0; c < C; c++)
-#pragma unroll
-				for (int kk = 0; kk < 4; kk++)
+				for (int c = 0; c < C; c++)
 				{
-					wgmma_n64(sc, adesc(0, c, kk), bdesc(slot, 1, c, kk), 1);
-					wgmma_n64(sc, adesc(1, c, kk), bdesc(slot, 0, c, kk), 1);
+					wg_fence();
+#pragma unroll
+					for (int kk = 0; kk < 4; kk++)
+						wgmma_bn<BR>(part, adesc(0, c, kk), bdesc(slot, 0, c, kk), kk);
+#pragma unroll
+					for (int kk = 0; kk < 4; kk++)
+					{
+						wgmma_bn<BR>(part, adesc(0, c, kk), bdesc(slot, 1, c, kk), 1);
+						wgmma_bn<BR>(part, adesc(1, c, kk), bdesc(slot, 0, c, kk), 1);
+					}
+					wg_commit();
+					wg_wait<0>();	/* (c = 0: also the previous tile's statistics product) */
+					reg_fence(part);
+					if (c == 0)
+					{
+						reg_fence(sacc);
+						if (i > 0)
+							release((i - 1) % NS);
+#pragma unroll
+						for (int q = 0; q < BR / 2; q++)
+							sc[q] = part[q], err[q] = 0.f;
+					}
+					else
+#pragma unroll
+						for (int q = 0; q < BR / 2; q++)
+							h16::two_sum_fold(sc[q], err[q], part[q]);
 				}
-			wg_commit();
-			wg_wait<0>();			/* also the previous tile's statistics product */
-			reg_fence(sc);
-			reg_fence(sacc);
-			if (i > 0)
-				release((i - 1) % NS);
+#pragma unroll
+				for (int q = 0; q < BR / 2; q++)
+					sc[q] += err[q];
+			}
+			else
+			{
+				wg_fence();
+#pragma unroll
+				for (int c = 0; c < C; c++)
+#pragma unroll
+					for (int kk = 0; kk < 4; kk++)
+						wgmma_bn<BR>(sc, adesc(0, c, kk), bdesc(slot, 0, c, kk), c | kk);
+#pragma unroll
+				for (int c = 0; c < C; c++)
+#pragma unroll
+					for (int kk = 0; kk < 4; kk++)
+					{
+						wgmma_bn<BR>(sc, adesc(0, c, kk), bdesc(slot, 1, c, kk), 1);
+						wgmma_bn<BR>(sc, adesc(1, c, kk), bdesc(slot, 0, c, kk), 1);
+					}
+				wg_commit();
+				wg_wait<0>();			/* also the previous tile's statistics product */
+				reg_fence(sc);
+				reg_fence(sacc);
+				if (i > 0)
+					release((i - 1) % NS);
+			}
 
 			/* scores in log2 units (sc[4 j + 2 h + e] = component g + 8h, row 8j + 2t + e), r into A fragments */
 			const float2 *rv = rowv + slot * BR;
@@ -687,7 +799,8 @@ stats_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, con
 					const int h = q >> 1;
 					const float2 v = (q & 1) ? v1 : v0;
 					const bool direct = wflag && fl[h];
-					const float sv = direct ? sc[4 * j + q] + cc[h] : fmaf(cp[h], sc[4 * j + q] - v.y, cc[h]);
+					const float sv = direct ? sc[4 * j + q] + cc[h]
+									 : DIAG ? fmaf(sc[4 * j + q], L2E, cc[h]) : fmaf(cp[h], sc[4 * j + q] - v.y, cc[h]);
 					const float dd = sv - v.x;	/* log2(r) - 15 */
 					if (hard)
 						rr[q] = (dd >= -15.f - 1e-6f * fabsf(sv)) ? R_SCALE : 0.f;
@@ -699,8 +812,11 @@ stats_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, con
 				const float2 f23 = __half22float2(*reinterpret_cast<const __half2 *>(&p23));
 				nk_t[0] += f01.x + f01.y;
 				nk_t[1] += f23.x + f23.y;
-				sx_t[0] += f01.x * v0.y + f01.y * v1.y;
-				sx_t[1] += f23.x * v0.y + f23.y * v1.y;
+				if (!DIAG)
+				{
+					sx_t[0] += f01.x * v0.y + f01.y * v1.y;
+					sx_t[1] += f23.x * v0.y + f23.y * v1.y;
+				}
 				ra[j / 2][(j & 1) * 2 + 0] = p01;
 				ra[j / 2][(j & 1) * 2 + 1] = p23;
 			}
@@ -715,8 +831,16 @@ stats_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, con
 #pragma unroll
 			for (int kc = 0; kc < BR / 16; kc++)
 			{
-				wgmma_rs_n128_tb(sacc, ra[kc], ydesc(slot, 0, kc));
-				wgmma_rs_n128_tb(sacc, ra[kc], ydesc(slot, 1, kc));
+				if constexpr (DIAG)
+				{
+					wgmma_rs_n256_tb(sacc, ra[kc], ydesc(slot, 0, kc));
+					wgmma_rs_n256_tb(sacc, ra[kc], ydesc(slot, 1, kc));
+				}
+				else
+				{
+					wgmma_rs_n128_tb(sacc, ra[kc], ydesc(slot, 0, kc));
+					wgmma_rs_n128_tb(sacc, ra[kc], ydesc(slot, 1, kc));
+				}
 			}
 			wg_commit();
 		}
@@ -726,16 +850,18 @@ stats_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, con
 			release((ntiles - 1) % NS);
 
 		/* this block's partial statistics, unscaled (powers of two: exact); sum r x^2 (spherical) is 2 hx */
-		const float ux = 1.f / (R_SCALE * S);
+		const float ux = 1.f / (R_SCALE * S), ux2 = 1.f / (R_SCALE * S * S);
 		float *pb = part + (int64_t) blockIdx.y * Kp * Wd;
 #pragma unroll
-		for (int j = 0; j < 16; j++)
+		for (int j = 0; j < NF; j++)
 #pragma unroll
 			for (int q = 0; q < 4; q++)
 			{
 				const int k = kw + g + 8 * (q >> 1), f = j * 8 + 2 * t + (q & 1);
-				if (f < D)
-					pb[(int64_t) k * Wd + f] = sacc[4 * j + q] * ux;
+				const bool sq = DIAG && f >= h16::DMAX;	/* the x^2 half */
+				const int d = sq ? f - h16::DMAX : f;
+				if (d < D)
+					pb[(int64_t) k * Wd + (sq ? D + d : d)] = sacc[4 * j + q] * (sq ? ux2 : ux);
 			}
 #pragma unroll
 		for (int h = 0; h < 2; h++)
