@@ -1064,15 +1064,17 @@ bool use_gemm(int Kp, char *why = g_variant, size_t whyn = sizeof(g_variant))
 }
 
 /*
- * The h16 E pass (half.cuh: FP16 tensor cores, 3xFP16 scores), the default
- * where it is the faster pass: spherical with D <= 128, diag with 112 < D <=
- * 128 (it pads every D to 128; measured on the H100 at 1M x 1024, E pass ms,
- * h16 / gemm: spherical D = 32, 64, 96, 128: 9.6 / 13.3, 9.7 / 16.4,
- * 10.1 / 17.7, 10.8 / 20.6; diag: 25.2 / 16.0, 28.2 / 19.1, 33.8 / 23.2,
- * 27.0 / 26.7).  X must be resident (EStep::init checks that).
- * FLASHGMM_GPU_ESTEP=h16 asks for it at any D <= 128, =gemm or =fused for
- * the others.
+ * The h16 E pass (half.cuh and, on cc 9.0, hopper.cuh: FP16 tensor cores,
+ * 3xFP16 scores), the default where it is the faster pass.  It pads every D
+ * to 128.  On cc 9.0 (wgmma) it is faster than gemm at every D <= 128 for
+ * both covariance types (H100, 1M x 1024, E pass ms, h16 / gemm, D = 32, 64,
+ * 96: spherical 5.3 / 13.5, 5.3 / 16.7, 5.7 / 17.8; diag 13.3 / 16.4,
+ * 14.8 / 19.1, 17.7 / 23.1).  On mma.sync alone, diag only from D > 112
+ * (diag 25.2 / 16.0, 28.2 / 19.1, 33.8 / 23.2 at D = 32, 64, 96).  X must
+ * be resident (EStep::init checks that).  FLASHGMM_GPU_ESTEP=h16 (or
+ * h16mma) asks for it at any D <= 128, =gemm or =fused for the others.
  */
+bool use_wgmma();
 bool want_h16(int D, bool diag)
 {
 	const char *e = getenv("FLASHGMM_GPU_ESTEP");
@@ -1080,7 +1082,7 @@ bool want_h16(int D, bool diag)
 		return false;
 	if (e && strncmp(e, "h16", 3) == 0)
 		return true;
-	return !diag || D > 112;
+	return !diag || D > 112 || use_wgmma();
 }
 
 /*

@@ -2,7 +2,8 @@
  * hopper.cuh - the h16 E pass (logZ, then the statistics) and the top-m
  * assignment on Hopper's warpgroup tensor cores (wgmma.mma_async, sm_90a).
  *
- * Pass 1 (lse_wg_kernel; pass 2, stats_wg_kernel, is described above it):
+ * Pass 1 (lse_wg_kernel; pass 2, stats_wg_kernel, is described where it is
+ * defined, below):
  * Same inputs, outputs and precision as half.cuh's lse16_kernel, which it
  * replaces on cc 9.0 devices: the block's FP16 [hi | lo] rows (Xg, from
  * convert16_kernel), the FP16 [hi | lo] model (Wh), three products per score
