@@ -14,7 +14,8 @@
  * precision of our kernels; the BF16 peak is printed too), and peak device
  * memory (the fraction: of the TF32 peak, or of the FP16 peak = BF16's for
  * h16).  Variants: the engine's E passes ("h16": FP16 tensor-core kernels,
- * half.cuh, the default for D <= 128; "gemm": cuBLAS products over blocks of
+ * the default for D <= 128, on wgmma (hopper.cuh) on an H100; "h16mma": the
+ * same on mma.sync (half.cuh); "gemm": cuBLAS products over blocks of
  * rows; "fused": kernels.cuh), the TF32 ones in 3xTF32 (their default) or
  * forced TF32; a cuBLAS baseline that materialises the N x K
  * responsibilities (where it fits); and the CPU engine on a small shape.
