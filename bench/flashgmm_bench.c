@@ -400,16 +400,20 @@ typedef struct
 	int			errors;
 } Worker;
 
+/*
+ * The method's query into sql (caller's buffer: the client threads prepare it
+ * concurrently; a shared static buffer let one thread send a half-rewritten
+ * string: "insufficient data left in message" in CI)
+ */
 static const char *
-query_sql(const Method *m)
+query_sql(const Method *m, char *sql, size_t n)
 {
-	static char sql[512];
 	const char *op = strcmp(opt.metric, "cosine") == 0 ? "<=>" : strcmp(opt.metric, "ip") == 0 ? "<#>" : "<->";
 
 	if (m->kind == K_IVFFLAT || m->kind == K_HNSW)
-		snprintf(sql, sizeof sql, "SELECT id FROM %s_pgv ORDER BY v %s $1::vector LIMIT %d", table, op, K);
+		snprintf(sql, n, "SELECT id FROM %s_pgv ORDER BY v %s $1::vector LIMIT %d", table, op, K);
 	else
-		snprintf(sql, sizeof sql, "SELECT id FROM %s ORDER BY v %s $1::real[] LIMIT %d", table, op, K);
+		snprintf(sql, n, "SELECT id FROM %s ORDER BY v %s $1::real[] LIMIT %d", table, op, K);
 	return sql;
 }
 
@@ -445,10 +449,11 @@ session_setup(PGconn *c, const Method *m, int param)
 	if (m->session[0])
 		exec_must(c, m->session);
 	{
-		PGresult   *r = PQprepare(c, "q2", query_sql(m), 1, NULL);
+		char		q[512];
+		PGresult   *r = PQprepare(c, "q2", query_sql(m, q, sizeof q), 1, NULL);
 
 		if (PQresultStatus(r) != PGRES_COMMAND_OK)
-			die("prepare failed (%s): %s", query_sql(m), PQerrorMessage(c));
+			die("prepare failed (%s): %s", q, PQerrorMessage(c));
 		PQclear(r);
 	}
 }
