@@ -269,6 +269,43 @@ __device__ __forceinline__ bool tile_constants(float2 *cst, int *flg, const floa
 }
 
 /*
+ * One row's share of a tile in the pass-1 epilogues (lse16_kernel,
+ * hopper.cuh's lse_wg_kernel): this thread's NT x 2 scores s (log2 units,
+ * columns k0 + 8 j + 2 t + e), the quad's maximum, the online log-sum-exp
+ * (m, l) and, when assigning, the thread's top-MM list.
+ */
+template <int NT, bool ASSIGN, int MM>
+__device__ __forceinline__ void row_tile(float &m, float &l, float (&tv)[MM], int (&ti)[MM], const float (&s)[NT][2],
+										 float invT, bool hard, int k0, int t)
+{
+	float tmax = NEG_INF;
+#pragma unroll
+	for (int j = 0; j < NT; j++)
+		tmax = fmaxf(tmax, fmaxf(s[j][0], s[j][1]));
+	tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
+	tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
+	online_lse<NT, true>(m, l, s, tmax, invT, hard);
+	if (ASSIGN)
+#pragma unroll
+		for (int j = 0; j < NT; j++)
+#pragma unroll
+			for (int e = 0; e < 2; e++)
+				topm_insert<MM>(tv, ti, s[j][e], k0 + j * 8 + 2 * t + e);
+}
+
+/* the row's log-sum-exp (log2 units) from the quad's (m, l) shares (the maximum with hard) */
+__device__ __forceinline__ float quad_lz2(float m, float l, bool hard)
+{
+	float M = m;
+	M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, 1));
+	M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, 2));
+	float L = (m == NEG_INF) ? 0.f : l * ex2(m - M);
+	L += __shfl_xor_sync(0xffffffffu, L, 1);
+	L += __shfl_xor_sync(0xffffffffu, L, 2);
+	return hard ? M : M + __log2f(L);
+}
+
+/*
  * Pass 1 over a block of rows (Xg, xh from convert16_kernel): logZ_n = log
  * sum_k exp(s_nk) (max with hard) for BM1 rows per thread block; warp w owns
  * rows 16w..16w+15 and walks all components in tiles of bn1, the next tile's
@@ -349,7 +386,6 @@ lse16_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const 
 			int r = warp * 16 + g + 8 * h;
 			int64_t gr = row0 + r;
 			float s[NT][2];
-			float tmax = NEG_INF;
 #pragma unroll
 			for (int j = 0; j < NT; j++)
 #pragma unroll
@@ -368,18 +404,7 @@ lse16_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const 
 						if (flg[b * BN1 + c] && gr < nrows)
 							s[j][e] = direct_score(dr, X, gr, D, k0 + c) * L2E;
 					}
-#pragma unroll
-			for (int j = 0; j < NT; j++)
-				tmax = fmaxf(tmax, fmaxf(s[j][0], s[j][1]));
-			tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
-			tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
-			online_lse<NT, true>(m[h], l[h], s, tmax, invT, hard);
-			if (ASSIGN)
-#pragma unroll
-				for (int j = 0; j < NT; j++)
-#pragma unroll
-					for (int e = 0; e < 2; e++)
-						topm_insert<MM>(tv[h], ti[h], s[j][e], k0 + j * 8 + 2 * t + e);
+			row_tile<NT, ASSIGN, MM>(m[h], l[h], tv[h], ti[h], s, invT, hard, k0, t);
 		}
 		__syncthreads();	/* the buffer read here is the next prefetch's target */
 	}
@@ -387,15 +412,7 @@ lse16_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const 
 	float lz2[2];
 #pragma unroll
 	for (int h = 0; h < 2; h++)
-	{
-		float M = m[h];
-		M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, 1));
-		M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, 2));
-		float L = (m[h] == NEG_INF) ? 0.f : l[h] * ex2(m[h] - M);
-		L += __shfl_xor_sync(0xffffffffu, L, 1);
-		L += __shfl_xor_sync(0xffffffffu, L, 2);
-		lz2[h] = hard ? M : M + __log2f(L);
-	}
+		lz2[h] = quad_lz2(m[h], l[h], hard);
 	double mine = 0.0;
 	if (!ASSIGN)
 	{

@@ -384,7 +384,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 			for (int h = 0; h < 2; h++)
 			{
 				const int64_t gr = row0 + wgi * 64 + w4 * 16 + g + 8 * h;
-				float s[NT][2], tmax = NEG_INF;
+				float s[NT][2];
 #pragma unroll
 				for (int j = 0; j < NT; j++)
 				{
@@ -408,18 +408,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 							if (dr.flag[k] && gr < nrows)
 								s[j][e] = direct_score(dr, X, gr, D, k) * L2E;
 						}
-#pragma unroll
-				for (int j = 0; j < NT; j++)
-					tmax = fmaxf(tmax, fmaxf(s[j][0], s[j][1]));
-				tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
-				tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
-				online_lse<NT, true>(m[h], l[h], s, tmax, invT, hard);
-				if (ASSIGN)
-#pragma unroll
-					for (int j = 0; j < NT; j++)
-#pragma unroll
-						for (int e = 0; e < 2; e++)
-							topm_insert<MM>(tv[h], ti[h], s[j][e], k0 + j * 8 + 2 * t + e);
+				h16::row_tile<NT, ASSIGN, MM>(m[h], l[h], tv[h], ti[h], s, invT, hard, k0, t);
 			}
 		};
 
@@ -503,15 +492,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 		/* merge the quad: each thread holds a share of the same two rows; lz in log2 units */
 #pragma unroll
 		for (int h = 0; h < 2; h++)
-		{
-			float M = m[h];
-			M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, 1));
-			M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, 2));
-			float L = (m[h] == NEG_INF) ? 0.f : l[h] * ex2(m[h] - M);
-			L += __shfl_xor_sync(0xffffffffu, L, 1);
-			L += __shfl_xor_sync(0xffffffffu, L, 2);
-			lz2[h] = hard ? M : M + __log2f(L);
-		}
+			lz2[h] = h16::quad_lz2(m[h], l[h], hard);
 		if (!ASSIGN)
 #pragma unroll
 			for (int h = 0; h < 2; h++)
