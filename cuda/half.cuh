@@ -459,6 +459,49 @@ lse16_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const 
 }
 
 /*
+ * Pass-2 helpers shared with hopper.cuh's stats_wg_kernel.  resp_pack: four
+ * responsibilities (x R_SCALE; rows r0, r0 + 1 of components g and g + 8)
+ * rounded to FP16 in two A-fragment registers; sum r and, spherical, sum r
+ * hx (hx0, hx1: the rows' ||x S||^2 / 2) accumulate the same rounded values.
+ */
+__device__ __forceinline__ void resp_pack(const float (&rv)[4], float hx0, float hx1, bool sph, float (&nk_t)[2],
+										  float (&sx_t)[2], uint32_t &p01, uint32_t &p23)
+{
+	p01 = pack_h2(rv[0], rv[1]);
+	p23 = pack_h2(rv[2], rv[3]);
+	const float2 f01 = __half22float2(*reinterpret_cast<__half2 *>(&p01));
+	const float2 f23 = __half22float2(*reinterpret_cast<__half2 *>(&p23));
+	nk_t[0] += f01.x + f01.y;
+	nk_t[1] += f23.x + f23.y;
+	if (sph)
+	{
+		sx_t[0] += f01.x * hx0 + f01.y * hx1;
+		sx_t[1] += f23.x * hx0 + f23.y * hx1;
+	}
+}
+
+/* the quad's sums of r and r ||x S||^2 / 2 (components kw + g, kw + g + 8), unscaled, into split y's row */
+__device__ __forceinline__ void write_nk_sxn(const double (&nk_acc)[2], const double (&sxn_acc)[2], int kw, int g,
+											 int t, int64_t y, int Kp, float S, double *part_nk, double *part_sxn)
+{
+#pragma unroll
+	for (int h = 0; h < 2; h++)
+	{
+		double a = nk_acc[h], c = sxn_acc[h];
+		a += __shfl_xor_sync(0xffffffffu, a, 1);
+		a += __shfl_xor_sync(0xffffffffu, a, 2);
+		c += __shfl_xor_sync(0xffffffffu, c, 1);
+		c += __shfl_xor_sync(0xffffffffu, c, 2);
+		if (t == 0)
+		{
+			int k = kw + g + 8 * h;
+			part_nk[y * Kp + k] = a / R_SCALE;
+			part_sxn[y * Kp + k] = 2.0 * c / ((double) R_SCALE * S * S);
+		}
+	}
+}
+
+/*
  * Pass 2 over a block of rows: thread block = 16 NW components (warp w: 16
  * of them) x a range of rows (blockIdx.y), walked in tiles of BR2 rows, the
  * next tile's FP16 rows arriving by cp.async while the current one is scored.
@@ -587,17 +630,8 @@ stats16_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, cons
 					v = (d > -RESP_CUT * L2E + 15.f) ? ex2(d) : 0.f;
 				rv[q] = v;
 			}
-			uint32_t p01 = pack_h2(rv[0], rv[1]), p23 = pack_h2(rv[2], rv[3]);
-			/* the rounded values feed sum r and sum r ||x||^2 too */
-			float2 f01 = __half22float2(*reinterpret_cast<__half2 *>(&p01));
-			float2 f23 = __half22float2(*reinterpret_cast<__half2 *>(&p23));
-			nk_t[0] += f01.x + f01.y;
-			nk_t[1] += f23.x + f23.y;
-			if (sph)
-			{
-				sx_t[0] += f01.x * v0.y + f01.y * v1.y;
-				sx_t[1] += f23.x * v0.y + f23.y * v1.y;
-			}
+			uint32_t p01, p23;
+			resp_pack(rv, v0.y, v1.y, sph, nk_t, sx_t, p01, p23);
 			ra[j / 2][(j & 1) * 2 + 0] = p01;
 			ra[j / 2][(j & 1) * 2 + 1] = p23;
 		}
@@ -648,21 +682,7 @@ stats16_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, cons
 				pb[(int64_t) k * Wd + (sq ? D + d : d)] = sacc[j][q] * (sq ? ux2 : ux);
 		}
 	}
-#pragma unroll
-	for (int h = 0; h < 2; h++)
-	{
-		double a = nk_acc[h], c = sxn_acc[h];
-		a += __shfl_xor_sync(0xffffffffu, a, 1);
-		a += __shfl_xor_sync(0xffffffffu, a, 2);
-		c += __shfl_xor_sync(0xffffffffu, c, 1);
-		c += __shfl_xor_sync(0xffffffffu, c, 2);
-		if (t == 0)
-		{
-			int k = kw + g + 8 * h;
-			part_nk[(int64_t) blockIdx.y * Kp + k] = a / R_SCALE;
-			part_sxn[(int64_t) blockIdx.y * Kp + k] = 2.0 * c / ((double) R_SCALE * S * S);
-		}
-	}
+	write_nk_sxn(nk_acc, sxn_acc, kw, g, t, blockIdx.y, Kp, S, part_nk, part_sxn);
 }
 
 /*

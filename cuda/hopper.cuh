@@ -789,16 +789,8 @@ stats_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, con
 					else
 						rr[q] = (dd > -RESP_CUT * L2E + 15.f) ? ex2(dd) : 0.f;
 				}
-				const uint32_t p01 = h16::pack_h2(rr[0], rr[1]), p23 = h16::pack_h2(rr[2], rr[3]);
-				const float2 f01 = __half22float2(*reinterpret_cast<const __half2 *>(&p01));
-				const float2 f23 = __half22float2(*reinterpret_cast<const __half2 *>(&p23));
-				nk_t[0] += f01.x + f01.y;
-				nk_t[1] += f23.x + f23.y;
-				if (!DIAG)
-				{
-					sx_t[0] += f01.x * v0.y + f01.y * v1.y;
-					sx_t[1] += f23.x * v0.y + f23.y * v1.y;
-				}
+				uint32_t p01, p23;
+				h16::resp_pack(rr, v0.y, v1.y, !DIAG, nk_t, sx_t, p01, p23);
 				ra[j / 2][(j & 1) * 2 + 0] = p01;
 				ra[j / 2][(j & 1) * 2 + 1] = p23;
 			}
@@ -845,21 +837,7 @@ stats_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, con
 				if (d < D)
 					pb[(int64_t) k * Wd + (sq ? D + d : d)] = sacc[4 * j + q] * (sq ? ux2 : ux);
 			}
-#pragma unroll
-		for (int h = 0; h < 2; h++)
-		{
-			double a = nk_acc[h], c = sxn_acc[h];
-			a += __shfl_xor_sync(0xffffffffu, a, 1);
-			a += __shfl_xor_sync(0xffffffffu, a, 2);
-			c += __shfl_xor_sync(0xffffffffu, c, 1);
-			c += __shfl_xor_sync(0xffffffffu, c, 2);
-			if (t == 0)
-			{
-				const int k = kw + g + 8 * h;
-				part_nk[(int64_t) blockIdx.y * Kp + k] = a / R_SCALE;
-				part_sxn[(int64_t) blockIdx.y * Kp + k] = 2.0 * c / ((double) R_SCALE * S * S);
-			}
-		}
+		h16::write_nk_sxn(nk_acc, sxn_acc, kw, g, t, blockIdx.y, Kp, S, part_nk, part_sxn);
 	}
 #endif
 }
