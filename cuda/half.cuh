@@ -306,6 +306,32 @@ __device__ __forceinline__ float quad_lz2(float m, float l, bool hard)
 }
 
 /*
+ * After the quads' lists are stashed (cv, ci: [BM][4][MM], lzs: [BM] in log2
+ * units): thread tid < BM merges row row0 + tid into the outputs; returns the
+ * row's log-likelihood (T = 1), 0 for other threads and rows past nrows.
+ */
+template <int MM>
+__device__ __forceinline__ double merge_rows(const float *cv, const int *ci, const float *lzs, int BM, int tid,
+											 int64_t row0, int64_t nrows, float invT, int m_out, float tau,
+											 int32_t *out_comp, float *out_resp)
+{
+	double mine = 0.0;
+	if (tid < BM)
+	{
+		const int r = tid;
+		const int64_t gr = row0 + r;
+		const float lz = lzs[r];
+		if (gr < nrows)
+		{
+			mine = (double) (lz * LN2);	/* the row's log-likelihood when T = 1 */
+			topm_merge_row<MM, true>(cv + r * 4 * MM, ci + r * 4 * MM, lz, invT, m_out, tau, out_comp + gr * m_out,
+									 out_resp ? out_resp + gr * m_out : nullptr);
+		}
+	}
+	return mine;
+}
+
+/*
  * Pass 1 over a block of rows (Xg, xh from convert16_kernel): logZ_n = log
  * sum_k exp(s_nk) (max with hard) for BM1 rows per thread block; warp w owns
  * rows 16w..16w+15 and walks all components in tiles of bn1, the next tile's
@@ -442,18 +468,7 @@ lse16_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const 
 				lzs[r] = lz2[h];
 		}
 		__syncthreads();
-		if (tid < BM1)
-		{
-			const int r = tid;
-			const int64_t gr = row0 + r;
-			const float lz = lzs[r];
-			if (gr < nrows)
-			{
-				mine = (double) (lz * LN2);	/* the row's log-likelihood when T = 1 */
-				topm_merge_row<MM, true>(cv + r * 4 * MM, ci + r * 4 * MM, lz, invT, m_out, tau, out_comp + gr * m_out,
-										 out_resp ? out_resp + gr * m_out : nullptr);
-			}
-		}
+		mine = merge_rows<MM>(cv, ci, lzs, BM1, tid, row0, nrows, invT, m_out, tau, out_comp, out_resp);
 	}
 	block_sum_fixed<NW1>(mine, lsum, blockll ? blockll + blockIdx.x : nullptr);
 }

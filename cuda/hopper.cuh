@@ -522,18 +522,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 					lzs[r] = lz2[h];
 			}
 		__syncthreads();
-		if (tid < G::BM)
-		{
-			const int r = tid;
-			const int64_t gr = row0 + r;
-			const float lz = lzs[r];
-			if (gr < nrows)
-			{
-				mine = (double) (lz * LN2);	/* the row's log-likelihood when T = 1 */
-				topm_merge_row<MM, true>(cv + r * 4 * MM, ci + r * 4 * MM, lz, invT, m_out, tau, out_comp + gr * m_out,
-										 out_resp ? out_resp + gr * m_out : nullptr);
-			}
-		}
+		mine = h16::merge_rows<MM>(cv, ci, lzs, G::BM, tid, row0, nrows, invT, m_out, tau, out_comp, out_resp);
 	}
 	block_sum_fixed<G::THREADS / 32>(mine, lsum, blockll ? blockll + blockIdx.x : nullptr);
 #endif
