@@ -474,6 +474,18 @@ lse16_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const 
 }
 
 /*
+ * A responsibility x R_SCALE from d = log2(r) - 15 (score - logZ', log2
+ * units); hard: R_SCALE for the row's maximum, allowing the two roundings of
+ * logZ's round trip to natural units and back.
+ */
+__device__ __forceinline__ float resp_value(float d, float score, bool hard)
+{
+	if (hard)
+		return (d >= -15.f - 1e-6f * fabsf(score)) ? R_SCALE : 0.f;
+	return (d > -RESP_CUT * L2E + 15.f) ? ex2(d) : 0.f;
+}
+
+/*
  * Pass-2 helpers shared with hopper.cuh's stats_wg_kernel.  resp_pack: four
  * responsibilities (x R_SCALE; rows r0, r0 + 1 of components g and g + 8)
  * rounded to FP16 in two A-fragment registers; sum r and, spherical, sum r
@@ -637,13 +649,7 @@ stats16_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, cons
 #pragma unroll
 			for (int q = 0; q < 4; q++)
 			{
-				float d = acc[j][q] - ((q & 1) ? v1.x : v0.x);	/* log2(r) - 15 */
-				float v;
-				if (hard)	/* the max; logZ went to natural units and back: allow those two roundings */
-					v = (d >= -15.f - 1e-6f * fabsf(acc[j][q])) ? R_SCALE : 0.f;
-				else
-					v = (d > -RESP_CUT * L2E + 15.f) ? ex2(d) : 0.f;
-				rv[q] = v;
+				rv[q] = resp_value(acc[j][q] - ((q & 1) ? v1.x : v0.x), acc[j][q], hard);
 			}
 			uint32_t p01, p23;
 			resp_pack(rv, v0.y, v1.y, sph, nk_t, sx_t, p01, p23);

@@ -772,11 +772,7 @@ stats_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, con
 					const bool direct = wflag && fl[h];
 					const float sv = direct ? sc[4 * j + q] + cc[h]
 									 : DIAG ? fmaf(sc[4 * j + q], L2E, cc[h]) : fmaf(cp[h], sc[4 * j + q] - v.y, cc[h]);
-					const float dd = sv - v.x;	/* log2(r) - 15 */
-					if (hard)
-						rr[q] = (dd >= -15.f - 1e-6f * fabsf(sv)) ? R_SCALE : 0.f;
-					else
-						rr[q] = (dd > -RESP_CUT * L2E + 15.f) ? ex2(dd) : 0.f;
+					rr[q] = h16::resp_value(sv - v.x, sv, hard);
 				}
 				uint32_t p01, p23;
 				h16::resp_pack(rr, v0.y, v1.y, !DIAG, nk_t, sx_t, p01, p23);
