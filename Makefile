@@ -51,7 +51,7 @@ tapcheck:
 # wgmma) + compute_80 PTX (any sm_80+ GPU).
 NVCC ?= $(shell command -v nvcc 2>/dev/null || ( test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc ))
 CUDA_ARCH_FLAGS ?= -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=compute_80
-NVCC_FLAGS ?= -O3 -std=c++17 -Xcompiler -fPIC -Xcompiler -fvisibility=hidden $(CUDA_ARCH_FLAGS)
+NVCC_FLAGS ?= -O3 -std=c++17 -Xcompiler -fPIC -Xcompiler -fvisibility=hidden -Xcompiler -Wall -Xcompiler -Wextra $(CUDA_ARCH_FLAGS)
 CUDA_LIB = flashgmm_cuda$(DLSUFFIX)
 CUDA_SRCS = cuda/flashgmm_cuda.cu
 CUDA_DEPS = $(CUDA_SRCS) cuda/kernels.cuh cuda/chunked.cuh cuda/half.cuh cuda/hopper.cuh cuda/blas.cuh cuda/flashgmm_cuda.h src/engine/gmm.h

@@ -1469,8 +1469,10 @@ struct EStep
 			if (try16 || (e && strncmp(e, "h16", 3) == 0))
 			{
 				char tmp[sizeof(g_variant)];
-				snprintf(tmp, sizeof(tmp), "%s (h16 needs %s)", g_variant,
-						 M->D > h16::DMAX ? "D <= 128" : "X resident and 16 MiB more");
+				/* (a truncated reason is acceptable: it only names the pass) */
+				if (snprintf(tmp, sizeof(tmp), "%s (h16 needs %s)", g_variant,
+							 M->D > h16::DMAX ? "D <= 128" : "X resident and 16 MiB more") >= (int) sizeof(tmp))
+					tmp[sizeof(tmp) - 1] = '\0';
 				memcpy(g_variant, tmp, sizeof(tmp));
 			}
 		}
@@ -2405,6 +2407,7 @@ void fgc_set_mem_budget(int64_t bytes) { g_budget = bytes > 0 ? bytes : 0; }
 
 gmm_status fgc_last_stats(gmm_gpu_stats *out, gmm_error *err)
 {
+	(void) err;					/* cannot fail */
 	*out = g_stats;
 	out->live_bytes = g_live;
 	return GMM_OK;
