@@ -2035,8 +2035,11 @@ int mstep(DevModel &M, EStep &E, Source &src, double reg, const std::vector<int6
 		t_seed = since();
 	M.prepare(1.0 / wsum);
 	if (profiling())
+	{
+		const double t_end = since();	/* once: the parts then add up to the total */
 		fprintf(stderr, "flashgmm profile: M-step %.2f ms (statistics %.2f, re-seeding %zu: %.2f, constants %.2f)\n",
-				since(), t_stats, empty.size(), t_seed - t_stats, since() - t_seed);
+				t_end, t_stats, empty.size(), t_seed - t_stats, t_end - t_seed);
+	}
 	return (int) empty.size();
 }
 

@@ -105,11 +105,6 @@ __device__ __forceinline__ void fence_proxy_async()
 }
 
 /* ---- wgmma ---- */
-/* K-major operand in the 128-byte swizzle: 8-row groups 1024 bytes apart (SBO), LBO unused */
-__device__ __forceinline__ uint64_t desc_sw128(uint32_t saddr)
-{
-	return (uint64_t) ((saddr & 0x3FFFF) >> 4) | (1ull << 16) | (64ull << 32) | (1ull << 62);
-}
 /*
  * N-major (MN-major) operand in the 128-byte swizzle: the same [slice][row][64
  * halves] tiles read with rows as K: 8-row groups 1024 bytes apart (SBO),
@@ -119,6 +114,8 @@ __device__ __forceinline__ uint64_t desc_sw128_mn(uint32_t saddr, uint32_t slice
 {
 	return (uint64_t) ((saddr & 0x3FFFF) >> 4) | ((uint64_t) (slice >> 4) << 16) | (64ull << 32) | (1ull << 62);
 }
+/* K-major operand in the 128-byte swizzle: 8-row groups 1024 bytes apart (SBO); LBO is unused (16 bytes) */
+__device__ __forceinline__ uint64_t desc_sw128(uint32_t saddr) { return desc_sw128_mn(saddr, 16); }
 __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N>
@@ -275,6 +272,32 @@ __device__ __forceinline__ void load_slice(uint8_t *dst, const __half *src, int6
 }
 
 /*
+ * nrows operand rows (global: [hi | lo], 2 IN halves each) into dst's
+ * [hi | lo][slice][nrows][64 halves] swizzled layout, by every thread of the
+ * block; returns once they have landed and are visible to wgmma.
+ */
+template <int IN>
+__device__ __forceinline__ void load_resident(uint8_t *dst, const __half *src, int nrows, int tid, int nthreads)
+{
+	constexpr int C = IN / 64;
+	for (int p = 0; p < 2; p++)
+		for (int c = 0; c < C; c++)
+			load_slice(dst + (p * C + c) * nrows * 128, src + p * IN + c * 64, 2 * IN, nrows, tid, nthreads);
+	h16::cp_commit();
+	h16::cp_wait<0>();
+	fence_proxy_async();
+	__syncthreads();
+}
+
+/* one arrival per warp on an mbarrier (a consumer warp is done with a stage) */
+__device__ __forceinline__ void warp_arrive(uint32_t bar, int lane)
+{
+	__syncwarp();
+	if (lane == 0)
+		mbar_arrive(bar);
+}
+
+/*
  * lse16_kernel's contract (half.cuh) on wgmma: logZ of BM rows per thread
  * block, or with MAXM > 0 the top-m assignment.  Warpgroup 0: the
  * producer; warpgroups 1 and 2: the consumers (rows 64 (wg - 1) ..).
@@ -313,15 +336,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 			mbar_init(full(s), 128);		/* the producer's threads */
 			mbar_init(empty(s), 8);			/* the consumers' warps (lane 0 of each) */
 		}
-	/* the block's rows, [hi | lo] slices, by every thread */
-	for (int p = 0; p < 2; p++)
-		for (int c = 0; c < C; c++)
-			load_slice(gb + (p * C + c) * G::BM * 128, Xg + row0 * 2 * G::IN + p * G::IN + c * 64, 2 * G::IN,
-					   G::BM, tid, G::THREADS);
-	h16::cp_commit();
-	h16::cp_wait<0>();
-	fence_proxy_async();
-	__syncthreads();
+	load_resident<G::IN>(gb, Xg + row0 * 2 * G::IN, G::BM, tid, G::THREADS);	/* the block's rows */
 
 	double mine = 0.0;
 	float lz2[2] = {0.f, 0.f};
@@ -357,11 +372,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 			mbar_wait(full(n % NS), (n / NS) & 1);
 			fence_proxy_async();
 		};
-		auto release = [&](int n) {
-			__syncwarp();
-			if (lane == 0)
-				mbar_arrive(empty(n % NS));
-		};
+		auto release = [&](int n) { warp_arrive(empty(n % NS), lane); };
 		float hx[2];
 #pragma unroll
 		for (int h = 0; h < 2; h++)
@@ -602,15 +613,7 @@ stats_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, con
 			mbar_init(full(s), 256);		/* the producer's threads: cp.async (noinc) + the row values */
 			mbar_init(empty(s), 8);			/* the consumers' warps */
 		}
-	/* the block's model rows, [hi | lo] slices, by every thread */
-	for (int p = 0; p < 2; p++)
-		for (int c = 0; c < C; c++)
-			load_slice(gb + (p * C + c) * G::BKC * 128, Wh + (int64_t) k0 * 2 * G::IN + p * G::IN + c * 64, 2 * G::IN,
-					   G::BKC, tid, G::THREADS);
-	h16::cp_commit();
-	h16::cp_wait<0>();
-	fence_proxy_async();
-	__syncthreads();
+	load_resident<G::IN>(gb, Wh + (int64_t) k0 * 2 * G::IN, G::BKC, tid, G::THREADS);	/* the block's model rows */
 
 	const int role = __shfl_sync(0xffffffffu, tid >> 7, 0);
 	if (role == 0)
@@ -650,11 +653,7 @@ stats_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, con
 		auto ydesc = [&](int slot, int p, int kc) {
 			return desc_sw128_mn(sring + slot * G::ROWS + p * C * BR * 128 + kc * 16 * 128, BR * 128);
 		};
-		auto release = [&](int slot) {
-			__syncwarp();
-			if (lane == 0)
-				mbar_arrive(empty(slot));
-		};
+		auto release = [&](int slot) { warp_arrive(empty(slot), lane); };
 		const int kw = k0 + wgi * 64 + w4 * 16;	/* this warp's first component */
 		float cc[2], cp[2];
 		int fl[2];
