@@ -385,6 +385,21 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 				tv[h][q] = NEG_INF, ti[h][q] = -1;
 
 		/*
+		 * The tile's constants, loaded while its products run (used at once
+		 * in the epilogue, these loads were pass 1's largest stall).
+		 */
+		float2 ccv[NT], cpv[DIAG ? 1 : NT];
+		auto load_constants = [&](int kt) {
+#pragma unroll
+			for (int j = 0; j < NT; j++)
+			{
+				const int k = kt * BN + j * 8 + 2 * t;
+				ccv[j] = __ldg(reinterpret_cast<const float2 *>(colc + k));
+				if (!DIAG)
+					cpv[DIAG ? 0 : j] = __ldg(reinterpret_cast<const float2 *>(colp + k));
+			}
+		};
+		/*
 		 * Epilogue (lse16_kernel's) of tile kt, reading d only (writing it
 		 * would serialise the other accumulator's wgmma): scores in log2
 		 * units; d[4 j + 2 h + e] = (row g + 8h, col 8j + 2t + e).
@@ -399,9 +414,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 #pragma unroll
 				for (int j = 0; j < NT; j++)
 				{
-					const int k = k0 + j * 8 + 2 * t;
-					const float2 cc = __ldg(reinterpret_cast<const float2 *>(colc + k));
-					const float2 cp = __ldg(reinterpret_cast<const float2 *>(colp + k));
+					const float2 cc = ccv[j], cp = cpv[DIAG ? 0 : j];
 #pragma unroll
 					for (int e = 0; e < 2; e++)
 					{
@@ -447,6 +460,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 						wgmma_bn<BN>(d, adesc(0, c, kk), bdesc(n0 + 2 * c + 1, kk), 1);
 				}
 				wg_commit();
+				load_constants(kt);
 				wg_wait<0>();
 				reg_fence(d);
 #pragma unroll
@@ -462,6 +476,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 			for (int kt = 0; kt < ntiles; kt++)
 			{
 				const int n0 = kt * 2 * C;
+				load_constants(kt);
 #pragma unroll 1
 				for (int c = 0; c < C; c++)
 				{
