@@ -1096,16 +1096,32 @@ bool use_wgmma()
 	return g_prop.major == 9 && g_prop.minor == 0 && !(e && strcmp(e, "h16mma") == 0);
 }
 
-/* the h16 pass-1 kernel (logZ, or with MM > 0 the top-m assignment) over nblocks blocks of 128 rows */
-template <bool DG, int MM, class... A>
+/*
+ * Products per score of the h16 top-m assignment on wgmma: one (x_hi.W_hi,
+ * the default: a ranking, measured against the CPU engine in cuda/NOTES.md,
+ * v6) or three (the E pass's precision).  FLASHGMM_GPU_ASSIGN=x3 asks for
+ * three, =x1 for one.  mma.sync (lse16_kernel) always takes three.
+ */
+bool assign_one_product()
+{
+	const char *e = getenv("FLASHGMM_GPU_ASSIGN");
+	return use_wgmma() && !(e && strcmp(e, "x3") == 0);
+}
+
+/*
+ * The h16 pass-1 kernel (logZ, or with MM > 0 the top-m assignment) over
+ * nblocks blocks of 128 rows; ONE: one product per score (assignment on
+ * wgmma only).
+ */
+template <bool DG, int MM, bool ONE = false, class... A>
 void launch_pass1(unsigned nblocks, A... args)
 {
 	static_assert(wg::Cfg<DG>::BM == h16::BM1, "both pass-1 kernels take blocks of the same rows");
 	if (use_wgmma())
 	{
 		const size_t sm = wg::lse_smem(DG);
-		set_smem(wg::lse_wg_kernel<DG, MM>, sm);
-		wg::lse_wg_kernel<DG, MM><<<nblocks, wg::Cfg<DG>::THREADS, sm, g_s>>>(args...);
+		set_smem(wg::lse_wg_kernel<DG, MM, ONE>, sm);
+		wg::lse_wg_kernel<DG, MM, ONE><<<nblocks, wg::Cfg<DG>::THREADS, sm, g_s>>>(args...);
 	}
 	else
 	{
@@ -2565,10 +2581,12 @@ void assign16(const DevModel &M, const __half *Xg, const float *xh, const float 
 {
 	const unsigned nb = (unsigned) (npad / h16::BM1);
 	Direct dr = M.direct();
-#define AS16(DG, MM)                                                                                           \
-	launch_pass1<DG, MM>(nb, Xg, xh, x, nr, M.D, M.Kp, (const __half *) M.Wh, (const float *) M.colc16,        \
-						 (const float *) M.colp16, 0, (float *) nullptr, (double *) nullptr, dr, invT, m, tau, comp, \
-						 resp)
+	const bool one = assign_one_product();
+#define AS16_ARGS                                                                                            \
+	nb, Xg, xh, x, nr, M.D, M.Kp, (const __half *) M.Wh, (const float *) M.colc16, (const float *) M.colp16, 0, \
+		(float *) nullptr, (double *) nullptr, dr, invT, m, tau, comp, resp
+#define AS16(DG, MM) \
+	(one ? launch_pass1<DG, MM, true>(AS16_ARGS) : launch_pass1<DG, MM, false>(AS16_ARGS))
 	if (M.diag)
 	{
 		if (maxm == 1) AS16(true, 1);
@@ -2584,6 +2602,7 @@ void assign16(const DevModel &M, const __half *Xg, const float *xh, const float 
 		else AS16(false, 8);
 	}
 #undef AS16
+#undef AS16_ARGS
 	CKL("pass 1 (assignment)");
 }
 

@@ -293,6 +293,86 @@ __device__ __forceinline__ void row_tile(float &m, float &l, float (&tv)[MM], in
 				topm_insert<MM>(tv, ti, s[j][e], k0 + j * 8 + 2 * t + e);
 }
 
+/*
+ * row_tile for the top-m assignment with the insertions compacted.  thr is
+ * a lower bound on the row's m-th best score so far, from values the quad
+ * holds: the largest member's m-th best (that member holds m values at or
+ * above it) and, with m = 4q, the smallest member's q-th best (the four
+ * members hold 4q); in the first tile, whose lists are empty, each member's
+ * q-th best of the tile itself.  An element below thr cannot enter the row's
+ * top m, so only elements at or above it are inserted, read back by index
+ * from this thread's slots in scr ([NT][32 lanes][2], conflict-free).  The
+ * warp then runs as many insertions as its busiest thread has candidates,
+ * instead of one per element that any of its threads keeps (row_tile).  The
+ * merged top m is row_tile's: only entries that could not be chosen are
+ * left out of the lists.
+ */
+template <int NT, int MM>
+__device__ __forceinline__ void row_tile_compact(float &m, float &l, float (&tv)[MM], int (&ti)[MM],
+												 const float (&s)[NT][2], float invT, bool hard, int k0, int t,
+												 float *scr, int lane)
+{
+	static_assert(2 * NT <= 32, "one bit per element of the thread's tile");
+	constexpr int Q = MM / 4;
+	float tmax = NEG_INF, thr = tv[MM - 1];
+	if (Q == 2 && k0 == 0)
+	{
+		float b = NEG_INF;	/* the tile's second best */
+#pragma unroll
+		for (int j = 0; j < NT; j++)
+#pragma unroll
+			for (int e = 0; e < 2; e++)
+			{
+				b = fmaxf(b, fminf(tmax, s[j][e]));
+				tmax = fmaxf(tmax, s[j][e]);
+			}
+		thr = b;
+	}
+	else
+	{
+#pragma unroll
+		for (int j = 0; j < NT; j++)
+			tmax = fmaxf(tmax, fmaxf(s[j][0], s[j][1]));
+		if (Q == 1 && k0 == 0)
+			thr = tmax;
+		else if (Q >= 1)
+			thr = tv[Q - 1];
+	}
+	if (Q >= 1)
+	{
+		/* the smallest member's q-th best */
+		thr = fminf(thr, __shfl_xor_sync(0xffffffffu, thr, 1));
+		thr = fminf(thr, __shfl_xor_sync(0xffffffffu, thr, 2));
+	}
+	float lm = tv[MM - 1];	/* the largest member's m-th best */
+	lm = fmaxf(lm, __shfl_xor_sync(0xffffffffu, lm, 1));
+	lm = fmaxf(lm, __shfl_xor_sync(0xffffffffu, lm, 2));
+	thr = Q >= 1 ? fmaxf(thr, lm) : lm;
+	uint32_t cand = 0;
+	if (tmax >= thr && tmax > tv[MM - 1])
+#pragma unroll
+		for (int j = 0; j < NT; j++)
+#pragma unroll
+			for (int e = 0; e < 2; e++)
+				if (s[j][e] >= thr && s[j][e] > tv[MM - 1])
+					cand |= 1u << (2 * j + e);
+	tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
+	tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
+	online_lse<NT, true>(m, l, s, tmax, invT, hard);
+	if (cand)
+	{
+#pragma unroll
+		for (int j = 0; j < NT; j++)
+			reinterpret_cast<float2 *>(scr)[j * 32 + lane] = make_float2(s[j][0], s[j][1]);
+		do
+		{
+			const int i = __ffs(cand) - 1;
+			cand &= cand - 1;
+			topm_insert<MM>(tv, ti, scr[(i >> 1) * 64 + 2 * lane + (i & 1)], k0 + (i >> 1) * 8 + 2 * t + (i & 1));
+		} while (cand);
+	}
+}
+
 /* the row's log-sum-exp (log2 units) from the quad's (m, l) shares (the maximum with hard) */
 __device__ __forceinline__ float quad_lz2(float m, float l, bool hard)
 {

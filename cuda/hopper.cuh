@@ -301,8 +301,13 @@ __device__ __forceinline__ void warp_arrive(uint32_t bar, int lane)
  * lse16_kernel's contract (half.cuh) on wgmma: logZ of BM rows per thread
  * block, or with MAXM > 0 the top-m assignment.  Warpgroup 0: the
  * producer; warpgroups 1 and 2: the consumers (rows 64 (wg - 1) ..).
+ *
+ * ONE (assignment only): one product per score, x_hi.W_hi (FP16 operands,
+ * FP32 accumulation), for a ranking that need not be EM-accurate (measured
+ * against the CPU engine: cuda/NOTES.md, v6).  Only the W_hi slices stream;
+ * the rows' unused lo part holds the insertion scratch of row_tile_compact.
  */
-template <bool DIAG, int MAXM>
+template <bool DIAG, int MAXM, bool ONE = false>
 __global__ void __launch_bounds__(Cfg<DIAG>::THREADS, 1)
 lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const float *__restrict__ X,
 			  int64_t nrows, int D, int Kp, const __half *__restrict__ Wh, const float *__restrict__ colc,
@@ -315,6 +320,9 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 	constexpr int BN = G::BN, NT = BN / 8, C = G::C, NS = G::NS, NR = BN / 2;
 	constexpr bool ASSIGN = MAXM > 0;
 	constexpr int MM = ASSIGN ? MAXM : 1;
+	constexpr int PP = ONE ? 1 : 2;		/* model parts streamed: W_hi (and W_lo) */
+	static_assert(!ONE || ASSIGN, "one product per score ranks; logZ for EM takes three");
+	static_assert(!ONE || 8 * 32 * 2 * NT * 4 <= C * G::BM * 128, "the scratch fits the rows' lo part");
 	constexpr float L2E = h16::L2E, LN2 = h16::LN2;
 	extern __shared__ float4 smem4[];
 	__shared__ double lsum[G::THREADS / 32];
@@ -350,7 +358,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 		int n = 0;
 		for (int kt = 0; kt < ntiles; kt++)
 			for (int c = 0; c < C; c++)
-				for (int p = 0; p < 2; p++, n++)
+				for (int p = 0; p < PP; p++, n++)
 				{
 					const int slot = n % NS, use = n / NS;
 					if (use > 0)
@@ -385,8 +393,9 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 				tv[h][q] = NEG_INF, ti[h][q] = -1;
 
 		/*
-		 * The tile's constants, loaded while its products run (used at once
-		 * in the epilogue, these loads were pass 1's largest stall).
+		 * The tile's constants in log2 units, loaded while its products run
+		 * (used at once in the epilogue, these loads were pass 1's largest
+		 * stall), scaled once for both of the thread's rows.
 		 */
 		float2 ccv[NT], cpv[DIAG ? 1 : NT];
 		auto load_constants = [&](int kt) {
@@ -394,9 +403,13 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 			for (int j = 0; j < NT; j++)
 			{
 				const int k = kt * BN + j * 8 + 2 * t;
-				ccv[j] = __ldg(reinterpret_cast<const float2 *>(colc + k));
+				const float2 cc = __ldg(reinterpret_cast<const float2 *>(colc + k));
+				ccv[j] = make_float2(cc.x * L2E, cc.y * L2E);
 				if (!DIAG)
-					cpv[DIAG ? 0 : j] = __ldg(reinterpret_cast<const float2 *>(colp + k));
+				{
+					const float2 cp = __ldg(reinterpret_cast<const float2 *>(colp + k));
+					cpv[DIAG ? 0 : j] = make_float2(cp.x * L2E, cp.y * L2E);
+				}
 			}
 		};
 		/*
@@ -404,6 +417,8 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 		 * would serialise the other accumulator's wgmma): scores in log2
 		 * units; d[4 j + 2 h + e] = (row g + 8h, col 8j + 2t + e).
 		 */
+		/* ONE: this warp's insertion scratch, 2 NT floats a thread, in the rows' lo part */
+		float *scr = reinterpret_cast<float *>(gb + C * G::BM * 128) + (warp - 4) * 32 * 2 * NT;
 		auto epilogue = [&](const float (&d)[NR], int kt) {
 			const int k0 = kt * BN;
 #pragma unroll
@@ -418,8 +433,8 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 #pragma unroll
 					for (int e = 0; e < 2; e++)
 					{
-						const float v = d[4 * j + 2 * h + e], c0 = (e ? cc.y : cc.x) * L2E;
-						s[j][e] = DIAG ? fmaf(v, L2E, c0) : fmaf((e ? cp.y : cp.x) * L2E, v - hx[h], c0);
+						const float v = d[4 * j + 2 * h + e], c0 = e ? cc.y : cc.x;
+						s[j][e] = DIAG ? fmaf(v, L2E, c0) : fmaf(e ? cp.y : cp.x, v - hx[h], c0);
 					}
 				}
 				if (dr.any)		/* unrolled: a runtime index would put s in local memory */
@@ -432,7 +447,10 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 							if (dr.flag[k] && gr < nrows)
 								s[j][e] = direct_score(dr, X, gr, D, k) * L2E;
 						}
-				h16::row_tile<NT, ASSIGN, MM>(m[h], l[h], tv[h], ti[h], s, invT, hard, k0, t);
+				if constexpr (ONE)
+					h16::row_tile_compact<NT, MM>(m[h], l[h], tv[h], ti[h], s, invT, hard, k0, t, scr, lane);
+				else
+					h16::row_tile<NT, ASSIGN, MM>(m[h], l[h], tv[h], ti[h], s, invT, hard, k0, t);
 			}
 		};
 
@@ -442,64 +460,73 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 			float d[NR];
 			for (int kt = 0; kt < ntiles; kt++)
 			{
-				const int n0 = kt * 2 * C;
+				const int n0 = kt * PP * C;
 				wg_fence();
 #pragma unroll
 				for (int c = 0; c < C; c++)
 				{
-					wait_full(n0 + 2 * c);
+					wait_full(n0 + PP * c);
 #pragma unroll
 					for (int kk = 0; kk < 4; kk++)
-						wgmma_bn<BN>(d, adesc(0, c, kk), bdesc(n0 + 2 * c, kk), c | kk);
+						wgmma_bn<BN>(d, adesc(0, c, kk), bdesc(n0 + PP * c, kk), c | kk);
+					if constexpr (!ONE)
+					{
 #pragma unroll
-					for (int kk = 0; kk < 4; kk++)
-						wgmma_bn<BN>(d, adesc(1, c, kk), bdesc(n0 + 2 * c, kk), 1);
-					wait_full(n0 + 2 * c + 1);
+						for (int kk = 0; kk < 4; kk++)
+							wgmma_bn<BN>(d, adesc(1, c, kk), bdesc(n0 + 2 * c, kk), 1);
+						wait_full(n0 + 2 * c + 1);
 #pragma unroll
-					for (int kk = 0; kk < 4; kk++)
-						wgmma_bn<BN>(d, adesc(0, c, kk), bdesc(n0 + 2 * c + 1, kk), 1);
+						for (int kk = 0; kk < 4; kk++)
+							wgmma_bn<BN>(d, adesc(0, c, kk), bdesc(n0 + 2 * c + 1, kk), 1);
+					}
 				}
 				wg_commit();
 				load_constants(kt);
 				wg_wait<0>();
 				reg_fence(d);
 #pragma unroll
-				for (int q = 0; q < 2 * C; q++)
+				for (int q = 0; q < PP * C; q++)
 					release(n0 + q);
 				epilogue(d, kt);
 			}
 		}
 		else
 		{
-			/* x_hi.W_hi per slice into part, two-sum folded into (d, err); both lo products into acc2 */
+			/* x_hi.W_hi per slice into part, two-sum folded into (d, err); both lo products (not with ONE) into acc2 */
 			float d[NR], part[NR], acc2[NR], err[NR];
 			for (int kt = 0; kt < ntiles; kt++)
 			{
-				const int n0 = kt * 2 * C;
+				const int n0 = kt * PP * C;
 				load_constants(kt);
 #pragma unroll 1
 				for (int c = 0; c < C; c++)
 				{
-					const int nh = n0 + 2 * c, nl = nh + 1;
+					const int nh = n0 + PP * c, nl = nh + 1;
 					wg_fence();
 					wait_full(nh);
 #pragma unroll
 					for (int kk = 0; kk < 4; kk++)
 						wgmma_bn<BN>(part, adesc(0, c, kk), bdesc(nh, kk), kk);
+					if constexpr (!ONE)
+					{
 #pragma unroll
-					for (int kk = 0; kk < 4; kk++)
-						wgmma_bn<BN>(acc2, adesc(1, c, kk), bdesc(nh, kk), c | kk);
-					wg_commit();
-					wait_full(nl);
+						for (int kk = 0; kk < 4; kk++)
+							wgmma_bn<BN>(acc2, adesc(1, c, kk), bdesc(nh, kk), c | kk);
+						wg_commit();
+						wait_full(nl);
 #pragma unroll
-					for (int kk = 0; kk < 4; kk++)
-						wgmma_bn<BN>(acc2, adesc(0, c, kk), bdesc(nl, kk), 1);
+						for (int kk = 0; kk < 4; kk++)
+							wgmma_bn<BN>(acc2, adesc(0, c, kk), bdesc(nl, kk), 1);
+					}
 					wg_commit();
 					wg_wait<0>();
 					reg_fence(part);
-					reg_fence(acc2);
 					release(nh);
-					release(nl);
+					if constexpr (!ONE)
+					{
+						reg_fence(acc2);
+						release(nl);
+					}
 					if (c == 0)
 #pragma unroll
 						for (int i = 0; i < NR; i++)
@@ -511,7 +538,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 				}
 #pragma unroll
 				for (int i = 0; i < NR; i++)
-					d[i] += err[i] + acc2[i];
+					d[i] += ONE ? err[i] : err[i] + acc2[i];
 				epilogue(d, kt);
 			}
 		}
