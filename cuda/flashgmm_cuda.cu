@@ -748,6 +748,7 @@ struct DevModel
 	int h16_IN = 0;
 	__half *Wh = nullptr;
 	float *colc16 = nullptr, *colp16 = nullptr;
+	float *c2l = nullptr;		/* [colc16 | colp16] x log2(e), for the one-product assignment */
 	int *h16bad = nullptr;
 
 	void enable_h16(float S)
@@ -757,6 +758,7 @@ struct DevModel
 		Wh = dalloc<__half>((size_t) Kp * 2 * h16_IN, "FP16 model");
 		colc16 = dalloc<float>(Kp, "constants");
 		colp16 = dalloc<float>(Kp, "precisions");
+		c2l = dalloc<float>(2 * (size_t) Kp, "constants");
 		h16bad = dalloc<int>(Kp, "flags");
 	}
 
@@ -849,6 +851,8 @@ struct DevModel
 			h16::prepare_h16_kernel<<<Kp, 128, 0, g_s>>>(mu, var, colc, K, Kp, D, diag, h16_S, h16_IN, Wh, colc16,
 														 colp16, h16bad);
 			CKL("prepare_h16_kernel");
+			h16::log2_constants_kernel<<<(Kp + 255) / 256, 256, 0, g_s>>>(colc16, colp16, Kp, c2l);
+			CKL("log2_constants_kernel");
 			std::vector<int> bad(K);
 			CK(cudaMemcpyAsync(bad.data(), h16bad, sizeof(int) * K, cudaMemcpyDeviceToHost, g_s));
 			CK(cudaStreamSynchronize(g_s));
@@ -1119,7 +1123,7 @@ void launch_pass1(unsigned nblocks, A... args)
 	static_assert(wg::Cfg<DG>::BM == h16::BM1, "both pass-1 kernels take blocks of the same rows");
 	if (use_wgmma())
 	{
-		const size_t sm = wg::lse_smem(DG);
+		const size_t sm = wg::lse_smem(DG, ONE);
 		set_smem(wg::lse_wg_kernel<DG, MM, ONE>, sm);
 		wg::lse_wg_kernel<DG, MM, ONE><<<nblocks, wg::Cfg<DG>::THREADS, sm, g_s>>>(args...);
 	}
@@ -1135,7 +1139,7 @@ void launch_pass1(unsigned nblocks, A... args)
 int64_t h16_bytes(int Kp, bool diag)
 {
 	const int64_t IN = h16::in_width(diag), rb = h16::block_rows16(diag);
-	return rb * (4 * IN + 4) + (int64_t) Kp * (4 * IN + 12);
+	return rb * (4 * IN + 4) + (int64_t) Kp * (4 * IN + 20);	/* rows, norms; model, colc16, colp16, c2l, flags */
 }
 
 /* the data scale of the h16 pass: a power of two with max |x| S in [64, 128) */
@@ -2582,9 +2586,11 @@ void assign16(const DevModel &M, const __half *Xg, const float *xh, const float 
 	const unsigned nb = (unsigned) (npad / h16::BM1);
 	Direct dr = M.direct();
 	const bool one = assign_one_product();
-#define AS16_ARGS                                                                                            \
-	nb, Xg, xh, x, nr, M.D, M.Kp, (const __half *) M.Wh, (const float *) M.colc16, (const float *) M.colp16, 0, \
-		(float *) nullptr, (double *) nullptr, dr, invT, m, tau, comp, resp
+	/* one product: the constants in log2 units */
+	const float *cc = one ? M.c2l : M.colc16, *cp = one ? M.c2l + M.Kp : M.colp16;
+#define AS16_ARGS                                                                                             \
+	nb, Xg, xh, x, nr, M.D, M.Kp, (const __half *) M.Wh, cc, cp, 0, (float *) nullptr, (double *) nullptr, dr, \
+		invT, m, tau, comp, resp
 #define AS16(DG, MM) \
 	(one ? launch_pass1<DG, MM, true>(AS16_ARGS) : launch_pass1<DG, MM, false>(AS16_ARGS))
 	if (M.diag)

@@ -294,83 +294,126 @@ __device__ __forceinline__ void row_tile(float &m, float &l, float (&tv)[MM], in
 }
 
 /*
- * row_tile for the top-m assignment with the insertions compacted.  thr is
- * a lower bound on the row's m-th best score so far, from values the quad
- * holds: the largest member's m-th best (that member holds m values at or
- * above it) and, with m = 4q, the smallest member's q-th best (the four
- * members hold 4q); in the first tile, whose lists are empty, each member's
- * q-th best of the tile itself.  An element below thr cannot enter the row's
- * top m, so only elements at or above it are inserted, read back by index
- * from this thread's slots in scr ([NT][32 lanes][2], conflict-free).  The
- * warp then runs as many insertions as its busiest thread has candidates,
- * instead of one per element that any of its threads keeps (row_tile).  The
- * merged top m is row_tile's: only entries that could not be chosen are
- * left out of the lists.
+ * row_tile for the top-m assignment, for both of the thread's rows at once
+ * (independent work side by side: the epilogue is latency bound), with the
+ * insertions compacted.  thr is a lower bound on the row's m-th best score
+ * so far, from values the quad holds: the largest member's m-th best (that
+ * member holds m values at or above it) and, with m = 4q, the smallest
+ * member's q-th best (the four members hold 4q); in the first tile, whose
+ * lists are empty, each member's q-th best of the tile itself.  An element
+ * below thr cannot enter the row's top m, so only elements at or above it
+ * (and above the thread's own m-th best, as topm_insert asks) are inserted,
+ * read back by index from this thread's slots in scr ([NT][32 lanes][2],
+ * conflict-free).  The warp then runs as many insertions as its busiest
+ * thread has candidates, instead of one per element that any of its threads
+ * keeps (row_tile).  The merged top m is row_tile's: only entries that could
+ * not be chosen are left out of the lists.  The tile's maximum, candidate
+ * and sum of exponentials are built in four interleaved partials (the sum's
+ * rounding differs from online_lse's).
  */
 template <int NT, int MM>
-__device__ __forceinline__ void row_tile_compact(float &m, float &l, float (&tv)[MM], int (&ti)[MM],
-												 const float (&s)[NT][2], float invT, bool hard, int k0, int t,
-												 float *scr, int lane)
+__device__ __forceinline__ void rows_tile_compact(float (&m)[2], float (&l)[2], float (&tv)[2][MM],
+												  int (&ti)[2][MM], const float (&s)[2][NT][2], float invT,
+												  bool hard, int k0, int t, float *scr, int lane)
 {
-	static_assert(2 * NT <= 32, "one bit per element of the thread's tile");
+	static_assert(2 * NT <= 32 && NT % 4 == 0, "one bit per element of the thread's tile, four partials");
 	constexpr int Q = MM / 4;
-	float tmax = NEG_INF, thr = tv[MM - 1];
-	if (Q == 2 && k0 == 0)
+	float tmax[2], thr[2];
+#pragma unroll
+	for (int h = 0; h < 2; h++)
 	{
-		float b = NEG_INF;	/* the tile's second best */
-#pragma unroll
-		for (int j = 0; j < NT; j++)
-#pragma unroll
-			for (int e = 0; e < 2; e++)
-			{
-				b = fmaxf(b, fminf(tmax, s[j][e]));
-				tmax = fmaxf(tmax, s[j][e]);
-			}
-		thr = b;
-	}
-	else
-	{
-#pragma unroll
-		for (int j = 0; j < NT; j++)
-			tmax = fmaxf(tmax, fmaxf(s[j][0], s[j][1]));
-		if (Q == 1 && k0 == 0)
-			thr = tmax;
-		else if (Q >= 1)
-			thr = tv[Q - 1];
-	}
-	if (Q >= 1)
-	{
-		/* the smallest member's q-th best */
-		thr = fminf(thr, __shfl_xor_sync(0xffffffffu, thr, 1));
-		thr = fminf(thr, __shfl_xor_sync(0xffffffffu, thr, 2));
-	}
-	float lm = tv[MM - 1];	/* the largest member's m-th best */
-	lm = fmaxf(lm, __shfl_xor_sync(0xffffffffu, lm, 1));
-	lm = fmaxf(lm, __shfl_xor_sync(0xffffffffu, lm, 2));
-	thr = Q >= 1 ? fmaxf(thr, lm) : lm;
-	uint32_t cand = 0;
-	if (tmax >= thr && tmax > tv[MM - 1])
-#pragma unroll
-		for (int j = 0; j < NT; j++)
-#pragma unroll
-			for (int e = 0; e < 2; e++)
-				if (s[j][e] >= thr && s[j][e] > tv[MM - 1])
-					cand |= 1u << (2 * j + e);
-	tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
-	tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
-	online_lse<NT, true>(m, l, s, tmax, invT, hard);
-	if (cand)
-	{
-#pragma unroll
-		for (int j = 0; j < NT; j++)
-			reinterpret_cast<float2 *>(scr)[j * 32 + lane] = make_float2(s[j][0], s[j][1]);
-		do
+		if (Q == 2 && k0 == 0)
 		{
-			const int i = __ffs(cand) - 1;
-			cand &= cand - 1;
-			topm_insert<MM>(tv, ti, scr[(i >> 1) * 64 + 2 * lane + (i & 1)], k0 + (i >> 1) * 8 + 2 * t + (i & 1));
-		} while (cand);
+			float a = NEG_INF, b = NEG_INF;	/* the tile's best and second best */
+#pragma unroll
+			for (int j = 0; j < NT; j++)
+#pragma unroll
+				for (int e = 0; e < 2; e++)
+				{
+					b = fmaxf(b, fminf(a, s[h][j][e]));
+					a = fmaxf(a, s[h][j][e]);
+				}
+			tmax[h] = a;
+			thr[h] = b;
+		}
+		else
+		{
+			float p[4] = {NEG_INF, NEG_INF, NEG_INF, NEG_INF};
+#pragma unroll
+			for (int j = 0; j < NT; j++)
+				p[j & 3] = fmaxf(p[j & 3], fmaxf(s[h][j][0], s[h][j][1]));
+			tmax[h] = fmaxf(fmaxf(p[0], p[1]), fmaxf(p[2], p[3]));
+			thr[h] = (Q == 1 && k0 == 0) ? tmax[h] : Q >= 1 ? tv[h][Q > 0 ? Q - 1 : 0] : NEG_INF;
+		}
 	}
+	float lm[2];
+#pragma unroll
+	for (int h = 0; h < 2; h++)
+		lm[h] = tv[h][MM - 1];
+#pragma unroll
+	for (int o = 1; o <= 2; o <<= 1)
+#pragma unroll
+		for (int h = 0; h < 2; h++)
+		{
+			thr[h] = fminf(thr[h], __shfl_xor_sync(0xffffffffu, thr[h], o));	/* the smallest member's q-th best */
+			lm[h] = fmaxf(lm[h], __shfl_xor_sync(0xffffffffu, lm[h], o));		/* the largest member's m-th best */
+		}
+	uint32_t cand[2];
+#pragma unroll
+	for (int h = 0; h < 2; h++)
+	{
+		/* v >= bound and v > tv[MM - 1] in one comparison (bound >= tv[MM - 1]) */
+		float bound = fmaxf(thr[h], lm[h]);
+		if (!(bound > tv[h][MM - 1]))
+			bound = nextafterf(bound, INFINITY);
+		cand[h] = 0u;
+		if (tmax[h] >= bound)
+#pragma unroll
+			for (int j = 0; j < NT; j++)
+#pragma unroll
+				for (int e = 0; e < 2; e++)
+					if (s[h][j][e] >= bound)
+						cand[h] |= 1u << (2 * j + e);
+	}
+#pragma unroll
+	for (int o = 1; o <= 2; o <<= 1)
+#pragma unroll
+		for (int h = 0; h < 2; h++)
+			tmax[h] = fmaxf(tmax[h], __shfl_xor_sync(0xffffffffu, tmax[h], o));
+#pragma unroll
+	for (int h = 0; h < 2; h++)
+	{
+		const float mnew = fmaxf(m[h], tmax[h] * invT);
+		if (mnew == NEG_INF)
+			continue;
+		if (!hard)
+		{
+			float p[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+			for (int j = 0; j < NT; j++)
+#pragma unroll
+				for (int e = 0; e < 2; e++)
+					p[j & 3] += ex2(s[h][j][e] * invT - mnew);
+			l[h] = l[h] * ex2(m[h] - mnew) + ((p[0] + p[1]) + (p[2] + p[3]));
+		}
+		m[h] = mnew;
+	}
+#pragma unroll
+	for (int h = 0; h < 2; h++)
+		if (cand[h])
+		{
+#pragma unroll
+			for (int j = 0; j < NT; j++)
+				reinterpret_cast<float2 *>(scr)[j * 32 + lane] = make_float2(s[h][j][0], s[h][j][1]);
+			uint32_t c = cand[h];
+			do
+			{
+				const int i = __ffs(c) - 1;
+				c &= c - 1;
+				topm_insert<MM, false>(tv[h], ti[h], scr[(i >> 1) * 64 + 2 * lane + (i & 1)],
+									   k0 + (i >> 1) * 8 + 2 * t + (i & 1));
+			} while (c);
+		}
 }
 
 /* the row's log-sum-exp (log2 units) from the quad's (m, l) shares (the maximum with hard) */
@@ -784,6 +827,17 @@ stats16_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, cons
 		}
 	}
 	write_nk_sxn(nk_acc, sxn_acc, kw, g, t, blockIdx.y, Kp, S, part_nk, part_sxn);
+}
+
+/* c2l = [colc | colp] x log2(e): the constants in log2 units (lse_wg_kernel's one-product assignment) */
+__global__ void log2_constants_kernel(const float *__restrict__ colc, const float *__restrict__ colp, int Kp,
+									  float *__restrict__ c2l)
+{
+	for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < Kp; k += gridDim.x * blockDim.x)
+	{
+		c2l[k] = colc[k] * L2E;
+		c2l[Kp + k] = colp[k] * L2E;
+	}
 }
 
 /*

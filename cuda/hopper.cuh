@@ -61,12 +61,32 @@ struct Cfg
 	static constexpr int THREADS = 3 * 128;			/* producer + 2 consumer warpgroups */
 };
 
-template <bool DIAG>
+/*
+ * The one-product assignment (lse_wg_kernel's ONE) streams half the stages
+ * per tile, so a spherical ring of 8 covers 4 tiles; the freed room holds
+ * its ring of per-tile constants (NCT tiles of colc, and colp when
+ * spherical), which the producer copies beside the model so that no
+ * consumer register holds them across the products.
+ */
+template <bool DIAG, bool ONE>
+struct Ring
+{
+	static constexpr int NS = ONE && !DIAG ? Cfg<DIAG>::NS - 2 : Cfg<DIAG>::NS;
+	static constexpr int NCT = ONE ? 8 : 0;						/* tiles of constants */
+	static constexpr int CB = (DIAG ? 4 : 8) * Cfg<DIAG>::BN;	/* bytes of one tile's constants */
+	static constexpr size_t BYTES = (size_t) NS * Cfg<DIAG>::STAGE + (size_t) NCT * CB + 2 * NS * 8;
+};
+
+template <bool DIAG, bool ONE = false>
 constexpr size_t smem_bytes()
 {
-	return 1024 + Cfg<DIAG>::ROWS + (size_t) Cfg<DIAG>::NS * Cfg<DIAG>::STAGE + 2 * Cfg<DIAG>::NS * 8;
+	return 1024 + Cfg<DIAG>::ROWS + Ring<DIAG, ONE>::BYTES;
 }
-inline size_t lse_smem(bool diag) { return diag ? smem_bytes<true>() : smem_bytes<false>(); }
+inline size_t lse_smem(bool diag, bool one = false)
+{
+	return diag ? (one ? smem_bytes<true, true>() : smem_bytes<true>())
+				: (one ? smem_bytes<false, true>() : smem_bytes<false>());
+}
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define FGC_WGMMA 1
@@ -289,6 +309,9 @@ __device__ __forceinline__ void load_resident(uint8_t *dst, const __half *src, i
 	__syncthreads();
 }
 
+/* the two consumer warpgroups (threads 128..383) meet: named barrier 1 */
+__device__ __forceinline__ void consumers_sync() { asm volatile("bar.sync 1, 256;\n" ::: "memory"); }
+
 /* one arrival per warp on an mbarrier (a consumer warp is done with a stage) */
 __device__ __forceinline__ void warp_arrive(uint32_t bar, int lane)
 {
@@ -304,8 +327,10 @@ __device__ __forceinline__ void warp_arrive(uint32_t bar, int lane)
  *
  * ONE (assignment only): one product per score, x_hi.W_hi (FP16 operands,
  * FP32 accumulation), for a ranking that need not be EM-accurate (measured
- * against the CPU engine: cuda/NOTES.md, v6).  Only the W_hi slices stream;
- * the rows' unused lo part holds the insertion scratch of row_tile_compact.
+ * against the CPU engine: cuda/NOTES.md, v6).  Only the W_hi slices stream,
+ * with the tiles' constants (colc, colp: here already in log2 units, the
+ * model's c2l); the rows' unused lo part holds the insertion scratch of
+ * rows_tile_compact.
  */
 template <bool DIAG, int MAXM, bool ONE = false>
 __global__ void __launch_bounds__(Cfg<DIAG>::THREADS, 1)
@@ -317,7 +342,8 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 {
 #if defined(FGC_WGMMA)
 	using G = Cfg<DIAG>;
-	constexpr int BN = G::BN, NT = BN / 8, C = G::C, NS = G::NS, NR = BN / 2;
+	using RG = Ring<DIAG, ONE>;
+	constexpr int BN = G::BN, NT = BN / 8, C = G::C, NS = RG::NS, NR = BN / 2, NCT = RG::NCT, CB = RG::CB;
 	constexpr bool ASSIGN = MAXM > 0;
 	constexpr int MM = ASSIGN ? MAXM : 1;
 	constexpr int PP = ONE ? 1 : 2;		/* model parts streamed: W_hi (and W_lo) */
@@ -328,7 +354,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 	__shared__ double lsum[G::THREADS / 32];
 	const uint32_t raw = smem_u32(smem4), base = (raw + 1023) & ~1023u;
 	uint8_t *gb = reinterpret_cast<uint8_t *>(smem4) + (base - raw);	/* 1024-aligned (the swizzle's period) */
-	const uint32_t srows = base, sring = base + G::ROWS, sbar = sring + NS * G::STAGE;
+	const uint32_t srows = base, sring = base + G::ROWS, sconst = sring + NS * G::STAGE, sbar = sconst + NCT * CB;
 	auto full = [&](int s) { return sbar + 8 * s; };
 	auto empty = [&](int s) { return sbar + 8 * (NS + s); };
 
@@ -347,9 +373,6 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 	load_resident<G::IN>(gb, Xg + row0 * 2 * G::IN, G::BM, tid, G::THREADS);	/* the block's rows */
 
 	double mine = 0.0;
-	float lz2[2] = {0.f, 0.f};
-	float tv[2][MM];
-	int ti[2][MM];
 	const int role = __shfl_sync(0xffffffffu, tid >> 7, 0);	/* warpgroup, provably warp-uniform */
 	if (role == 0)
 	{
@@ -363,6 +386,20 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 					const int slot = n % NS, use = n / NS;
 					if (use > 0)
 						mbar_wait(empty(slot), (use - 1) & 1);
+					/*
+					 * ONE: the tile's constants with its first stage.  Their slot
+					 * was last read NCT tiles ago: every consumer has released
+					 * this stage's previous use, NS / C <= 4 tiles back, so it is
+					 * past that tile's epilogue.
+					 */
+					if (ONE && c == 0)
+					{
+						static_assert(!ONE || NS / C < NCT, "a constants slot outlives its tile's epilogue");
+						uint8_t *dst = gb + (sconst - base) + (kt % (NCT ? NCT : 1)) * CB;
+						for (int i = tid; i < CB / 16; i += 128)
+							h16::cp_async16(dst + 16 * i, i < BN / 4 ? colc + kt * BN + 4 * i
+																	 : colp + kt * BN + 4 * (i - BN / 4));
+					}
 					load_slice(gb + G::ROWS + slot * G::STAGE, Wh + (int64_t) kt * BN * 2 * G::IN + p * G::IN + c * 64,
 							   2 * G::IN, BN, tid, 128);
 					cp_async_arrive(full(slot));	/* "full" once this thread's copies have landed */
@@ -385,7 +422,9 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 #pragma unroll
 		for (int h = 0; h < 2; h++)
 			hx[h] = DIAG ? 0.f : __ldg(xh + row0 + wgi * 64 + w4 * 16 + g + 8 * h);
-		float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f};
+		float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f}, lz2[2];
+		float tv[2][MM];
+		int ti[2][MM];
 #pragma unroll
 		for (int h = 0; h < 2; h++)
 #pragma unroll
@@ -421,36 +460,65 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 		float *scr = reinterpret_cast<float *>(gb + C * G::BM * 128) + (warp - 4) * 32 * 2 * NT;
 		auto epilogue = [&](const float (&d)[NR], int kt) {
 			const int k0 = kt * BN;
-#pragma unroll
-			for (int h = 0; h < 2; h++)
-			{
+			float s2[2][NT][2];
+			/* flagged components: scores from differences (unrolled: a runtime index would put s in local memory) */
+			auto direct = [&](float (&s)[NT][2], int h) {
 				const int64_t gr = row0 + wgi * 64 + w4 * 16 + g + 8 * h;
-				float s[NT][2];
 #pragma unroll
 				for (int j = 0; j < NT; j++)
-				{
-					const float2 cc = ccv[j], cp = cpv[DIAG ? 0 : j];
 #pragma unroll
 					for (int e = 0; e < 2; e++)
 					{
-						const float v = d[4 * j + 2 * h + e], c0 = e ? cc.y : cc.x;
-						s[j][e] = DIAG ? fmaf(v, L2E, c0) : fmaf(e ? cp.y : cp.x, v - hx[h], c0);
+						const int k = k0 + j * 8 + 2 * t + e;
+						if (dr.flag[k] && gr < nrows)
+							s[j][e] = direct_score(dr, X, gr, D, k) * L2E;
 					}
-				}
-				if (dr.any)		/* unrolled: a runtime index would put s in local memory */
+			};
+			if constexpr (ONE)
+			{
+				/* the tile's constants (already in log2 units) from the ring, once for both rows */
+				const float *cs = reinterpret_cast<const float *>(gb + (sconst - base)) + (kt % (NCT ? NCT : 1)) * (CB / 4);
 #pragma unroll
-					for (int j = 0; j < NT; j++)
+				for (int j = 0; j < NT; j++)
+				{
+					const float2 cc = *reinterpret_cast<const float2 *>(cs + j * 8 + 2 * t);
+					const float2 cp = DIAG ? cc : *reinterpret_cast<const float2 *>(cs + BN + j * 8 + 2 * t);
+#pragma unroll
+					for (int h = 0; h < 2; h++)
 #pragma unroll
 						for (int e = 0; e < 2; e++)
 						{
-							const int k = k0 + j * 8 + 2 * t + e;
-							if (dr.flag[k] && gr < nrows)
-								s[j][e] = direct_score(dr, X, gr, D, k) * L2E;
+							const float v = d[4 * j + 2 * h + e], c0 = e ? cc.y : cc.x;
+							s2[h][j][e] = DIAG ? fmaf(v, L2E, c0) : fmaf(e ? cp.y : cp.x, v - hx[h], c0);
 						}
-				if constexpr (ONE)
-					h16::row_tile_compact<NT, MM>(m[h], l[h], tv[h], ti[h], s, invT, hard, k0, t, scr, lane);
-				else
+				}
+				if (dr.any)
+#pragma unroll
+					for (int h = 0; h < 2; h++)
+						direct(s2[h], h);
+				h16::rows_tile_compact<NT, MM>(m, l, tv, ti, s2, invT, hard, k0, t, scr, lane);
+			}
+			else
+			{
+#pragma unroll
+				for (int h = 0; h < 2; h++)
+				{
+					float (&s)[NT][2] = s2[h];
+#pragma unroll
+					for (int j = 0; j < NT; j++)
+					{
+						const float2 cc = ccv[j], cp = cpv[DIAG ? 0 : j];
+#pragma unroll
+						for (int e = 0; e < 2; e++)
+						{
+							const float v = d[4 * j + 2 * h + e], c0 = e ? cc.y : cc.x;
+							s[j][e] = DIAG ? fmaf(v, L2E, c0) : fmaf(e ? cp.y : cp.x, v - hx[h], c0);
+						}
+					}
+					if (dr.any)
+						direct(s, h);
 					h16::row_tile<NT, ASSIGN, MM>(m[h], l[h], tv[h], ti[h], s, invT, hard, k0, t);
+				}
 			}
 		};
 
@@ -481,7 +549,8 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 					}
 				}
 				wg_commit();
-				load_constants(kt);
+				if constexpr (!ONE)
+					load_constants(kt);
 				wg_wait<0>();
 				reg_fence(d);
 #pragma unroll
@@ -497,7 +566,8 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 			for (int kt = 0; kt < ntiles; kt++)
 			{
 				const int n0 = kt * PP * C;
-				load_constants(kt);
+				if constexpr (!ONE)
+					load_constants(kt);
 #pragma unroll 1
 				for (int c = 0; c < C; c++)
 				{
@@ -557,25 +627,30 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 					mine += (double) (lz2[h] * LN2);
 				}
 			}
-	}
-	if (ASSIGN)
-	{
-		/* the quad's lists through shared memory (the rows are free once every warp is here), a thread per row */
-		float *cv = reinterpret_cast<float *>(gb);				/* [BM][4][MAXM] */
-		int *ci = reinterpret_cast<int *>(cv + G::BM * 4 * MM);	/* [BM][4][MAXM] */
-		float *lzs = reinterpret_cast<float *>(ci + G::BM * 4 * MM);	/* [BM] */
-		__syncthreads();
-		if (role > 0)
+		if (ASSIGN)
+		{
+			/*
+			 * The quad's lists through shared memory (the rows are free once
+			 * both consumer warpgroups are here), a consumer thread per row.
+			 * Inside the consumers' branch, on a named barrier: after the
+			 * join the producer's 40 registers would bound these values.
+			 */
+			float *cv = reinterpret_cast<float *>(gb);				/* [BM][4][MAXM] */
+			int *ci = reinterpret_cast<int *>(cv + G::BM * 4 * MM);	/* [BM][4][MAXM] */
+			float *lzs = reinterpret_cast<float *>(ci + G::BM * 4 * MM);	/* [BM] */
+			consumers_sync();
 #pragma unroll
 			for (int h = 0; h < 2; h++)
 			{
-				const int r = (role - 1) * 64 + (warp & 3) * 16 + g + 8 * h;
+				const int r = wgi * 64 + w4 * 16 + g + 8 * h;
 				topm_stash<MM>(cv, ci, r, t, tv[h], ti[h]);
 				if (t == 0)
 					lzs[r] = lz2[h];
 			}
-		__syncthreads();
-		mine = h16::merge_rows<MM>(cv, ci, lzs, G::BM, tid, row0, nrows, invT, m_out, tau, out_comp, out_resp);
+			consumers_sync();
+			mine = h16::merge_rows<MM>(cv, ci, lzs, G::BM, tid - 128, row0, nrows, invT, m_out, tau, out_comp,
+									   out_resp);
+		}
 	}
 	block_sum_fixed<G::THREADS / 32>(mine, lsum, blockll ? blockll + blockIdx.x : nullptr);
 #endif

@@ -859,11 +859,15 @@ __device__ __forceinline__ void keep_assignment(int j, bool found, float v, int 
 	}
 }
 
-/* insert (v, k) into a thread's descending top-MAXM list (columns visited in ascending order: ties keep the lower index) */
-template <int MAXM>
+/*
+ * insert (v, k) into a thread's descending top-MAXM list (columns visited in
+ * ascending order: ties keep the lower index); CHECK = false when the caller
+ * knows that v > tv[MAXM - 1]
+ */
+template <int MAXM, bool CHECK = true>
 __device__ __forceinline__ void topm_insert(float (&tv)[MAXM], int (&ti)[MAXM], float v, int k)
 {
-	if (!(v > tv[MAXM - 1]))
+	if (CHECK && !(v > tv[MAXM - 1]))
 		return;
 #pragma unroll
 	for (int q = MAXM - 1; q > 0; q--)
