@@ -861,8 +861,21 @@ stats_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, con
 					release((i - 1) % NS);
 			}
 
-			/* scores in log2 units (sc[4 j + 2 h + e] = component g + 8h, row 8j + 2t + e), r into A fragments */
-			const float2 *rv = rowv + slot * BR;
+			/*
+			 * scores in log2 units, in place (sc[4 j + 2 h + e] = component
+			 * g + 8h, row 8j + 2t + e), flagged components' from differences
+			 * (as stats16_kernel), then r into A fragments
+			 */
+			const float2 *rv = rowv + slot * BR;	/* {logZ', hx} per row */
+#pragma unroll
+			for (int j = 0; j < NT; j++)
+#pragma unroll
+				for (int q = 0; q < 4; q++)
+				{
+					const int h = q >> 1;
+					sc[4 * j + q] = DIAG ? fmaf(sc[4 * j + q], L2E, cc[h])
+										 : fmaf(cp[h], sc[4 * j + q] - rv[j * 8 + 2 * t + (q & 1)].y, cc[h]);
+				}
 			if (wflag)
 #pragma unroll
 				for (int j = 0; j < NT; j++)
@@ -871,7 +884,7 @@ stats_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, con
 					{
 						const int h = q >> 1, r = j * 8 + 2 * t + (q & 1);
 						if (fl[h] && row0 + r < rend)
-							sc[4 * j + q] = direct_score(dr, X, row0 + r, D, kw + g + 8 * h) * L2E - cc[h];
+							sc[4 * j + q] = direct_score(dr, X, row0 + r, D, kw + g + 8 * h) * L2E;
 					}
 			float nk_t[2] = {0.f, 0.f}, sx_t[2] = {0.f, 0.f};
 #pragma unroll
@@ -883,12 +896,8 @@ stats_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, con
 #pragma unroll
 				for (int q = 0; q < 4; q++)
 				{
-					const int h = q >> 1;
-					const float2 v = (q & 1) ? v1 : v0;
-					const bool direct = wflag && fl[h];
-					const float sv = direct ? sc[4 * j + q] + cc[h]
-									 : DIAG ? fmaf(sc[4 * j + q], L2E, cc[h]) : fmaf(cp[h], sc[4 * j + q] - v.y, cc[h]);
-					rr[q] = h16::resp_value(sv - v.x, sv, hard);
+					const float sv = sc[4 * j + q];
+					rr[q] = h16::resp_value(sv - ((q & 1) ? v1.x : v0.x), sv, hard);
 				}
 				uint32_t p01, p23;
 				h16::resp_pack(rr, v0.y, v1.y, !DIAG, nk_t, sx_t, p01, p23);
