@@ -1174,18 +1174,23 @@ struct H16Rows
 	__half *Xg = nullptr;
 	float *xh = nullptr;
 
-	/* the model's data scale from X (resident, N x D), then one block's buffers */
-	void init(DevModel &M, const float *dX, int64_t N)
+	/* the model's data scale from X (resident, N x D), then one block's buffers (unless the kernels convert) */
+	void init(DevModel &M, const float *dX, int64_t N, bool buffers = true)
 	{
 		M.enable_h16(h16_scale(dX, N * M.D));
 		rows = h16::block_rows16(M.diag);
-		Xg = dalloc<__half>((size_t) rows * 2 * M.h16_IN, "FP16 rows");
-		xh = dalloc<float>(rows, "row norms");
+		if (buffers)
+		{
+			Xg = dalloc<__half>((size_t) rows * 2 * M.h16_IN, "FP16 rows");
+			xh = dalloc<float>(rows, "row norms");
+		}
 	}
+	/* nr rows padded to a whole thread block of rows */
+	static int64_t padded(int64_t nr) { return (nr + h16::BM1 - 1) / h16::BM1 * h16::BM1; }
 	/* rows x[0..nr) (nr <= rows) into the block, zero-padded to a whole thread block of rows; returns that count */
 	int64_t convert(const DevModel &M, const float *x, int64_t nr)
 	{
-		const int64_t npad = (nr + h16::BM1 - 1) / h16::BM1 * h16::BM1;
+		const int64_t npad = padded(nr);
 		const unsigned grid = (unsigned) ((npad + 7) / 8);	/* a warp per row */
 		if (M.diag)
 			h16::convert16_kernel<true><<<grid, 256, 0, g_s>>>(x, nr, npad, M.D, M.h16_S, Xg, xh);
@@ -1561,7 +1566,8 @@ struct EStep
 		const unsigned nb = (unsigned) (npad / h16::BM1);
 		Direct dr = M->direct();
 #define A16 hr.Xg, (const float *) hr.xh, x, nr, M->D, M->Kp, (const __half *) M->Wh, (const float *) M->colc16, \
-			(const float *) M->colp16, (int) hard, lz, blockll, dr, 1.f, 0, 0.f, (int32_t *) nullptr, (float *) nullptr
+			(const float *) M->colp16, (int) hard, lz, blockll, dr, 1.f, 0, 0.f, (int32_t *) nullptr, (float *) nullptr, \
+			M->h16_S
 		if (M->diag)
 			launch_pass1<true, 0>(nb, A16);
 		else
@@ -2590,7 +2596,7 @@ void assign16(const DevModel &M, const __half *Xg, const float *xh, const float 
 	const float *cc = one ? M.c2l : M.colc16, *cp = one ? M.c2l + M.Kp : M.colp16;
 #define AS16_ARGS                                                                                             \
 	nb, Xg, xh, x, nr, M.D, M.Kp, (const __half *) M.Wh, cc, cp, 0, (float *) nullptr, (double *) nullptr, dr, \
-		invT, m, tau, comp, resp
+		invT, m, tau, comp, resp, M.h16_S
 #define AS16(DG, MM) \
 	(one ? launch_pass1<DG, MM, true>(AS16_ARGS) : launch_pass1<DG, MM, false>(AS16_ARGS))
 	if (M.diag)
@@ -2640,6 +2646,7 @@ gmm_status fgc_assign(const float *X, int64_t N, int K, int D, int cov, const fl
 		bool gemm = use_gemm(M.Kp, why, sizeof(why));
 		/* the h16 kernels (half.cuh) where they apply: D <= 128, m <= 8, X resident; else gemm or fused */
 		bool h16 = want_h16(D, M.diag) && maxm <= 8;
+		const bool one = h16 && assign_one_product();	/* its kernel reads X and converts the rows itself */
 		int64_t gws = GemmWork::ws_for(g_budget, 0);
 		int64_t gbytes = gemm ? GemmWork::bytes(M, gws, std::min<int64_t>(out_rows, N)) : 0;
 		if (h16)
@@ -2653,7 +2660,7 @@ gmm_status fgc_assign(const float *X, int64_t N, int K, int D, int cov, const fl
 		if (h16)
 		{
 			gemm = false;
-			hr.init(M, src.dX, N);
+			hr.init(M, src.dX, N, !one);
 		}
 		if (gemm)
 			gw.init(M, gws, sub);
@@ -2692,7 +2699,9 @@ gmm_status fgc_assign(const float *X, int64_t N, int K, int D, int cov, const fl
 				const float *dx = dXc + s0 * D;
 				dim3 grid((unsigned) ((nr + BM - 1) / BM));
 				t.start();
-				if (h16)
+				if (h16 && one)		/* the kernel converts its rows itself */
+					assign16(M, nullptr, nullptr, dx, nr, H16Rows::padded(nr), maxm, invT, m, tau, dcomp, dresp);
+				else if (h16)
 					for (int64_t b0 = 0; b0 < nr; b0 += hr.rows)
 					{
 						const int64_t nb = std::min(hr.rows, nr - b0);

@@ -471,7 +471,7 @@ lse16_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const 
 			 int64_t nrows, int D, int Kp, const __half *__restrict__ Wh, const float *__restrict__ colc,
 			 const float *__restrict__ colp, int hard, float *__restrict__ logZ, double *__restrict__ blockll,
 			 Direct dr, float invT, int m_out, float tau, int32_t *__restrict__ out_comp,
-			 float *__restrict__ out_resp)
+			 float *__restrict__ out_resp, float)
 {
 	constexpr int BN1 = bn1(DIAG), NT = BN1 / 8;
 	constexpr bool ASSIGN = MAXM > 0;

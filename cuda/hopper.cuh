@@ -74,7 +74,8 @@ struct Ring
 	static constexpr int NS = ONE && !DIAG ? Cfg<DIAG>::NS - 2 : Cfg<DIAG>::NS;
 	static constexpr int NCT = ONE ? 8 : 0;						/* tiles of constants */
 	static constexpr int CB = (DIAG ? 4 : 8) * Cfg<DIAG>::BN;	/* bytes of one tile's constants */
-	static constexpr size_t BYTES = (size_t) NS * Cfg<DIAG>::STAGE + (size_t) NCT * CB + 2 * NS * 8;
+	static constexpr int XH = ONE ? 4 * Cfg<DIAG>::BM : 0;		/* the rows' ||x S||^2 / 2 */
+	static constexpr size_t BYTES = (size_t) NS * Cfg<DIAG>::STAGE + (size_t) NCT * CB + XH + 2 * NS * 8;
 };
 
 template <bool DIAG, bool ONE = false>
@@ -309,6 +310,68 @@ __device__ __forceinline__ void load_resident(uint8_t *dst, const __half *src, i
 	__syncthreads();
 }
 
+/*
+ * The one-product assignment's rows, converted here instead of by
+ * convert16_kernel (whose launch was a tenth of the assignment's time): the
+ * BM rows from row0 of X (N x D, FP32) as FP16 hi of [x S] (diag [x S |
+ * (x S)^2]) in the swizzled slices load_resident writes, zero past D and
+ * nrows, and ||x S||^2 / 2 per row into xhs, each exactly as
+ * convert16_kernel computes it (a warp per row, the same order of sums).
+ * Every warp of the block takes rows warp, warp + 12, ..., all of its loads
+ * issued before the first is used.  Visible to wgmma on return.
+ */
+template <bool DIAG>
+__device__ __forceinline__ void convert_rows(uint8_t *dst, float *xhs, const float *__restrict__ X, int64_t row0,
+											 int64_t nrows, int D, float S, int warp, int lane)
+{
+	using G = Cfg<DIAG>;
+	constexpr int NW = G::THREADS / 32, RPW = (G::BM + NW - 1) / NW;
+	float v[RPW][4];
+#pragma unroll
+	for (int i = 0; i < RPW; i++)
+	{
+		const int r = warp + i * NW;
+		const int64_t gr = row0 + r;
+#pragma unroll
+		for (int u = 0; u < 4; u++)
+		{
+			const int c = 2 * lane + (u >> 1) * 64 + (u & 1);
+			v[i][u] = (r < G::BM && gr < nrows && c < D) ? __ldg(X + gr * D + c) * S : 0.f;
+		}
+	}
+	/* the half at column c of row r: slice c / 64, 16-byte chunk (c % 64) / 8 swizzled by r % 8 */
+	auto put = [&](int r, int c, __half2 h) {
+		const int sl = c >> 6, q = (c & 63) >> 3;
+		*reinterpret_cast<__half2 *>(dst + (sl * G::BM + r) * 128 + ((q ^ (r & 7)) << 4) + (c & 7) * 2) = h;
+	};
+#pragma unroll
+	for (int i = 0; i < RPW; i++)
+	{
+		const int r = warp + i * NW;
+		float n2 = 0.f;
+#pragma unroll
+		for (int p = 0; p < 2; p++)
+		{
+			const float v0 = v[i][2 * p], v1 = v[i][2 * p + 1];
+			const int c = 2 * lane + p * 64;
+			n2 = fmaf(v0, v0, fmaf(v1, v1, n2));
+			if (r < G::BM)
+			{
+				put(r, c, __floats2half2_rn(v0, v1));
+				if (DIAG)
+					put(r, h16::DMAX + c, __floats2half2_rn(v0 * v0, v1 * v1));
+			}
+		}
+#pragma unroll
+		for (int o = 16; o > 0; o >>= 1)
+			n2 += __shfl_xor_sync(0xffffffffu, n2, o);
+		if (lane == 0 && r < G::BM)
+			xhs[r] = 0.5f * n2;
+	}
+	fence_proxy_async();
+	__syncthreads();
+}
+
 /* the two consumer warpgroups (threads 128..383) meet: named barrier 1 */
 __device__ __forceinline__ void consumers_sync() { asm volatile("bar.sync 1, 256;\n" ::: "memory"); }
 
@@ -338,7 +401,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 			  int64_t nrows, int D, int Kp, const __half *__restrict__ Wh, const float *__restrict__ colc,
 			  const float *__restrict__ colp, int hard, float *__restrict__ logZ, double *__restrict__ blockll,
 			  Direct dr, float invT, int m_out, float tau, int32_t *__restrict__ out_comp,
-			  float *__restrict__ out_resp)
+			  float *__restrict__ out_resp, float S)
 {
 #if defined(FGC_WGMMA)
 	using G = Cfg<DIAG>;
@@ -354,7 +417,9 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 	__shared__ double lsum[G::THREADS / 32];
 	const uint32_t raw = smem_u32(smem4), base = (raw + 1023) & ~1023u;
 	uint8_t *gb = reinterpret_cast<uint8_t *>(smem4) + (base - raw);	/* 1024-aligned (the swizzle's period) */
-	const uint32_t srows = base, sring = base + G::ROWS, sconst = sring + NS * G::STAGE, sbar = sconst + NCT * CB;
+	const uint32_t srows = base, sring = base + G::ROWS, sconst = sring + NS * G::STAGE, sxh = sconst + NCT * CB,
+				   sbar = sxh + RG::XH;
+	float *xhs = reinterpret_cast<float *>(gb + (sxh - base));	/* ONE: the rows' ||x S||^2 / 2 */
 	auto full = [&](int s) { return sbar + 8 * s; };
 	auto empty = [&](int s) { return sbar + 8 * (NS + s); };
 
@@ -370,7 +435,10 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 			mbar_init(full(s), 128);		/* the producer's threads */
 			mbar_init(empty(s), 8);			/* the consumers' warps (lane 0 of each) */
 		}
-	load_resident<G::IN>(gb, Xg + row0 * 2 * G::IN, G::BM, tid, G::THREADS);	/* the block's rows */
+	if constexpr (ONE)
+		convert_rows<DIAG>(gb, xhs, X, row0, nrows, D, S, warp, lane);	/* the block's rows, x_hi only */
+	else
+		load_resident<G::IN>(gb, Xg + row0 * 2 * G::IN, G::BM, tid, G::THREADS);	/* the block's rows */
 
 	double mine = 0.0;
 	const int role = __shfl_sync(0xffffffffu, tid >> 7, 0);	/* warpgroup, provably warp-uniform */
@@ -421,7 +489,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 		float hx[2];
 #pragma unroll
 		for (int h = 0; h < 2; h++)
-			hx[h] = DIAG ? 0.f : __ldg(xh + row0 + wgi * 64 + w4 * 16 + g + 8 * h);
+			hx[h] = DIAG ? 0.f : ONE ? xhs[wgi * 64 + w4 * 16 + g + 8 * h] : __ldg(xh + row0 + wgi * 64 + w4 * 16 + g + 8 * h);
 		float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f}, lz2[2];
 		float tv[2][MM];
 		int ti[2][MM];
