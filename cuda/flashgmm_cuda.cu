@@ -1102,14 +1102,18 @@ bool use_wgmma()
 
 /*
  * Products per score of the h16 top-m assignment on wgmma: one (x_hi.W_hi,
- * the default: a ranking, measured against the CPU engine in cuda/NOTES.md,
- * v6) or three (the E pass's precision).  FLASHGMM_GPU_ASSIGN=x3 asks for
- * three, =x1 for one.  mma.sync (lse16_kernel) always takes three.
+ * the default for spherical models: a ranking, measured against the CPU
+ * engine in cuda/NOTES.md, v6) or three (the E pass's precision; the default
+ * for diag models, whose one-product ranking put only 98.9% of SIFT's rows
+ * first in the CPU engine's list at D = 100).  FLASHGMM_GPU_ASSIGN=x3 asks
+ * for three, =x1 for one.  mma.sync (lse16_kernel) always takes three.
  */
-bool assign_one_product()
+bool assign_one_product(bool diag)
 {
 	const char *e = getenv("FLASHGMM_GPU_ASSIGN");
-	return use_wgmma() && !(e && strcmp(e, "x3") == 0);
+	if (!use_wgmma() || (e && strcmp(e, "x3") == 0))
+		return false;
+	return !diag || (e && strcmp(e, "x1") == 0);
 }
 
 /*
@@ -2591,7 +2595,7 @@ void assign16(const DevModel &M, const __half *Xg, const float *xh, const float 
 {
 	const unsigned nb = (unsigned) (npad / h16::BM1);
 	Direct dr = M.direct();
-	const bool one = assign_one_product();
+	const bool one = assign_one_product(M.diag);
 	/* one product: the constants in log2 units */
 	const float *cc = one ? M.c2l : M.colc16, *cp = one ? M.c2l + M.Kp : M.colp16;
 #define AS16_ARGS                                                                                             \
@@ -2646,7 +2650,7 @@ gmm_status fgc_assign(const float *X, int64_t N, int K, int D, int cov, const fl
 		bool gemm = use_gemm(M.Kp, why, sizeof(why));
 		/* the h16 kernels (half.cuh) where they apply: D <= 128, m <= 8, X resident; else gemm or fused */
 		bool h16 = want_h16(D, M.diag) && maxm <= 8;
-		const bool one = h16 && assign_one_product();	/* its kernel reads X and converts the rows itself */
+		const bool one = h16 && assign_one_product(M.diag);	/* its kernel reads X and converts the rows itself */
 		int64_t gws = GemmWork::ws_for(g_budget, 0);
 		int64_t gbytes = gemm ? GemmWork::bytes(M, gws, std::min<int64_t>(out_rows, N)) : 0;
 		if (h16)
