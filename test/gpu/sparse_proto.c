@@ -11,7 +11,9 @@
  * score, and runs the E step on them only: logZ, responsibilities, sum r and
  * sum r x.  It prints the screening error, candidates per row, the pairs the
  * screen missed (exact score within T of the row's best, screened out), and
- * the sparse E step's distance from the dense one.  Components a single
+ * the sparse E step's distance from the dense one; then how many tiles of 64
+ * rows x 128 components hold a candidate (what a tile-skipping kernel could
+ * not skip).  Components a single
  * FP16 product cannot score (an operand outside FP16's normal range, or
  * u e_k / sqrt(D) > 0.5 nat with u = 2^-11, e_k = sum_d (E[x_d^2] +
  * mu_kd^2) / var_kd) are "flagged" and scored exactly, as the kernels do.
@@ -21,6 +23,7 @@
  *   /tmp/sparse_proto ../shared/data/sift-opencv-100k/base.fvecs 256 [NMAX]
  */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +62,128 @@ static float
 h16(float v)
 {
 	return (float) (_Float16) v;
+}
+
+/*
+ * Tiles of 64 rows x 128 components that hold at least one candidate (the
+ * exact work a tiled GPU E step could not skip), with rows in their order
+ * and sorted by their best component; components in index order and grouped
+ * by a k-means of the means into K / 128 groups (order: group, then index).
+ */
+static const int *sort_key;	/* qsort's key of the indices it sorts */
+static int
+by_key(const void *a, const void *b)
+{
+	int			x = *(const int *) a,
+				y = *(const int *) b;
+
+	return sort_key[x] != sort_key[y] ? (sort_key[x] < sort_key[y] ? -1 : 1) : (x < y ? -1 : x > y);
+}
+
+static void
+tiles(const gmm_model *m, const int *bestk, const uint64_t *cbits, int64_t N, int D)
+{
+	const int	K = m->K,
+				KW = (K + 63) / 64,
+				G = K / 128 > 0 ? K / 128 : 1;
+	int		   *corder = malloc(sizeof(int) * K),
+			   *cpos = malloc(sizeof(int) * K),
+			   *grp = calloc(K, sizeof(int)),
+			   *rkey = malloc(sizeof(int) * N),
+			   *rorder = malloc(sizeof(int) * N);
+	double	   *cen = malloc(sizeof(double) * G * D);
+
+	/* k-means of the means into G groups (20 Lloyd steps from evenly spaced components) */
+	for (int g = 0; g < G; g++)
+		for (int d = 0; d < D; d++)
+			cen[g * D + d] = m->means[(size_t) (g * (K / G)) * D + d];
+	for (int it = 0; it < 20; it++)
+	{
+		double	   *acc = calloc((size_t) G * D, sizeof(double));
+		int		   *cnt = calloc(G, sizeof(int));
+
+		for (int k = 0; k < K; k++)
+		{
+			double		bd = INFINITY;
+
+			for (int g = 0; g < G; g++)
+			{
+				double		dd = 0;
+
+				for (int d = 0; d < D; d++)
+				{
+					double		t = m->means[(size_t) k * D + d] - cen[g * D + d];
+
+					dd += t * t;
+				}
+				if (dd < bd)
+					bd = dd, grp[k] = g;
+			}
+			cnt[grp[k]]++;
+			for (int d = 0; d < D; d++)
+				acc[grp[k] * D + d] += m->means[(size_t) k * D + d];
+		}
+		for (int g = 0; g < G; g++)
+			for (int d = 0; d < D; d++)
+				if (cnt[g])
+					cen[g * D + d] = acc[g * D + d] / cnt[g];
+		free(acc);
+		free(cnt);
+	}
+	for (int variant = 0; variant < 3; variant++)
+	{
+		/* 0: rows and components in index order; 1: rows by best component; 2: rows and components grouped */
+		int			grouped = variant == 2;
+
+		for (int k = 0; k < K; k++)
+			corder[k] = k;
+		if (grouped)
+		{
+			sort_key = grp;
+			qsort(corder, K, sizeof(int), by_key);
+		}
+		for (int i = 0; i < K; i++)
+			cpos[corder[i]] = i;
+		for (int64_t n = 0; n < N; n++)
+		{
+			rorder[n] = (int) n;
+			rkey[n] = variant == 0 ? (int) n : cpos[bestk[n]];
+		}
+		sort_key = rkey;
+		qsort(rorder, N, sizeof(int), by_key);
+		int64_t		hit = 0,
+					total = 0;
+
+		for (int64_t r0 = 0; r0 < N; r0 += 64)
+			for (int c0 = 0; c0 < K; c0 += 128)
+			{
+				int			any = 0;
+
+				for (int64_t r = r0; r < r0 + 64 && r < N && !any; r++)
+					for (int c = c0; c < c0 + 128 && c < K; c++)
+					{
+						int			k = corder[c];
+
+						if (cbits[(size_t) rorder[r] * KW + k / 64] >> (k % 64) & 1)
+						{
+							any = 1;
+							break;
+						}
+					}
+				hit += any;
+				total++;
+			}
+		printf("    tiles 64 x 128 holding a candidate, %s: %.1f%%\n",
+			   variant == 0 ? "rows and components in index order" :
+			   variant == 1 ? "rows sorted by best component" : "rows by best component, components grouped by k-means",
+			   100.0 * hit / total);
+	}
+	free(corder);
+	free(cpos);
+	free(grp);
+	free(rkey);
+	free(rorder);
+	free(cen);
 }
 
 static void
@@ -134,6 +259,10 @@ run(const char *tag, const gmm_model *m0, const float *X0, int64_t N, int D)
 				esum = 0,
 				cand[NM] = {0},
 				lzmax = 0;
+	/* for the tile analysis: each row's best component and its candidates (middle margin) as a bitmap */
+	const int	KW = (K + 63) / 64;
+	uint64_t   *cbits = calloc((size_t) N * KW, sizeof(uint64_t));
+	int		   *bestk = malloc(sizeof(int) * N);
 	int64_t		missed[NM] = {0};
 	double	   *nkd = calloc(K, sizeof(double)),
 			   *nks = calloc(K, sizeof(double)),
@@ -231,6 +360,15 @@ run(const char *tag, const gmm_model *m0, const float *X0, int64_t N, int D)
 			/* sparse E step on the candidates of the middle margin */
 			double		Zc = 0;
 
+			bestk[n] = 0;
+			for (int k = 0; k < K; k++)
+			{
+				if (s[k] > s[bestk[n]])
+					bestk[n] = k;
+				if (st[k] >= sbest - T - MARGIN[1])
+					cbits[(size_t) n * KW + k / 64] |= 1ull << (k % 64);
+			}
+
 			for (int k = 0; k < K; k++)
 				if (st[k] >= sbest - T - MARGIN[1])
 					Zc += exp(s[k] - best);
@@ -300,6 +438,9 @@ run(const char *tag, const gmm_model *m0, const float *X0, int64_t N, int D)
 		}
 		meanrel = fmax(meanrel, sqrt(a / b));
 	}
+	tiles(m, bestk, cbits, N, D);
+	free(cbits);
+	free(bestk);
 	printf("%s (K=%d %s, S=2^%d, %d flagged): one-product score error max %.3f mean %.4f nats | T=%g:", tag, K,
 		   diag ? "diag" : "spherical", (int) log2f(S), nflag, emax, esum / ((double) N * K), T);
 	for (int i = 0; i < NM; i++)
