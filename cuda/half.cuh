@@ -597,6 +597,26 @@ lse16_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const 
 }
 
 /*
+ * Pass 2's flagged components in a score tile (s[4 j + q]: component kw + g
+ * + 8 (q / 2), row row0 + 8 j + 2 t + q % 2, log2 units): the scores of
+ * components with fl[q / 2] set, for rows before rend, from differences.
+ */
+template <int NT>
+__device__ __forceinline__ void direct_tile(float *s, const int (&fl)[2], const Direct &dr, const float *X,
+											int64_t row0, int64_t rend, int D, int kw, int g, int t)
+{
+#pragma unroll
+	for (int j = 0; j < NT; j++)
+#pragma unroll
+		for (int q = 0; q < 4; q++)
+		{
+			const int h = q >> 1, r = j * 8 + 2 * t + (q & 1);
+			if (fl[h] && row0 + r < rend)
+				s[4 * j + q] = direct_score(dr, X, row0 + r, D, kw + g + 8 * h) * L2E;
+		}
+}
+
+/*
  * A responsibility x R_SCALE from d = log2(r) - 15 (score - logZ', log2
  * units); hard: R_SCALE for the row's maximum, allowing the two roundings of
  * logZ's round trip to natural units and back.
@@ -749,15 +769,7 @@ stats16_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, cons
 			}
 		}
 		if (wflag)
-#pragma unroll
-			for (int j = 0; j < NT; j++)
-#pragma unroll
-				for (int q = 0; q < 4; q++)
-				{
-					const int h = q >> 1, r = j * 8 + 2 * t + (q & 1);
-					if (fl[h] && row0 + r < rend)
-						acc[j][q] = direct_score(dr, X, row0 + r, D, kw + g + 8 * h) * L2E;
-				}
+			direct_tile<NT>(&acc[0][0], fl, dr, X, row0, rend, D, kw, g, t);
 
 		/* responsibilities (x R_SCALE = 2^15, FP16), straight into A fragments */
 		uint32_t ra[BR2 / 16][4];

@@ -945,15 +945,7 @@ stats_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, con
 										 : fmaf(cp[h], sc[4 * j + q] - rv[j * 8 + 2 * t + (q & 1)].y, cc[h]);
 				}
 			if (wflag)
-#pragma unroll
-				for (int j = 0; j < NT; j++)
-#pragma unroll
-					for (int q = 0; q < 4; q++)
-					{
-						const int h = q >> 1, r = j * 8 + 2 * t + (q & 1);
-						if (fl[h] && row0 + r < rend)
-							sc[4 * j + q] = direct_score(dr, X, row0 + r, D, kw + g + 8 * h) * L2E;
-					}
+				h16::direct_tile<NT>(sc, fl, dr, X, row0, rend, D, kw, g, t);
 			float nk_t[2] = {0.f, 0.f}, sx_t[2] = {0.f, 0.f};
 #pragma unroll
 			for (int j = 0; j < NT; j++)
