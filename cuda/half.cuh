@@ -650,6 +650,39 @@ __device__ __forceinline__ void resp_pack(const float (&rv)[4], float hx0, float
 	}
 }
 
+/*
+ * A score tile's responsibilities (s[4 j + q]: component g + 8 (q / 2), row
+ * 8 j + 2 t + q % 2 with rows[r] = {logZ', hx}) as the statistics product's
+ * FP16 A fragments ra, their sums (and, spherical, sums times hx) added to
+ * nk_acc, sxn_acc in FP64.
+ */
+template <int NT>
+__device__ __forceinline__ void resp_tile(const float *s, const float2 *rows, int t, bool hard, bool sph,
+										  uint32_t (*ra)[4], double (&nk_acc)[2], double (&sxn_acc)[2])
+{
+	float nk_t[2] = {0.f, 0.f}, sx_t[2] = {0.f, 0.f};
+#pragma unroll
+	for (int j = 0; j < NT; j++)
+	{
+		const int r0 = j * 8 + 2 * t;
+		const float2 v0 = rows[r0], v1 = rows[r0 + 1];
+		float rv[4];
+#pragma unroll
+		for (int q = 0; q < 4; q++)
+			rv[q] = resp_value(s[4 * j + q] - ((q & 1) ? v1.x : v0.x), s[4 * j + q], hard);
+		uint32_t p01, p23;
+		resp_pack(rv, v0.y, v1.y, sph, nk_t, sx_t, p01, p23);
+		ra[j / 2][(j & 1) * 2 + 0] = p01;
+		ra[j / 2][(j & 1) * 2 + 1] = p23;
+	}
+#pragma unroll
+	for (int h = 0; h < 2; h++)
+	{
+		nk_acc[h] += (double) nk_t[h];
+		sxn_acc[h] += (double) sx_t[h];
+	}
+}
+
 /* the quad's sums of r and r ||x S||^2 / 2 (components kw + g, kw + g + 8), unscaled, into split y's row */
 __device__ __forceinline__ void write_nk_sxn(const double (&nk_acc)[2], const double (&sxn_acc)[2], int kw, int g,
 											 int t, int64_t y, int Kp, float S, double *part_nk, double *part_sxn)
@@ -773,30 +806,7 @@ stats16_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, cons
 
 		/* responsibilities (x R_SCALE = 2^15, FP16), straight into A fragments */
 		uint32_t ra[BR2 / 16][4];
-		float nk_t[2] = {0.f, 0.f}, sx_t[2] = {0.f, 0.f};
-#pragma unroll
-		for (int j = 0; j < NT; j++)
-		{
-			const int r0 = j * 8 + 2 * t;
-			const float2 v0 = *reinterpret_cast<const float2 *>(rv2 + r0 * 2);	/* {logZ', hx} of row r0 */
-			const float2 v1 = *reinterpret_cast<const float2 *>(rv2 + r0 * 2 + 2);
-			float rv[4];
-#pragma unroll
-			for (int q = 0; q < 4; q++)
-			{
-				rv[q] = resp_value(acc[j][q] - ((q & 1) ? v1.x : v0.x), acc[j][q], hard);
-			}
-			uint32_t p01, p23;
-			resp_pack(rv, v0.y, v1.y, sph, nk_t, sx_t, p01, p23);
-			ra[j / 2][(j & 1) * 2 + 0] = p01;
-			ra[j / 2][(j & 1) * 2 + 1] = p23;
-		}
-#pragma unroll
-		for (int h = 0; h < 2; h++)
-		{
-			nk_acc[h] += (double) nk_t[h];
-			sxn_acc[h] += (double) sx_t[h];
-		}
+		resp_tile<NT>(&acc[0][0], reinterpret_cast<const float2 *>(rv2), t, hard, sph, ra, nk_acc, sxn_acc);
 
 		/* statistics: sacc += R (16 x BR2) . Y (BR2 x IN), Y = hi + lo columns of the tile */
 		{

@@ -946,30 +946,7 @@ stats_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, con
 				}
 			if (wflag)
 				h16::direct_tile<NT>(sc, fl, dr, X, row0, rend, D, kw, g, t);
-			float nk_t[2] = {0.f, 0.f}, sx_t[2] = {0.f, 0.f};
-#pragma unroll
-			for (int j = 0; j < NT; j++)
-			{
-				const int r0 = j * 8 + 2 * t;
-				const float2 v0 = rv[r0], v1 = rv[r0 + 1];	/* {logZ', hx} of rows r0, r0 + 1 */
-				float rr[4];
-#pragma unroll
-				for (int q = 0; q < 4; q++)
-				{
-					const float sv = sc[4 * j + q];
-					rr[q] = h16::resp_value(sv - ((q & 1) ? v1.x : v0.x), sv, hard);
-				}
-				uint32_t p01, p23;
-				h16::resp_pack(rr, v0.y, v1.y, !DIAG, nk_t, sx_t, p01, p23);
-				ra[j / 2][(j & 1) * 2 + 0] = p01;
-				ra[j / 2][(j & 1) * 2 + 1] = p23;
-			}
-#pragma unroll
-			for (int h = 0; h < 2; h++)
-			{
-				nk_acc[h] += (double) nk_t[h];
-				sxn_acc[h] += (double) sx_t[h];
-			}
+			h16::resp_tile<NT>(sc, rv, t, hard, !DIAG, ra, nk_acc, sxn_acc);
 			/* sacc += R . (x_hi + x_lo), left in flight */
 			wg_fence();
 #pragma unroll
