@@ -758,8 +758,14 @@ struct DevModel
 		Wh = dalloc<__half>((size_t) Kp * 2 * h16_IN, "FP16 model");
 		colc16 = dalloc<float>(Kp, "constants");
 		colp16 = dalloc<float>(Kp, "precisions");
-		c2l = dalloc<float>(2 * (size_t) Kp, "constants");
 		h16bad = dalloc<int>(Kp, "flags");
+	}
+	/* after upload: c2l for the one-product assignment (the E pass does not use it) */
+	void make_c2l()
+	{
+		c2l = dalloc<float>(2 * (size_t) Kp, "constants");
+		h16::log2_constants_kernel<<<(Kp + 255) / 256, 256, 0, g_s>>>(colc16, colp16, Kp, c2l);
+		CKL("log2_constants_kernel");
 	}
 
 	Direct direct() const { return Direct{cflag, cdir, mu, var, nflag > 0, diag}; }
@@ -851,8 +857,6 @@ struct DevModel
 			h16::prepare_h16_kernel<<<Kp, 128, 0, g_s>>>(mu, var, colc, K, Kp, D, diag, h16_S, h16_IN, Wh, colc16,
 														 colp16, h16bad);
 			CKL("prepare_h16_kernel");
-			h16::log2_constants_kernel<<<(Kp + 255) / 256, 256, 0, g_s>>>(colc16, colp16, Kp, c2l);
-			CKL("log2_constants_kernel");
 			std::vector<int> bad(K);
 			CK(cudaMemcpyAsync(bad.data(), h16bad, sizeof(int) * K, cudaMemcpyDeviceToHost, g_s));
 			CK(cudaStreamSynchronize(g_s));
@@ -2672,6 +2676,8 @@ gmm_status fgc_assign(const float *X, int64_t N, int K, int D, int cov, const fl
 		float *dresp = dalloc<float>((size_t) sub * m, "assignment");
 		double *bll = dalloc<double>(sub / BM + 1, "row sums");
 		M.upload(weights, means, vars, shift);
+		if (h16 && one)
+			M.make_c2l();
 		if (gemm)
 			gw.pack_model(M);
 		bool sp = M.prec_used == GMM_GPU_PREC_3XTF32;
