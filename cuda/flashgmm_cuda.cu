@@ -36,6 +36,7 @@
 #include "chunked.cuh"
 #include "half.cuh"
 #include "hopper.cuh"
+#include "sparse.cuh"
 #include "blas.cuh"
 
 using namespace fgc;
@@ -750,6 +751,9 @@ struct DevModel
 	float *colc16 = nullptr, *colp16 = nullptr;
 	float *c2l = nullptr;		/* [colc16 | colp16] x log2(e), for the one-product assignment */
 	int *h16bad = nullptr;
+	/* the sparse E pass's screen (sparse.cuh): components one FP16 product cannot score */
+	int *sflag = nullptr, *sfidx = nullptr;
+	int nsflag = 0;
 
 	void enable_h16(float S)
 	{
@@ -759,6 +763,8 @@ struct DevModel
 		colc16 = dalloc<float>(Kp, "constants");
 		colp16 = dalloc<float>(Kp, "precisions");
 		h16bad = dalloc<int>(Kp, "flags");
+		sflag = dalloc<int>(Kp, "flags");
+		sfidx = dalloc<int>(Kp, "flags");
 	}
 	/* after upload: c2l for the one-product assignment (the E pass does not use it) */
 	void make_c2l()
@@ -872,7 +878,22 @@ struct DevModel
 			CK(cudaMemcpyAsync(cflag, f.data(), sizeof(int) * Kp, cudaMemcpyHostToDevice, g_s));
 		if (nf > 0)
 			CK(cudaMemcpyAsync(fidx, fi.data(), sizeof(int) * nf, cudaMemcpyHostToDevice, g_s));
+		std::vector<int> sf(Kp, 0), sfi;
+		if (h16_S > 0.f)
+		{
+			/* the sparse pass's screen flags: these plus what one FP16 product leaves above SCREEN_ERR */
+			for (int k = 0; k < K; k++)
+				if (f[k] || !(sp::U_FP16 * (std::isfinite(e[k]) ? e[k] : 1e300) / sq <= sp::SCREEN_ERR))
+				{
+					sf[k] = 1;
+					sfi.push_back(k);
+				}
+			CK(cudaMemcpyAsync(sflag, sf.data(), sizeof(int) * Kp, cudaMemcpyHostToDevice, g_s));
+			if (!sfi.empty())
+				CK(cudaMemcpyAsync(sfidx, sfi.data(), sizeof(int) * sfi.size(), cudaMemcpyHostToDevice, g_s));
+		}
 		CK(cudaStreamSynchronize(g_s));
+		nsflag = (int) sfi.size();
 		nflag = nf;
 		worst_err = (prec_used == GMM_GPU_PREC_TF32 ? U_TF32 : U_3X) * emax / sq;
 	}
@@ -1141,6 +1162,22 @@ void launch_pass1(unsigned nblocks, A... args)
 		set_smem(h16::lse16_kernel<DG, MM>, sm);
 		h16::lse16_kernel<DG, MM><<<nblocks, h16::NW1 * 32, sm, g_s>>>(args...);
 	}
+}
+
+/*
+ * The sparse E pass (sparse.cuh): spherical mixtures on wgmma, chosen by
+ * FLASHGMM_GPU_ESTEP=sparse (not yet the default: cuda/NOTES.md, v7).
+ */
+bool want_sparse(bool diag)
+{
+	const char *e = getenv("FLASHGMM_GPU_ESTEP");
+	return !diag && use_wgmma() && e && strcmp(e, "sparse") == 0;
+}
+constexpr int64_t SPARSE_ROWS = 1 << 17;	/* rows per screened block */
+/* its device bytes: a block's best scores, candidate lists and counts; the screen's constants; the FP32 sums */
+int64_t sparse_bytes(int Kp, int D)
+{
+	return SPARSE_ROWS * (4 + 4 * sp::SPARSE_CAP + 4) + 64 + (int64_t) Kp * (8 + 4 * D);
 }
 
 /* device bytes of the h16 pass: one block of FP16 rows and their norms, the FP16 model */
@@ -1450,6 +1487,20 @@ struct EStep
 	bool h16 = false;			/* FP16 pass (half.cuh) instead of the fused kernels */
 	H16Rows hr;					/* its converted rows */
 	GemmWork gw;
+	/*
+	 * The sparse pass (sparse.cuh) where it applies and was chosen; its
+	 * statistics are summed with atomics, so a deterministic fit
+	 * (gmm_fit_params.deterministic) keeps the dense h16 pass.
+	 */
+	bool sparse = false;
+	bool deterministic = false;
+	struct SparseWork
+	{
+		float *smax = nullptr, *c2s = nullptr, *psx = nullptr;
+		int32_t *cand = nullptr, *count = nullptr;
+		int *overflow = nullptr;
+	} sw;
+	int64_t sparse_overflow = 0;	/* rows whose candidate list overflowed, last pass (profiling) */
 
 	/* device bytes besides X and logZ (rows: N when logZ covers every row, else 0) */
 	static int64_t bytes_needed(const DevModel &M, int64_t rows, int sms, int64_t budget)
@@ -1469,7 +1520,7 @@ struct EStep
 			other = acc + GemmWork::bytes(M, GemmWork::ws_for(budget, lzb), std::max<int64_t>(rows, 1ll << 20));
 		}
 		/* the h16 pass's buffers, when X will be resident (else gemm or fused runs): the larger */
-		int64_t h16 = want_h16(D, diag) ? fused + h16_bytes(Kp, diag) : 0;
+		int64_t h16 = want_h16(D, diag) ? fused + h16_bytes(Kp, diag) + (want_sparse(diag) ? sparse_bytes(Kp, D) : 0) : 0;
 		if (h16 > 0 && budget > 0 && rows * ((int64_t) D * 4 + 4) + h16 > budget)
 			h16 = 0;
 		return std::max(other, h16);
@@ -1522,8 +1573,10 @@ struct EStep
 			logZ = dalloc<float>(logz_rows, "logZ");
 			return;
 		}
+		sparse = h16 && want_sparse(M->diag) && M->Kp % wg::Cfg<false>::BN == 0;
 		/* h16: logZ of every row while small, as gemm; else one block's (pass 2 follows pass 1 per block) */
-		logz_rows = h16 && !(logz_rows_ >= src->N && src->N * 4 <= GEMM_LOGZ_FULL_MAX) ? hr.rows : logz_rows_;
+		logz_rows = h16 && !(logz_rows_ >= src->N && src->N * 4 <= GEMM_LOGZ_FULL_MAX)
+						? std::max<int64_t>(hr.rows, sparse ? SPARSE_ROWS : 0) : logz_rows_;
 		logZ = dalloc<float>(logz_rows, "logZ");
 		nsplit_max = (int) std::max<int64_t>(1, std::min<int64_t>(PART_BYTES_MAX / per_split, 4 * g_prop.multiProcessorCount));
 		blockll = dalloc<double>((src->max_rows() + 63) / 64 + 1, "row sums");	/* blocks of >= 64 rows */
@@ -1629,6 +1682,90 @@ struct EStep
 		reduce_parts_kernel<<<std::min<int64_t>(4096, ((int64_t) M->K * Wd + 255) / 256), 256, 0, g_s>>>(
 			part, pnk, psxn, ns, M->Kp, M->K, Wd, sx, nk, sxn);
 		CKL("reduce_parts_kernel");
+	}
+
+	/* the sparse pass for this E pass: chosen, soft, not deterministic, the screen-flagged set small enough */
+	bool sparse_now(bool hard) const
+	{
+		return sparse && !hard && !deterministic && M->nsflag <= sp::SPARSE_FMAX;
+	}
+
+	/*
+	 * The sparse pass (sparse.cuh) over rows dX[0..nc), blocks of
+	 * SPARSE_ROWS: screen (best score, then the candidates), exact scores
+	 * and statistics, the block's FP32 sums flushed into the FP64 ones.
+	 */
+	void run_sparse(const float *dX, int64_t nc, float *lz, bool stats)
+	{
+		const int Kp = M->Kp, D = M->D;
+		snprintf(g_variant, sizeof(g_variant), "sparse (one-product screen on wgmma, exact scores of the candidates, "
+				 "data scale 2^%d)", (int) std::lround(std::log2((double) M->h16_S)));
+		if (!sw.smax)
+		{
+			sw.smax = dalloc<float>(SPARSE_ROWS, "sparse pass");
+			sw.cand = dalloc<int32_t>((size_t) SPARSE_ROWS * sp::SPARSE_CAP, "sparse pass");
+			sw.count = dalloc<int32_t>(SPARSE_ROWS, "sparse pass");
+			sw.overflow = dalloc<int>(1, "sparse pass");
+			sw.c2s = dalloc<float>(2 * (size_t) Kp, "sparse pass");
+			sw.psx = dalloc<float>((size_t) Kp * D, "sparse pass");
+			CK(cudaMemsetAsync(sw.psx, 0, sizeof(float) * Kp * D, g_s));
+			set_smem(wg::lse_wg_kernel<false, 0, true, wg::SCREEN_MAX>, wg::lse_smem(false, true));
+			set_smem(wg::lse_wg_kernel<false, 0, true, wg::SCREEN_COLLECT>, wg::lse_smem(false, true));
+		}
+		if (stats)	/* (this model's; a pass without statistics reads only smax) */
+			CK(cudaMemsetAsync(sw.overflow, 0, sizeof(int), g_s));
+		sp::screen_constants_kernel<<<(Kp + 255) / 256, 256, 0, g_s>>>(M->colc16, M->colp16, M->sflag, Kp, sw.c2s);
+		CKL("screen_constants_kernel");
+		Direct dr = M->direct(), none = dr;
+		none.any = 0;	/* the screen scores no component from differences: those are -inf there */
+		const int nsf = M->nsflag;
+		const size_t smw = wg::lse_smem(false, true);
+		const int egrid_max = 8 * g_prop.multiProcessorCount;
+		for (int64_t b0 = 0; b0 < nc; b0 += SPARSE_ROWS)
+		{
+			const int64_t nr = std::min<int64_t>(SPARSE_ROWS, nc - b0);
+			const float *x = dX + b0 * D;
+			float *lzb = logz_rows >= src->N ? lz + b0 : logZ;
+			const unsigned nb = (unsigned) (H16Rows::padded(nr) / h16::BM1);
+			wg::Screen sc{sw.smax, sw.cand, sw.count, sw.overflow, sp::SPARSE_CAP,
+						  (sp::SPARSE_T + 2.f * sp::SCREEN_MARGIN) * h16::L2E};
+#define SCR_ARGS nullptr, nullptr, x, nr, D, Kp, (const __half *) M->Wh, (const float *) sw.c2s, \
+			(const float *) sw.c2s + Kp, 0, (float *) nullptr, (double *) nullptr, none, 1.f, 0, 0.f, \
+			(int32_t *) nullptr, (float *) nullptr, M->h16_S, sc
+			wg::lse_wg_kernel<false, 0, true, wg::SCREEN_MAX><<<nb, wg::Cfg<false>::THREADS, smw, g_s>>>(SCR_ARGS);
+			CKL("screen (lse_wg_kernel, SCREEN_MAX)");
+			wg::lse_wg_kernel<false, 0, true, wg::SCREEN_COLLECT><<<nb, wg::Cfg<false>::THREADS, smw, g_s>>>(SCR_ARGS);
+			CKL("screen (lse_wg_kernel, SCREEN_COLLECT)");
+#undef SCR_ARGS
+			const int eg = (int) std::min<int64_t>(egrid_max, (nr + sp::EXACT_WARPS - 1) / sp::EXACT_WARPS);
+			sp::sparse_exact_kernel<<<eg, sp::EXACT_WARPS * 32, sizeof(float) * nsf * D, g_s>>>(
+				x, nr, D, M->K, dr, M->sfidx, nsf, M->sflag, sw.cand, sw.count, lzb, blockll, (int) stats, sw.psx,
+				nk, sxn);
+			CKL("sparse_exact_kernel");
+			sum_kernel<<<1, 1024, 0, g_s>>>(blockll, eg, ll, 1);
+			CKL("sum_kernel");
+			if (stats)
+			{
+				flush_psx(Kp, D);
+			}
+			if (fn > 0 && logz_rows < src->N)	/* else once per source chunk (run) */
+				flagged_stats(x, nr, lzb);
+		}
+		if (profiling())
+		{
+			int ov = 0;
+			CK(cudaMemcpyAsync(&ov, sw.overflow, sizeof(int), cudaMemcpyDeviceToHost, g_s));
+			CK(cudaStreamSynchronize(g_s));
+			sparse_overflow = ov;
+			fprintf(stderr, "flashgmm profile: sparse pass, %d screen-flagged components, %d rows overflowed\n",
+					nsf, ov);
+		}
+	}
+	void flush_psx(int Kp, int D)
+	{
+		const int64_t n = (int64_t) Kp * D;
+		sp::flush_psx_kernel<<<(unsigned) std::min<int64_t>(1024, (n + 255) / 256), 256, 0, g_s>>>(sw.psx, sx, n);
+		CKL("flush_psx_kernel");
 	}
 
 	/* the chunked GEMM pass over rows dX[0..nc) of one source chunk */
@@ -1783,6 +1920,8 @@ struct EStep
 			float *lz = (logz_rows >= src->N) ? logZ + n0 : logZ;
 			if (gemm)
 				run_gemm(dX, nc, lz, stats, hard, group);
+			else if (sparse_now(hard))
+				run_sparse(dX, nc, lz, stats);
 			else if (h16)
 				run_h16(dX, nc, lz, stats, hard);
 			else
@@ -2465,6 +2604,7 @@ gmm_status fgc_init_kmeanspp(const float *X, int64_t N, int D, const gmm_fit_par
 		src.init(X, N, D, shift, p->device_mem_budget, eb, 4);
 		EStep E;
 		E.init(&M, &src, src.logz_full ? N : src.chunk, p->device_mem_budget);
+		E.deterministic = p->deterministic != 0;
 		Timer t;
 		t.start();
 		kmeanspp_device(src, M, E, p, shift);
@@ -2492,6 +2632,7 @@ gmm_status fgc_fit(const float *X, int64_t N, int D, const gmm_fit_params *p,
 		src.init(X, N, D, shift, p->device_mem_budget, eb, 4);
 		EStep E;
 		E.init(&M, &src, src.logz_full ? N : src.chunk, p->device_mem_budget);
+		E.deterministic = p->deterministic != 0;
 		Timer t;
 		t.start();
 		kmeanspp_device(src, M, E, p, shift);
@@ -2522,6 +2663,7 @@ gmm_status fgc_em(const float *X, int64_t N, int K, int D, int cov, const gmm_fi
 		src.init(X, N, D, shift, p->device_mem_budget, eb, 4);
 		EStep E;
 		E.init(&M, &src, src.logz_full ? N : src.chunk, p->device_mem_budget);
+		E.deterministic = p->deterministic != 0;
 		M.upload(weights, means, vars, shift);
 		em_loop(M, src, E, p, &rep, shift);
 		M.download(weights, means, vars, shift);

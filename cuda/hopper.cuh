@@ -384,6 +384,31 @@ __device__ __forceinline__ void warp_arrive(uint32_t bar, int lane)
 }
 
 /*
+ * The sparse E pass's screen (sparse.cuh): lse_wg_kernel with one product per
+ * score, run twice over the same rows.  SCREEN_MAX writes each row's best
+ * screened score (smax, log2 units); SCREEN_COLLECT appends every component
+ * whose screened score is at least smax - w2 to the row's candidate list
+ * (cand[row][cap], count[row]; a count above cap means the list overflowed,
+ * and overflow counts such rows).  Both passes compute the same scores
+ * (same code, same operands), so the row's best is always a candidate.
+ */
+enum
+{
+	SCREEN_NONE = 0,
+	SCREEN_MAX = 1,
+	SCREEN_COLLECT = 2
+};
+struct Screen
+{
+	float *smax = nullptr;		/* [rows] */
+	int32_t *cand = nullptr;	/* [rows][cap] */
+	int32_t *count = nullptr;	/* [rows] */
+	int *overflow = nullptr;	/* rows whose count exceeds cap */
+	int cap = 0;
+	float w2 = 0.f;				/* the window, log2 units */
+};
+
+/*
  * lse16_kernel's contract (half.cuh) on wgmma: logZ of BM rows per thread
  * block, or with MAXM > 0 the top-m assignment.  Warpgroup 0: the
  * producer; warpgroups 1 and 2: the consumers (rows 64 (wg - 1) ..).
@@ -395,22 +420,25 @@ __device__ __forceinline__ void warp_arrive(uint32_t bar, int lane)
  * model's c2l); the rows' unused lo part holds the insertion scratch of
  * rows_tile_compact.
  */
-template <bool DIAG, int MAXM, bool ONE = false>
+template <bool DIAG, int MAXM, bool ONE = false, int SCR = SCREEN_NONE>
 __global__ void __launch_bounds__(Cfg<DIAG>::THREADS, 1)
 lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const float *__restrict__ X,
 			  int64_t nrows, int D, int Kp, const __half *__restrict__ Wh, const float *__restrict__ colc,
 			  const float *__restrict__ colp, int hard, float *__restrict__ logZ, double *__restrict__ blockll,
 			  Direct dr, float invT, int m_out, float tau, int32_t *__restrict__ out_comp,
-			  float *__restrict__ out_resp, float S)
+			  float *__restrict__ out_resp, float S, Screen sc = Screen())
 {
 #if defined(FGC_WGMMA)
 	using G = Cfg<DIAG>;
 	using RG = Ring<DIAG, ONE>;
 	constexpr int BN = G::BN, NT = BN / 8, C = G::C, NS = RG::NS, NR = BN / 2, NCT = RG::NCT, CB = RG::CB;
-	constexpr bool ASSIGN = MAXM > 0;
+	constexpr bool SCREEN = SCR != SCREEN_NONE;
+	constexpr bool ASSIGN = MAXM > 0 && !SCREEN;
 	constexpr int MM = ASSIGN ? MAXM : 1;
 	constexpr int PP = ONE ? 1 : 2;		/* model parts streamed: W_hi (and W_lo) */
-	static_assert(!ONE || ASSIGN, "one product per score ranks; logZ for EM takes three");
+	static_assert(!ONE || ASSIGN || SCREEN, "one product per score ranks or screens; logZ for EM takes three");
+	static_assert(!SCREEN || ONE, "the screen is one product per score");
+	__shared__ int scnt[SCREEN ? G::BM : 1];	/* SCREEN_COLLECT: candidates found per row */
 	static_assert(!ONE || 8 * 32 * 2 * NT * 4 <= C * G::BM * 128, "the scratch fits the rows' lo part");
 	constexpr float L2E = h16::L2E, LN2 = h16::LN2;
 	extern __shared__ float4 smem4[];
@@ -435,6 +463,8 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 			mbar_init(full(s), 128);		/* the producer's threads */
 			mbar_init(empty(s), 8);			/* the consumers' warps (lane 0 of each) */
 		}
+	if (SCREEN && tid < G::BM)
+		scnt[tid] = 0;	/* (convert_rows' barrier orders this before any append) */
 	if constexpr (ONE)
 		convert_rows<DIAG>(gb, xhs, X, row0, nrows, D, S, warp, lane);	/* the block's rows, x_hi only */
 	else
@@ -491,6 +521,16 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 		for (int h = 0; h < 2; h++)
 			hx[h] = DIAG ? 0.f : ONE ? xhs[wgi * 64 + w4 * 16 + g + 8 * h] : __ldg(xh + row0 + wgi * 64 + w4 * 16 + g + 8 * h);
 		float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f}, lz2[2];
+		/* SCREEN_COLLECT: the rows' thresholds, the screened maximum less the window (log2 units) */
+		float thr[2] = {INFINITY, INFINITY};
+		if constexpr (SCR == SCREEN_COLLECT)
+#pragma unroll
+			for (int h = 0; h < 2; h++)
+			{
+				const int64_t gr = row0 + wgi * 64 + w4 * 16 + g + 8 * h;
+				if (gr < nrows)	/* never below -FLT_MAX: a -inf score (screen-flagged) is no candidate */
+					thr[h] = fmaxf(__ldg(sc.smax + gr) - sc.w2, -FLT_MAX);
+			}
 		float tv[2][MM];
 		int ti[2][MM];
 #pragma unroll
@@ -564,7 +604,47 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 #pragma unroll
 					for (int h = 0; h < 2; h++)
 						direct(s2[h], h);
-				h16::rows_tile_compact<NT, MM>(m, l, tv, ti, s2, invT, hard, k0, t, scr, lane);
+				if constexpr (SCR == SCREEN_MAX)
+				{
+#pragma unroll
+					for (int h = 0; h < 2; h++)
+					{
+						float p[4] = {NEG_INF, NEG_INF, NEG_INF, NEG_INF};
+#pragma unroll
+						for (int j = 0; j < NT; j++)
+							p[j & 3] = fmaxf(p[j & 3], fmaxf(s2[h][j][0], s2[h][j][1]));
+						m[h] = fmaxf(m[h], fmaxf(fmaxf(p[0], p[1]), fmaxf(p[2], p[3])));
+					}
+				}
+				else if constexpr (SCR == SCREEN_COLLECT)
+				{
+#pragma unroll
+					for (int h = 0; h < 2; h++)
+					{
+						/* a bit per element at or above the threshold, then the (few) appends */
+						uint32_t cand = 0u;
+#pragma unroll
+						for (int j = 0; j < NT; j++)
+#pragma unroll
+							for (int e = 0; e < 2; e++)
+								cand |= (s2[h][j][e] >= thr[h] ? 1u : 0u) << (2 * j + e);
+						if (cand)
+						{
+							const int r = wgi * 64 + w4 * 16 + g + 8 * h;
+							const int64_t gr = row0 + r;
+							do
+							{
+								const int i = __ffs(cand) - 1;
+								cand &= cand - 1;
+								const int slot = atomicAdd(&scnt[r], 1);
+								if (slot < sc.cap)
+									sc.cand[gr * sc.cap + slot] = k0 + (i >> 1) * 8 + 2 * t + (i & 1);
+							} while (cand);
+						}
+					}
+				}
+				else
+					h16::rows_tile_compact<NT, MM>(m, l, tv, ti, s2, invT, hard, k0, t, scr, lane);
 			}
 			else
 			{
@@ -684,7 +764,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 #pragma unroll
 		for (int h = 0; h < 2; h++)
 			lz2[h] = h16::quad_lz2(m[h], l[h], hard);
-		if (!ASSIGN)
+		if (!ASSIGN && !SCREEN)
 #pragma unroll
 			for (int h = 0; h < 2; h++)
 			{
@@ -695,6 +775,28 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 					mine += (double) (lz2[h] * LN2);
 				}
 			}
+		if constexpr (SCR == SCREEN_MAX)
+#pragma unroll
+			for (int h = 0; h < 2; h++)
+			{
+				const int64_t gr = row0 + wgi * 64 + w4 * 16 + g + 8 * h;
+				float v = fmaxf(m[h], __shfl_xor_sync(0xffffffffu, m[h], 1));
+				v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+				if (t == 0 && gr < nrows)
+					sc.smax[gr] = v;
+			}
+		if constexpr (SCR == SCREEN_COLLECT)
+		{
+			consumers_sync();	/* every append of the block has landed */
+			const int r = tid - 128;
+			if (r < G::BM && row0 + r < nrows)
+			{
+				const int n = scnt[r];
+				sc.count[row0 + r] = n;
+				if (n > sc.cap)
+					atomicAdd(sc.overflow, 1);
+			}
+		}
 		if (ASSIGN)
 		{
 			/*

@@ -2,7 +2,7 @@
  * gpu_bench.cu - benchmark of the CUDA engine (a program that prints a table,
  * never a test).
  *
- *   gpu_bench LIB [--quick] [--ten] [--big] [--core] [--small-d] [--assign]
+ *   gpu_bench LIB [--quick] [--ten] [--big] [--core] [--small-d] [--assign] [--sparse]
  *     (1M-row shapes; --ten adds the 10M-row targets, --big N = 100M streamed;
  *      --quick leaves out the slow fused-kernel comparisons at 4096 and 10M;
  *      --small-d runs only h16 against gemm at D = 32, 64, 96; --assign only
@@ -78,7 +78,7 @@ static void add(const char *shape, const char *variant, double ms, double flops,
 	r.ms = ms;
 	r.tflops = ms > 0 && flops > 0 ? flops / (ms * 1e-3) / 1e12 : 0;
 	/* of the peak of the products the variant runs: FP16 (= the BF16 rate) for h16, else TF32 */
-	double peak = strncmp(variant, "h16", 3) == 0 ? g_peak_bf16 : g_peak_tf32;
+	double peak = strncmp(variant, "h16", 3) == 0 || strncmp(variant, "sparse", 6) == 0 ? g_peak_bf16 : g_peak_tf32;
 	r.frac = peak > 0 ? r.tflops / peak : 0;
 	r.peak_mib = peak_mib;
 	snprintf(r.note, sizeof(r.note), "%s", note ? note : "");
@@ -307,7 +307,7 @@ static void engine_em(const char *shape, const float *X, int64_t N, int K, int D
 	double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 	char variant[64];
 	snprintf(variant, sizeof(variant), "%s %s %s%s", estep, cov == GMM_COV_DIAG ? "diag" : "sph",
-			 !strncmp(estep, "h16", 3) ? "3xFP16" : prec == GMM_GPU_PREC_3XTF32 ? "3xTF32" : "TF32", tag);
+			 !strncmp(estep, "h16", 3) ? "3xFP16" : !strcmp(estep, "sparse") ? "FP16 screen" : prec == GMM_GPU_PREC_3XTF32 ? "3xTF32" : "TF32", tag);
 	if (st != GMM_OK)
 	{
 		char note[96];
@@ -413,16 +413,17 @@ int main(int argc, char **argv)
 {
 	if (argc < 2)
 	{
-		fprintf(stderr, "usage: %s LIB [--quick] [--ten] [--big] [--core] [--small-d] [--assign]\n", argv[0]);
+		fprintf(stderr, "usage: %s LIB [--quick] [--ten] [--big] [--core] [--small-d] [--assign] [--sparse]\n", argv[0]);
 		return 2;
 	}
-	bool quick = false, big = false, ten = false, core = false, small_d = false, assign = false;
+	bool quick = false, big = false, ten = false, core = false, small_d = false, assign = false, sparse = false;
 	for (int i = 2; i < argc; i++)
 	{
 		if (!strcmp(argv[i], "--quick")) quick = true;
 		if (!strcmp(argv[i], "--ten")) ten = true;
 		if (!strcmp(argv[i], "--big")) big = true;
 		if (!strcmp(argv[i], "--core")) core = true;
+		if (!strcmp(argv[i], "--sparse")) sparse = true;
 		if (!strcmp(argv[i], "--small-d")) small_d = true;
 		if (!strcmp(argv[i], "--assign")) assign = true;
 	}
@@ -453,7 +454,24 @@ int main(int argc, char **argv)
 		engine_assign("N=1M K=1024 D=128", X, N, 1024, D, 8, "h16");
 		free(X);
 	}
-	if (!small_d && !assign)
+	if (sparse)
+	{
+		/* --sparse: the sparse E pass (sparse.cuh) against the default, spherical, 1M and 10M rows */
+		const int64_t N = 1000000;
+		float *X = make_clustered(N, D, 2048, 1);
+		const char *s1 = "N=1M K=1024 D=128";
+		engine_em(s1, X, N, 1024, D, GMM_COV_SPHERICAL, P3, 0, 6, " (default)", "h16");
+		engine_em(s1, X, N, 1024, D, GMM_COV_SPHERICAL, P3, 0, 6, "", "sparse");
+		engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_SPHERICAL, P3, 0, 4, " (default)", "h16");
+		engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_SPHERICAL, P3, 0, 4, "", "sparse");
+		free(X);
+		const int64_t N10 = 10000000;
+		float *X10 = make_clustered(N10, D, 4096, 2);
+		engine_em("N=10M K=1024 D=128", X10, N10, 1024, D, GMM_COV_SPHERICAL, P3, 0, 4, " (default)", "h16");
+		engine_em("N=10M K=1024 D=128", X10, N10, 1024, D, GMM_COV_SPHERICAL, P3, 0, 4, "", "sparse");
+		free(X10);
+	}
+	if (!small_d && !assign && !sparse)
 	{
 		const int64_t N = 1000000;
 		float *X = make_clustered(N, D, 2048, 1);

@@ -28,7 +28,7 @@ fi
 # the 784-d data set and the streamed runs fall back to gemm), h16mma (h16 with pass 1 on
 # mma.sync), gemm (cuBLAS over blocks of rows) and fused (the fallback without cuBLAS);
 # ESTEPS=h16 runs only the first
-for v in ${ESTEPS:-h16 h16mma gemm fused}; do
+for v in ${ESTEPS:-h16 sparse h16mma gemm fused}; do
 	echo "=== E pass: $v"
 	FLASHGMM_GPU_ESTEP=$v OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)} \
 		"$B/gpu_test" "$B/flashgmm_cuda.so" "${data[@]}" || rc=1
