@@ -753,7 +753,9 @@ struct DevModel
 	int *h16bad = nullptr;
 	/* the sparse E pass's screen (sparse.cuh): components one FP16 product cannot score */
 	int *sflag = nullptr, *sfidx = nullptr;
+	float *serr = nullptr;		/* the screen's error bound per component, nats */
 	int nsflag = 0;
+	float *colc16m = nullptr;	/* colc16, -inf at the flagged components (dense passes; flag_lse_kernel) */
 
 	void enable_h16(float S)
 	{
@@ -765,6 +767,8 @@ struct DevModel
 		h16bad = dalloc<int>(Kp, "flags");
 		sflag = dalloc<int>(Kp, "flags");
 		sfidx = dalloc<int>(Kp, "flags");
+		serr = dalloc<float>(Kp, "flags");
+		colc16m = dalloc<float>(Kp, "constants");
 	}
 	/* after upload: c2l for the one-product assignment (the E pass does not use it) */
 	void make_c2l()
@@ -879,16 +883,26 @@ struct DevModel
 		if (nf > 0)
 			CK(cudaMemcpyAsync(fidx, fi.data(), sizeof(int) * nf, cudaMemcpyHostToDevice, g_s));
 		std::vector<int> sf(Kp, 0), sfi;
+		std::vector<float> se(Kp, 0.f);
 		if (h16_S > 0.f)
 		{
-			/* the sparse pass's screen flags: these plus what one FP16 product leaves above SCREEN_ERR */
+			/* the dense passes' constants without the flagged components (flag_lse_kernel scores them) */
+			sp::mask_constants_kernel<<<(Kp + 255) / 256, 256, 0, g_s>>>(colc16, cflag, Kp, colc16m);
+			CKL("mask_constants_kernel");
+			/* the sparse pass's screen: an error bound per component; flagged: these and bounds above SCREEN_ERR_MAX */
 			for (int k = 0; k < K; k++)
-				if (f[k] || !(sp::U_FP16 * (std::isfinite(e[k]) ? e[k] : 1e300) / sq <= sp::SCREEN_ERR))
+			{
+				const double b = sp::SCREEN_MARGIN +
+								 sp::SCREEN_SIGMAS * sp::U_FP16 * (std::isfinite(e[k]) ? e[k] : 1e300) / sq;
+				se[k] = (float) std::min(b, 1e30);
+				if (f[k] || !(b <= sp::SCREEN_ERR_MAX))
 				{
 					sf[k] = 1;
 					sfi.push_back(k);
 				}
+			}
 			CK(cudaMemcpyAsync(sflag, sf.data(), sizeof(int) * Kp, cudaMemcpyHostToDevice, g_s));
+			CK(cudaMemcpyAsync(serr, se.data(), sizeof(float) * Kp, cudaMemcpyHostToDevice, g_s));
 			if (!sfi.empty())
 				CK(cudaMemcpyAsync(sfidx, sfi.data(), sizeof(int) * sfi.size(), cudaMemcpyHostToDevice, g_s));
 		}
@@ -1174,6 +1188,8 @@ bool want_sparse(bool diag)
 	return !diag && use_wgmma() && e && strcmp(e, "sparse") == 0;
 }
 constexpr int64_t SPARSE_ROWS = 1 << 17;	/* rows per screened block */
+constexpr double SPARSE_OVERFLOW_MAX = 0.05;	/* of a block's rows with overflowed lists: then the dense pass */
+constexpr int SPARSE_REST = 2;				/* dense passes after a sparse pass that was mostly dense */
 /* its device bytes: a block's best scores, candidate lists and counts; the screen's constants; the FP32 sums */
 int64_t sparse_bytes(int Kp, int D)
 {
@@ -1497,10 +1513,11 @@ struct EStep
 	struct SparseWork
 	{
 		float *smax = nullptr, *c2s = nullptr, *psx = nullptr;
+		unsigned long long *npairs = nullptr;
 		int32_t *cand = nullptr, *count = nullptr;
 		int *overflow = nullptr;
 	} sw;
-	int64_t sparse_overflow = 0;	/* rows whose candidate list overflowed, last pass (profiling) */
+	int sparse_rest = 0;		/* passes left that take the dense pass, after one whose lists overflowed */
 
 	/* device bytes besides X and logZ (rows: N when logZ covers every row, else 0) */
 	static int64_t bytes_needed(const DevModel &M, int64_t rows, int sms, int64_t budget)
@@ -1625,18 +1642,42 @@ struct EStep
 	void launch_lse16(const float *x, int64_t nr, int64_t npad, float *lz, bool hard)
 	{
 		const unsigned nb = (unsigned) (npad / h16::BM1);
+		const bool mask = flags_apart(hard);
 		Direct dr = M->direct();
-#define A16 hr.Xg, (const float *) hr.xh, x, nr, M->D, M->Kp, (const __half *) M->Wh, (const float *) M->colc16, \
-			(const float *) M->colp16, (int) hard, lz, blockll, dr, 1.f, 0, 0.f, (int32_t *) nullptr, (float *) nullptr, \
-			M->h16_S
+		if (mask)
+			dr.any = 0;
+#define A16 hr.Xg, (const float *) hr.xh, x, nr, M->D, M->Kp, (const __half *) M->Wh, \
+			(const float *) (mask ? M->colc16m : M->colc16), (const float *) M->colp16, (int) hard, lz, blockll, dr, 1.f, \
+			0, 0.f, (int32_t *) nullptr, (float *) nullptr, M->h16_S
 		if (M->diag)
 			launch_pass1<true, 0>(nb, A16);
 		else
 			launch_pass1<false, 0>(nb, A16);
 #undef A16
 		CKL("pass 1 (lse16_kernel / lse_wg_kernel)");
-		sum_kernel<<<1, 1024, 0, g_s>>>(blockll, nb, ll, 1);
+		unsigned nsum = nb;
+		if (mask)	/* the flagged components' scores from differences, merged into logZ (and its block sums) */
+		{
+			const size_t fb = sp::FlagSet::bytes(M->nflag, M->D, M->diag);
+			set_smem(sp::flag_lse_kernel, fb);
+			nsum = (unsigned) std::min<int64_t>(8 * g_prop.multiProcessorCount,
+												(nr + sp::EXACT_WARPS - 1) / sp::EXACT_WARPS);
+			sp::flag_lse_kernel<<<nsum, sp::EXACT_WARPS * 32, fb, g_s>>>(x, nr, M->D, M->direct(), M->fidx, M->nflag,
+																		  lz, blockll);
+			CKL("flag_lse_kernel");
+		}
+		sum_kernel<<<1, 1024, 0, g_s>>>(blockll, nsum, ll, 1);
 		CKL("sum_kernel");
+	}
+	/*
+	 * The dense h16 passes leave the flagged components out (constants -inf):
+	 * flag_lse_kernel adds them to logZ, flag_stats_kernel makes their
+	 * statistics.  Not for hard passes (their statistics would be lost) or
+	 * more flagged components than fit its shared memory.
+	 */
+	bool flags_apart(bool hard) const
+	{
+		return !hard && M->nflag > 0 && M->nflag <= sp::SPARSE_FMAX && M->D <= FLAG_DMAX;
 	}
 
 	/* pass 2: partial statistics per (component tile, row range), then reduce_parts_kernel */
@@ -1652,9 +1693,12 @@ struct EStep
 		ns = (int) ((nr + rps - 1) / rps);
 		dim3 grid(nkt, ns);
 		size_t sm = h16::stats16_smem(M->diag, nw);
+		const bool mask = flags_apart(hard);	/* as pass 1: flag_stats_kernel makes the flagged statistics */
 		Direct dr = M->direct();
-#define S16 hr.Xg, hr.xh, x, nr, M->D, M->Kp, M->Wh, M->colc16, M->colp16, M->h16_S, lz, (int) hard, rps, part, pnk, \
-			psxn, Wd, dr
+		if (mask)
+			dr.any = 0;
+		const float *cc = mask ? M->colc16m : M->colc16;
+#define S16 hr.Xg, hr.xh, x, nr, M->D, M->Kp, M->Wh, cc, M->colp16, M->h16_S, lz, (int) hard, rps, part, pnk, psxn, Wd, dr
 		if (nw == 8 && use_wgmma())	/* 128 components per block, as stats16_kernel<*, 8> */
 		{
 			const size_t smw = wg::stats_smem(M->diag);
@@ -1687,7 +1731,7 @@ struct EStep
 	/* the sparse pass for this E pass: chosen, soft, not deterministic, the screen-flagged set small enough */
 	bool sparse_now(bool hard) const
 	{
-		return sparse && !hard && !deterministic && M->nsflag <= sp::SPARSE_FMAX;
+		return sparse && !hard && !deterministic && M->nsflag <= sp::SPARSE_FMAX && sparse_rest == 0;
 	}
 
 	/*
@@ -1695,7 +1739,7 @@ struct EStep
 	 * SPARSE_ROWS: screen (best score, then the candidates), exact scores
 	 * and statistics, the block's FP32 sums flushed into the FP64 ones.
 	 */
-	void run_sparse(const float *dX, int64_t nc, float *lz, bool stats)
+	void run_sparse(const float *dX, int64_t nc, float *lz, bool stats, bool last_chunk)
 	{
 		const int Kp = M->Kp, D = M->D;
 		snprintf(g_variant, sizeof(g_variant), "sparse (one-product screen on wgmma, exact scores of the candidates, "
@@ -1706,59 +1750,98 @@ struct EStep
 			sw.cand = dalloc<int32_t>((size_t) SPARSE_ROWS * sp::SPARSE_CAP, "sparse pass");
 			sw.count = dalloc<int32_t>(SPARSE_ROWS, "sparse pass");
 			sw.overflow = dalloc<int>(1, "sparse pass");
-			sw.c2s = dalloc<float>(2 * (size_t) Kp, "sparse pass");
+			sw.c2s = dalloc<float>(3 * (size_t) Kp, "sparse pass");
+			sw.npairs = dalloc<unsigned long long>(1, "sparse pass");
 			sw.psx = dalloc<float>((size_t) Kp * D, "sparse pass");
 			CK(cudaMemsetAsync(sw.psx, 0, sizeof(float) * Kp * D, g_s));
 			set_smem(wg::lse_wg_kernel<false, 0, true, wg::SCREEN_MAX>, wg::lse_smem(false, true));
 			set_smem(wg::lse_wg_kernel<false, 0, true, wg::SCREEN_COLLECT>, wg::lse_smem(false, true));
 		}
-		if (stats)	/* (this model's; a pass without statistics reads only smax) */
-			CK(cudaMemsetAsync(sw.overflow, 0, sizeof(int), g_s));
-		sp::screen_constants_kernel<<<(Kp + 255) / 256, 256, 0, g_s>>>(M->colc16, M->colp16, M->sflag, Kp, sw.c2s);
+		sp::screen_constants_kernel<<<(Kp + 255) / 256, 256, 0, g_s>>>(M->colc16, M->colp16, M->serr, M->sflag, Kp,
+																		sw.c2s);
+		CK(cudaMemsetAsync(sw.npairs, 0, sizeof(unsigned long long), g_s));
 		CKL("screen_constants_kernel");
 		Direct dr = M->direct(), none = dr;
 		none.any = 0;	/* the screen scores no component from differences: those are -inf there */
 		const int nsf = M->nsflag;
 		const size_t smw = wg::lse_smem(false, true);
 		const int egrid_max = 8 * g_prop.multiProcessorCount;
+		/* profiling: device time of each step (synchronises: a diagnostic) */
+		std::unique_ptr<Timer> pt(profiling() ? new Timer : nullptr);
+		double tms[4] = {0, 0, 0, 0};
+		auto lap = [&](int step) {
+			if (pt)
+			{
+				tms[step] += pt->stop_ms();
+				pt->start();
+			}
+		};
+		if (pt)
+			pt->start();
+		int64_t dense_rows = 0, over_rows = 0;
 		for (int64_t b0 = 0; b0 < nc; b0 += SPARSE_ROWS)
 		{
 			const int64_t nr = std::min<int64_t>(SPARSE_ROWS, nc - b0);
+			CK(cudaMemsetAsync(sw.overflow, 0, sizeof(int), g_s));
 			const float *x = dX + b0 * D;
 			float *lzb = logz_rows >= src->N ? lz + b0 : logZ;
 			const unsigned nb = (unsigned) (H16Rows::padded(nr) / h16::BM1);
-			wg::Screen sc{sw.smax, sw.cand, sw.count, sw.overflow, sp::SPARSE_CAP,
-						  (sp::SPARSE_T + 2.f * sp::SCREEN_MARGIN) * h16::L2E};
-#define SCR_ARGS nullptr, nullptr, x, nr, D, Kp, (const __half *) M->Wh, (const float *) sw.c2s, \
-			(const float *) sw.c2s + Kp, 0, (float *) nullptr, (double *) nullptr, none, 1.f, 0, 0.f, \
+			wg::Screen sc{sw.smax, sw.cand, sw.count, sw.overflow, sp::SPARSE_CAP, sp::SPARSE_T * h16::L2E};
+			/* the best from the lower bounds (c2s lo), the candidates from the upper bounds (c2s hi) */
+#define SCR_ARGS(LOHI) nullptr, nullptr, x, nr, D, Kp, (const __half *) M->Wh, (const float *) sw.c2s + (LOHI) * Kp, \
+			(const float *) sw.c2s + 2 * Kp, 0, (float *) nullptr, (double *) nullptr, none, 1.f, 0, 0.f, \
 			(int32_t *) nullptr, (float *) nullptr, M->h16_S, sc
-			wg::lse_wg_kernel<false, 0, true, wg::SCREEN_MAX><<<nb, wg::Cfg<false>::THREADS, smw, g_s>>>(SCR_ARGS);
+			wg::lse_wg_kernel<false, 0, true, wg::SCREEN_MAX><<<nb, wg::Cfg<false>::THREADS, smw, g_s>>>(SCR_ARGS(0));
 			CKL("screen (lse_wg_kernel, SCREEN_MAX)");
-			wg::lse_wg_kernel<false, 0, true, wg::SCREEN_COLLECT><<<nb, wg::Cfg<false>::THREADS, smw, g_s>>>(SCR_ARGS);
+			lap(0);
+			wg::lse_wg_kernel<false, 0, true, wg::SCREEN_COLLECT><<<nb, wg::Cfg<false>::THREADS, smw, g_s>>>(SCR_ARGS(1));
 			CKL("screen (lse_wg_kernel, SCREEN_COLLECT)");
+			lap(1);
 #undef SCR_ARGS
+			/*
+			 * Too many long lists (responsibilities spread over more than
+			 * SPARSE_CAP components within the window): the dense pass on
+			 * this block, and on the next passes (the model moves slowly).
+			 */
+			int ov = 0;
+			CK(cudaMemcpyAsync(&ov, sw.overflow, sizeof(int), cudaMemcpyDeviceToHost, g_s));
+			CK(cudaStreamSynchronize(g_s));
+			over_rows += ov;
+			if (ov > nr * SPARSE_OVERFLOW_MAX)
+			{
+				run_h16(x, nr, logz_rows >= src->N ? lz + b0 : lz, stats, false);
+				dense_rows += nr;
+				lap(3);
+				continue;
+			}
 			const int eg = (int) std::min<int64_t>(egrid_max, (nr + sp::EXACT_WARPS - 1) / sp::EXACT_WARPS);
-			sp::sparse_exact_kernel<<<eg, sp::EXACT_WARPS * 32, sizeof(float) * nsf * D, g_s>>>(
+			sp::sparse_exact_kernel<<<eg, sp::EXACT_WARPS * 32, sp::FlagSet::bytes(nsf, D, false), g_s>>>(
 				x, nr, D, M->K, dr, M->sfidx, nsf, M->sflag, sw.cand, sw.count, lzb, blockll, (int) stats, sw.psx,
-				nk, sxn);
+				nk, sxn, sw.npairs);
 			CKL("sparse_exact_kernel");
 			sum_kernel<<<1, 1024, 0, g_s>>>(blockll, eg, ll, 1);
 			CKL("sum_kernel");
+			lap(2);
 			if (stats)
 			{
 				flush_psx(Kp, D);
 			}
 			if (fn > 0 && logz_rows < src->N)	/* else once per source chunk (run) */
 				flagged_stats(x, nr, lzb);
+			lap(3);
 		}
+		if (dense_rows * 2 > nc && last_chunk)
+			sparse_rest = SPARSE_REST;
 		if (profiling())
 		{
-			int ov = 0;
-			CK(cudaMemcpyAsync(&ov, sw.overflow, sizeof(int), cudaMemcpyDeviceToHost, g_s));
+			unsigned long long np = 0;
+			CK(cudaMemcpyAsync(&np, sw.npairs, sizeof(np), cudaMemcpyDeviceToHost, g_s));
 			CK(cudaStreamSynchronize(g_s));
-			sparse_overflow = ov;
-			fprintf(stderr, "flashgmm profile: sparse pass, %d screen-flagged components, %d rows overflowed\n",
-					nsf, ov);
+			fprintf(stderr, "flashgmm profile: sparse pass%s: screen max %.2f ms, collect %.2f, exact %.2f, "
+					"flush+flagged (+dense blocks) %.2f; %d screen-flagged components, %lld rows overflowed, "
+					"%lld rows dense, %.2f pairs a row in the statistics\n", stats ? "" : " (no statistics)", tms[0],
+					tms[1], tms[2], tms[3], nsf, (long long) over_rows, (long long) dense_rows,
+					(double) np / std::max<int64_t>(1, nc - dense_rows));
 		}
 	}
 	void flush_psx(int Kp, int D)
@@ -1915,13 +1998,16 @@ struct EStep
 		}
 		if (gemm)
 			gw.pack_model(*M);
+		const bool use_sparse = sparse_now(hard);
+		if (sparse && !use_sparse && sparse_rest > 0 && !hard)
+			sparse_rest--;
 		int64_t group = 0;
 		src->for_each([&](const float *dX, int64_t n0, int64_t nc) {
 			float *lz = (logz_rows >= src->N) ? logZ + n0 : logZ;
 			if (gemm)
 				run_gemm(dX, nc, lz, stats, hard, group);
-			else if (sparse_now(hard))
-				run_sparse(dX, nc, lz, stats);
+			else if (use_sparse)
+				run_sparse(dX, nc, lz, stats, n0 + nc == src->N);
 			else if (h16)
 				run_h16(dX, nc, lz, stats, hard);
 			else

@@ -43,23 +43,47 @@ namespace fgc {
 namespace sp {
 
 constexpr float SPARSE_T = 22.f;		/* nats below the row's best that may still count */
-constexpr float SCREEN_MARGIN = 1.f;	/* nats of screen error allowed, at each end */
-constexpr double SCREEN_ERR = 0.5;		/* flag threshold on u e_k / sqrt(D) for the screen, nats (sparse_proto.c's) */
+/*
+ * The screen's error bound for component k, nats: SCREEN_MARGIN + SCREEN_SIGMAS
+ * u e_k / sqrt(D) (u = 2^-11; u e_k / sqrt(D) is the random-rounding estimate
+ * of DevModel::prepare; sparse_proto.c measured errors below 0.2 nats where it
+ * is <= 0.5).  Components whose bound exceeds SCREEN_ERR_MAX are scored
+ * exactly for every row instead (screen-flagged).
+ */
+constexpr double SCREEN_MARGIN = 1.0;
+constexpr double SCREEN_SIGMAS = 6.0;
+constexpr double SCREEN_ERR_MAX = 8.0;
 constexpr double U_FP16 = 1.0 / 2048.0;	/* the screen operands' unit roundoff */
 constexpr int SPARSE_CAP = 64;			/* candidates per row (two per lane) */
 constexpr int SPARSE_FMAX = 64;			/* screen-flagged components the exact kernel holds (shared memory) */
 constexpr float SPARSE_RMIN = 9.3132257e-10f;	/* 2^-30: smaller responsibilities stay out of the statistics */
 constexpr int EXACT_WARPS = 8;
 
-/* c2s = the one-product constants in log2 units, -inf for the screen-flagged components */
+/*
+ * The screen's constants in log2 units, c2s = [lo | hi | p]: the one-product
+ * constant less (lo: for the row's best, a lower bound on the true best) or
+ * plus (hi: for the candidates, an upper bound on each true score) the
+ * component's error bound serr; -inf for the screen-flagged components.
+ */
 __global__ void screen_constants_kernel(const float *__restrict__ colc, const float *__restrict__ colp,
-										const int *__restrict__ sflag, int Kp, float *__restrict__ c2s)
+										const float *__restrict__ serr, const int *__restrict__ sflag, int Kp,
+										float *__restrict__ c2s)
 {
 	for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < Kp; k += gridDim.x * blockDim.x)
 	{
-		c2s[k] = sflag[k] ? -INFINITY : colc[k] * h16::L2E;
-		c2s[Kp + k] = colp[k] * h16::L2E;
+		const float c = colc[k], e = serr[k];
+		c2s[k] = sflag[k] ? -INFINITY : (c - e) * h16::L2E;
+		c2s[Kp + k] = sflag[k] ? -INFINITY : (c + e) * h16::L2E;
+		c2s[2 * Kp + k] = colp[k] * h16::L2E;
 	}
+}
+
+/* colc with -inf at the flagged components: the dense passes leave them to flag_lse_kernel */
+__global__ void mask_constants_kernel(const float *__restrict__ colc, const int *__restrict__ flag, int Kp,
+									  float *__restrict__ out)
+{
+	for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < Kp; k += gridDim.x * blockDim.x)
+		out[k] = flag[k] ? -INFINITY : colc[k];
 }
 
 /* the warp's sum of v, on every lane */
@@ -72,32 +96,73 @@ __device__ __forceinline__ float warp_sum(float v)
 }
 
 /*
- * Exact scores and statistics (step 3 above).  A warp per row (rows strided
- * over the grid); lane l holds the row's features l, l + 32, l + 64, l + 96
- * (D <= 128).  Lane j keeps the scores of list entries j and 32 + j and of
- * screen-flagged components j and 32 + j.  The screen-flagged components'
- * means are in shared memory (read by every row).
+ * A set of components scored from the differences for every row (flagged):
+ * their means, 1 / variances and direct constants in shared memory.
+ */
+struct FlagSet
+{
+	float *mu, *iv, *c;			/* [nf][D], [nf][D or 1], [nf] */
+	int nf, D, diag;
+
+	static size_t bytes(int nf, int D, bool diag) { return sizeof(float) * (size_t) nf * (D + (diag ? D : 1) + 1); }
+	__device__ void load(float *smem, const Direct &dr, const int *__restrict__ fidx, int nf_, int D_)
+	{
+		nf = nf_;
+		D = D_;
+		diag = dr.diag;
+		const int VL = diag ? D : 1;
+		mu = smem;
+		iv = mu + nf * D;
+		c = iv + nf * VL;
+		for (int i = threadIdx.x; i < nf * D; i += blockDim.x)
+			mu[i] = __ldg(dr.mu + (int64_t) __ldg(fidx + i / D) * D + i % D);
+		for (int i = threadIdx.x; i < nf * VL; i += blockDim.x)
+			iv[i] = 1.f / __ldg(dr.var + (int64_t) __ldg(fidx + i / VL) * VL + i % VL);
+		for (int i = threadIdx.x; i < nf; i += blockDim.x)
+			c[i] = __ldg(dr.cdir + fidx[i]);
+		__syncthreads();
+	}
+	/* the score of flagged component f for the row whose features lane l holds as x[i] = x_{l + 32 i} */
+	__device__ __forceinline__ float partial(int f, const float (&x)[4], int lane) const
+	{
+		const float *m = mu + f * D;
+		float q = 0.f;
+#pragma unroll
+		for (int i = 0; i < 4; i++)
+		{
+			const int d = lane + 32 * i;
+			if (d < D)
+			{
+				const float t = x[i] - m[d];
+				q = diag ? fmaf(t * t, iv[f * D + d], q) : fmaf(t, t, q);
+			}
+		}
+		return q;
+	}
+	__device__ __forceinline__ float finish(int f, float qsum) const
+	{
+		return c[f] - 0.5f * (diag ? qsum : qsum * iv[f]);
+	}
+};
+
+/*
+ * logZ of the dense passes (which leave the flagged components out: their
+ * constants are -inf) merged with the flagged components' scores from the
+ * differences: logZ = log(e^lz + sum_f e^s_f).  A warp per row, four
+ * components at a time (independent shuffle sums); blockll: the block's sum
+ * of the merged logZ.  (Scoring them inside the dense epilogues took a
+ * thread a D-long loop per (row, component): 1M x 1024 spherical, 4 flagged
+ * components, 50 ms per iteration instead of 6.)
  */
 __global__ void __launch_bounds__(EXACT_WARPS * 32)
-sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, int K, Direct dr,
-					const int *__restrict__ sfidx, int nsf, const int *__restrict__ sflag,
-					const int32_t *__restrict__ cand, const int32_t *__restrict__ count, float *__restrict__ logZ,
-					double *__restrict__ blockll, int stats, float *__restrict__ psx, double *__restrict__ nk,
-					double *__restrict__ sxn)
+flag_lse_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr, const int *__restrict__ fidx, int nf,
+				float *__restrict__ logZ, double *__restrict__ blockll)
 {
-	extern __shared__ float fmu[];	/* [nsf][D] */
-	__shared__ float fc[SPARSE_FMAX], fp[SPARSE_FMAX];	/* their cdir and 1 / var (spherical) */
+	extern __shared__ float fsm[];
 	__shared__ double lsum[EXACT_WARPS];
-	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-	for (int i = tid; i < nsf * D; i += blockDim.x)
-		fmu[i] = __ldg(dr.mu + (int64_t) __ldg(sfidx + i / D) * D + i % D);
-	for (int i = tid; i < nsf; i += blockDim.x)
-	{
-		fc[i] = __ldg(dr.cdir + sfidx[i]);
-		fp[i] = 1.f / __ldg(dr.var + sfidx[i]);
-	}
-	__syncthreads();
-
+	FlagSet fs;
+	fs.load(fsm, dr, fidx, nf, D);
+	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 	double mine = 0.0;
 	for (int64_t row = (int64_t) blockIdx.x * EXACT_WARPS + warp; row < nrows; row += (int64_t) gridDim.x * EXACT_WARPS)
 	{
@@ -108,30 +173,100 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, int K, Di
 			const int d = lane + 32 * i;
 			x[i] = d < D ? __ldg(X + row * D + d) : 0.f;
 		}
-		/* exact score of component k (a warp-uniform k >= 0), mean from global or shared memory */
-		auto score_g = [&](int k) {
-			const float *m = dr.mu + (int64_t) k * D;
-			float q = 0.f;
+		float M = __ldg(logZ + row), L = M == NEG_INF ? 0.f : 1.f;
+		for (int f0 = 0; f0 < nf; f0 += 4)
+		{
+			float q[4];
 #pragma unroll
-			for (int i = 0; i < 4; i++)
-			{
-				const int d = lane + 32 * i;
-				const float t = d < D ? x[i] - __ldg(m + d) : 0.f;
-				q = fmaf(t, t, q);
-			}
-			return __ldg(dr.cdir + k) - 0.5f * warp_sum(q) / __ldg(dr.var + k);
-		};
-		auto score_f = [&](int f) {
-			const float *m = fmu + f * D;
-			float q = 0.f;
+			for (int u = 0; u < 4; u++)
+				q[u] = f0 + u < nf ? fs.partial(f0 + u, x, lane) : 0.f;
 #pragma unroll
-			for (int i = 0; i < 4; i++)
+			for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+				for (int u = 0; u < 4; u++)
+					q[u] += __shfl_xor_sync(0xffffffffu, q[u], o);
+#pragma unroll
+			for (int u = 0; u < 4; u++)
+				if (f0 + u < nf)
+				{
+					const float s = fs.finish(f0 + u, q[u]);
+					if (s > M)
+					{
+						L = L * __expf(M - s) + 1.f;
+						M = s;
+					}
+					else if (s > NEG_INF)
+						L += __expf(s - M);
+				}
+		}
+		if (lane == 0)
+		{
+			const float lz = M + __logf(L);
+			logZ[row] = lz;
+			mine += (double) lz;
+		}
+	}
+	block_sum_fixed<EXACT_WARPS>(mine, lsum, blockll ? blockll + blockIdx.x : nullptr);
+}
+
+/*
+ * Exact scores and statistics (step 3 above).  A warp per row (rows strided
+ * over the grid); lane l holds the row's features l, l + 32, l + 64, l + 96
+ * (D <= 128).  Lane j keeps the scores of list entries j and 32 + j and of
+ * screen-flagged components j and 32 + j; scores are computed four at a time
+ * (independent shuffle sums).  The screen-flagged components' means are in
+ * shared memory (read by every row).
+ */
+__global__ void __launch_bounds__(EXACT_WARPS * 32)
+sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, int K, Direct dr,
+					const int *__restrict__ sfidx, int nsf, const int *__restrict__ sflag,
+					const int32_t *__restrict__ cand, const int32_t *__restrict__ count, float *__restrict__ logZ,
+					double *__restrict__ blockll, int stats, float *__restrict__ psx, double *__restrict__ nk,
+					double *__restrict__ sxn, unsigned long long *__restrict__ npairs)
+{
+	extern __shared__ float fsm[];
+	__shared__ double lsum[EXACT_WARPS];
+	FlagSet fs;
+	fs.load(fsm, dr, sfidx, nsf, D);
+	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	double mine = 0.0;
+	unsigned long long pairs = 0;
+	for (int64_t row = (int64_t) blockIdx.x * EXACT_WARPS + warp; row < nrows; row += (int64_t) gridDim.x * EXACT_WARPS)
+	{
+		float x[4];
+#pragma unroll
+		for (int i = 0; i < 4; i++)
+		{
+			const int d = lane + 32 * i;
+			x[i] = d < D ? __ldg(X + row * D + d) : 0.f;
+		}
+		/* exact scores of the (warp-uniform) components ks[0..4), -1 = none: every lane gets them */
+		auto score4 = [&](const int (&ks)[4], float (&s)[4]) {
+			float q[4];
+#pragma unroll
+			for (int u = 0; u < 4; u++)
 			{
-				const int d = lane + 32 * i;
-				const float t = d < D ? x[i] - m[d] : 0.f;
-				q = fmaf(t, t, q);
+				q[u] = 0.f;
+				if (ks[u] >= 0)
+				{
+					const float *m = dr.mu + (int64_t) ks[u] * D;
+#pragma unroll
+					for (int i = 0; i < 4; i++)
+					{
+						const int d = lane + 32 * i;
+						const float t = d < D ? x[i] - __ldg(m + d) : 0.f;
+						q[u] = fmaf(t, t, q[u]);
+					}
+				}
 			}
-			return fc[f] - 0.5f * warp_sum(q) * fp[f];
+#pragma unroll
+			for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+				for (int u = 0; u < 4; u++)
+					q[u] += __shfl_xor_sync(0xffffffffu, q[u], o);
+#pragma unroll
+			for (int u = 0; u < 4; u++)
+				s[u] = ks[u] >= 0 ? __ldg(dr.cdir + ks[u]) - 0.5f * q[u] / __ldg(dr.var + ks[u]) : NEG_INF;
 		};
 		const int n = __ldg(count + row);
 		const bool over = n > SPARSE_CAP;
@@ -156,46 +291,77 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, int K, Di
 			else if (s > NEG_INF)
 				L += __expf(s - M);
 		};
+		/* an overflowed row: every component but the screen-flagged ones, chunk c0 of 32 (lane j: c0 + j) */
+		auto over_chunk = [&](int c0, int &kk, float &sv) {
+			kk = -1;
+			sv = NEG_INF;
+			for (int j = 0; j < 32 && c0 + j < K; j += 4)
+			{
+				int ks[4];
+				float s4[4];
+#pragma unroll
+				for (int u = 0; u < 4; u++)
+					ks[u] = (j + u < 32 && c0 + j + u < K && !__ldg(sflag + c0 + j + u)) ? c0 + j + u : -1;
+				score4(ks, s4);
+#pragma unroll
+				for (int u = 0; u < 4; u++)
+					if (lane == j + u)
+						sv = s4[u], kk = ks[u];
+			}
+		};
 		if (!over)
 		{
 #pragma unroll
 			for (int u = 0; u < 2; u++)
 			{
 				const int lim = min(n - 32 * u, 32);
-				for (int j = 0; j < lim; j++)
+				for (int j = 0; j < lim; j += 4)
 				{
-					const int k = __shfl_sync(0xffffffffu, kc[u], j);
-					const float s = score_g(k);
-					if (lane == j)
-						sc[u] = s;
+					int ks[4];
+					float s4[4];
+#pragma unroll
+					for (int v = 0; v < 4; v++)
+						ks[v] = __shfl_sync(0xffffffffu, kc[u], (j + v) & 31);
+#pragma unroll
+					for (int v = 0; v < 4; v++)
+						if (j + v >= lim)
+							ks[v] = -1;
+					score4(ks, s4);
+#pragma unroll
+					for (int v = 0; v < 4; v++)
+						if (lane == j + v)
+							sc[u] = s4[v];
 				}
 				add(sc[u]);
 			}
 		}
-		else	/* every component but the screen-flagged ones (scored below) */
-			for (int k0 = 0; k0 < K; k0 += 32)
+		else
+			for (int c0 = 0; c0 < K; c0 += 32)
 			{
-				float s = NEG_INF;
-				for (int j = 0; j < 32 && k0 + j < K; j++)
-				{
-					const int k = k0 + j;
-					if (__ldg(sflag + k))
-						continue;
-					const float v = score_g(k);
-					if (lane == j)
-						s = v;
-				}
-				add(s);
+				int kk;
+				float sv;
+				over_chunk(c0, kk, sv);
+				add(sv);
 			}
 #pragma unroll
 		for (int u = 0; u < 2; u++)
 		{
 			const int lim = min(nsf - 32 * u, 32);
-			for (int j = 0; j < lim; j++)
+			for (int j = 0; j < lim; j += 4)
 			{
-				const float s = score_f(32 * u + j);
-				if (lane == j)
-					sf[u] = s;
+				float q[4];
+#pragma unroll
+				for (int v = 0; v < 4; v++)
+					q[v] = j + v < lim ? fs.partial(32 * u + j + v, x, lane) : 0.f;
+#pragma unroll
+				for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+					for (int v = 0; v < 4; v++)
+						q[v] += __shfl_xor_sync(0xffffffffu, q[v], o);
+#pragma unroll
+				for (int v = 0; v < 4; v++)
+					if (lane == j + v && j + v < lim)
+						sf[u] = fs.finish(32 * u + j + v, q[v]);
 			}
 			add(sf[u]);
 		}
@@ -238,6 +404,7 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, int K, Di
 			const float r = __expf(s - lz);
 			const bool keep = k >= 0 && r >= SPARSE_RMIN && !__ldg(dr.flag + k);
 			uint32_t b = __ballot_sync(0xffffffffu, keep);
+			pairs += __popc(b);
 			while (b)
 			{
 				const int j = __ffs(b) - 1;
@@ -252,20 +419,12 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, int K, Di
 				emit(kc[u], sc[u]);
 		}
 		else
-			for (int k0 = 0; k0 < K; k0 += 32)
+			for (int c0 = 0; c0 < K; c0 += 32)
 			{
-				float s = NEG_INF;
-				int kk = -1;
-				for (int j = 0; j < 32 && k0 + j < K; j++)
-				{
-					const int k = k0 + j;
-					if (__ldg(sflag + k))
-						continue;
-					const float v = score_g(k);
-					if (lane == j)
-						s = v, kk = k;
-				}
-				emit(kk, s);
+				int kk;
+				float sv;
+				over_chunk(c0, kk, sv);
+				emit(kk, sv);
 			}
 #pragma unroll
 		for (int u = 0; u < 2; u++)
@@ -275,6 +434,8 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, int K, Di
 		}
 	}
 	block_sum_fixed<EXACT_WARPS>(mine, lsum, blockll ? blockll + blockIdx.x : nullptr);
+	if (npairs && lane == 0 && pairs)
+		atomicAdd(npairs, pairs);
 }
 
 /* sx += psx (the block's FP32 sums into the FP64 statistics), psx = 0 for the next block */
