@@ -1656,15 +1656,21 @@ struct EStep
 #undef A16
 		CKL("pass 1 (lse16_kernel / lse_wg_kernel)");
 		unsigned nsum = nb;
-		if (mask)	/* the flagged components' scores from differences, merged into logZ (and its block sums) */
+		if (mask)
 		{
-			const size_t fb = sp::FlagSet::bytes(M->nflag, M->D, M->diag);
-			set_smem(sp::flag_lse_kernel, fb);
+			/* the flagged components' scores from differences merged into logZ, SPARSE_FMAX at a time; the last
+			 * launch's block sums are those of the final logZ */
 			nsum = (unsigned) std::min<int64_t>(8 * g_prop.multiProcessorCount,
 												(nr + sp::EXACT_WARPS - 1) / sp::EXACT_WARPS);
-			sp::flag_lse_kernel<<<nsum, sp::EXACT_WARPS * 32, fb, g_s>>>(x, nr, M->D, M->direct(), M->fidx, M->nflag,
-																		  lz, blockll);
-			CKL("flag_lse_kernel");
+			for (int f0 = 0; f0 < M->nflag; f0 += sp::SPARSE_FMAX)
+			{
+				const int nf = std::min(sp::SPARSE_FMAX, M->nflag - f0);
+				const size_t fb = sp::FlagSet::bytes(nf, M->D, M->diag);
+				set_smem(sp::flag_lse_kernel, fb);
+				sp::flag_lse_kernel<<<nsum, sp::EXACT_WARPS * 32, fb, g_s>>>(x, nr, M->D, M->direct(), M->fidx + f0,
+																			  nf, lz, blockll);
+				CKL("flag_lse_kernel");
+			}
 		}
 		sum_kernel<<<1, 1024, 0, g_s>>>(blockll, nsum, ll, 1);
 		CKL("sum_kernel");
@@ -1672,12 +1678,11 @@ struct EStep
 	/*
 	 * The dense h16 passes leave the flagged components out (constants -inf):
 	 * flag_lse_kernel adds them to logZ, flag_stats_kernel makes their
-	 * statistics.  Not for hard passes (their statistics would be lost) or
-	 * more flagged components than fit its shared memory.
+	 * statistics.  Not for hard passes (their statistics would be lost).
 	 */
 	bool flags_apart(bool hard) const
 	{
-		return !hard && M->nflag > 0 && M->nflag <= sp::SPARSE_FMAX && M->D <= FLAG_DMAX;
+		return !hard && M->nflag > 0 && M->D <= FLAG_DMAX;
 	}
 
 	/* pass 2: partial statistics per (component tile, row range), then reduce_parts_kernel */
