@@ -640,6 +640,89 @@ flag_stats_kernel(const float *X, int64_t nrows, int D, const int *fidx, int nfl
 		pnk[(int64_t) blockIdx.y * nflag + f] = nk;
 }
 
+/*
+ * flag_stats_kernel for D <= 128 (the h16 passes'): a warp per row (8 rows
+ * of the split at a time, no block barrier per row), lane l holding
+ * features l, l + 32, l + 64, l + 96; the 8 warps' sums are added in a
+ * fixed order at the end, so runs stay bit-identical.  (The block-per-row
+ * loop above made 1M x 1024 with 4 flagged components take about 3 ms.)
+ */
+__global__ void __launch_bounds__(256)
+flag_stats_warp_kernel(const float *__restrict__ X, int64_t nrows, int D, const int *__restrict__ fidx, Direct dr,
+					   const float *__restrict__ logZ, int64_t rows_per_split, int nflag, double *ps1, double *ps2,
+					   double *pnk)
+{
+	const int f = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	const int k = fidx[f];
+	const int64_t rbeg = (int64_t) blockIdx.y * rows_per_split, rend = min(nrows, rbeg + rows_per_split);
+	__shared__ double r1[8][128], r2[8][128], rn[8];
+	float mu[4], iv[4];
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+	{
+		const int d = lane + 32 * i;
+		mu[i] = d < D ? __ldg(dr.mu + (int64_t) k * D + d) : 0.f;
+		iv[i] = dr.diag && d < D ? 1.f / __ldg(dr.var + (int64_t) k * D + d) : 0.f;
+	}
+	const float cd = __ldg(dr.cdir + k), ivs = dr.diag ? 0.f : 1.f / __ldg(dr.var + k);
+	double a1[4] = {0, 0, 0, 0}, a2[4] = {0, 0, 0, 0}, nk = 0.0;
+	for (int64_t n = rbeg + warp; n < rend; n += 8)
+	{
+		float t[4], q = 0.f;
+#pragma unroll
+		for (int i = 0; i < 4; i++)
+		{
+			const int d = lane + 32 * i;
+			t[i] = d < D ? __ldg(X + n * D + d) - mu[i] : 0.f;
+			q = dr.diag ? fmaf(t[i] * t[i], iv[i], q) : fmaf(t[i], t[i], q);
+		}
+#pragma unroll
+		for (int o = 16; o > 0; o >>= 1)
+			q += __shfl_xor_sync(0xffffffffu, q, o);
+		if (!dr.diag)
+			q *= ivs;
+		const float dlt = cd - 0.5f * q - __ldg(logZ + n);
+		if (!(dlt > -RESP_CUT))
+			continue;
+		const double r = (double) __expf(dlt);
+		nk += r;
+#pragma unroll
+		for (int i = 0; i < 4; i++)
+		{
+			a1[i] += r * (double) t[i];
+			a2[i] += r * (double) t[i] * (double) t[i];
+		}
+	}
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+	{
+		r1[warp][lane + 32 * i] = a1[i];
+		r2[warp][lane + 32 * i] = a2[i];
+	}
+	if (lane == 0)
+		rn[warp] = nk;
+	__syncthreads();
+	double *o1 = ps1 + ((int64_t) blockIdx.y * nflag + f) * D, *o2 = ps2 + ((int64_t) blockIdx.y * nflag + f) * D;
+	for (int d = threadIdx.x; d < D; d += blockDim.x)
+	{
+		double s1 = 0.0, s2 = 0.0;
+		for (int w = 0; w < 8; w++)
+		{
+			s1 += r1[w][d];
+			s2 += r2[w][d];
+		}
+		o1[d] = s1;
+		o2[d] = s2;
+	}
+	if (threadIdx.x == 0)
+	{
+		double s = 0.0;
+		for (int w = 0; w < 8; w++)
+			s += rn[w];
+		pnk[(int64_t) blockIdx.y * nflag + f] = s;
+	}
+}
+
 /* acc (+)= sum over splits, fixed order */
 __global__ void flag_reduce_kernel(const double *ps1, const double *ps2, const double *pnk, int nsplit, int nflag, int D,
 								   double *s1, double *s2, double *fnk)
@@ -2034,8 +2117,12 @@ struct EStep
 	{
 		int64_t rps = (nc + fsplit - 1) / fsplit;
 		int ns = (int) ((nc + rps - 1) / rps);
-		flag_stats_kernel<<<dim3(fn, ns), 256, 0, g_s>>>(dX, nc, M->D, M->fidx, fn, M->direct(), lz, rps, fps1, fps2,
-														  fpnk);
+		if (M->D <= 128)
+			flag_stats_warp_kernel<<<dim3(fn, ns), 256, 0, g_s>>>(dX, nc, M->D, M->fidx, M->direct(), lz, rps, fn, fps1,
+																   fps2, fpnk);
+		else
+			flag_stats_kernel<<<dim3(fn, ns), 256, 0, g_s>>>(dX, nc, M->D, M->fidx, fn, M->direct(), lz, rps, fps1,
+															  fps2, fpnk);
 		CKL("flag_stats_kernel");
 		flag_reduce_kernel<<<64, 256, 0, g_s>>>(fps1, fps2, fpnk, ns, fn, M->D, fs1, fs2, fnk);
 		CKL("flag_reduce_kernel");
