@@ -1262,13 +1262,13 @@ void launch_pass1(unsigned nblocks, A... args)
 }
 
 /*
- * The sparse E pass (sparse.cuh): spherical mixtures on wgmma, chosen by
+ * The sparse E pass (sparse.cuh) on wgmma, both covariances, chosen by
  * FLASHGMM_GPU_ESTEP=sparse (not yet the default: cuda/NOTES.md, v7).
  */
-bool want_sparse(bool diag)
+bool want_sparse(bool)
 {
 	const char *e = getenv("FLASHGMM_GPU_ESTEP");
-	return !diag && use_wgmma() && e && strcmp(e, "sparse") == 0;
+	return use_wgmma() && e && strcmp(e, "sparse") == 0;
 }
 constexpr int64_t SPARSE_ROWS = 1 << 17;	/* rows per screened block */
 constexpr double SPARSE_OVERFLOW_MAX = 0.05;	/* of a block's rows with overflowed lists: then the dense pass */
@@ -1276,7 +1276,7 @@ constexpr int SPARSE_REST = 2;				/* dense passes after a sparse pass that was m
 /* its device bytes: a block's best scores, candidate lists and counts; the screen's constants; the FP32 sums */
 int64_t sparse_bytes(int Kp, int D)
 {
-	return SPARSE_ROWS * (4 + 4 * sp::SPARSE_CAP + 4) + 64 + (int64_t) Kp * (8 + 4 * D);
+	return SPARSE_ROWS * (4 + 4 * sp::SPARSE_CAP + 4) + 64 + (int64_t) Kp * (12 + 16 + 4 * 2 * D);
 }
 
 /* device bytes of the h16 pass: one block of FP16 rows and their norms, the FP16 model */
@@ -1596,6 +1596,7 @@ struct EStep
 	struct SparseWork
 	{
 		float *smax = nullptr, *c2s = nullptr, *psx = nullptr;
+		double *bnk = nullptr, *bsxn = nullptr;	/* a block's sum r and sum r ||x - mu||^2 */
 		unsigned long long *npairs = nullptr;
 		int32_t *cand = nullptr, *count = nullptr;
 		int *overflow = nullptr;
@@ -1673,7 +1674,7 @@ struct EStep
 			logZ = dalloc<float>(logz_rows, "logZ");
 			return;
 		}
-		sparse = h16 && want_sparse(M->diag) && M->Kp % wg::Cfg<false>::BN == 0;
+		sparse = h16 && want_sparse(M->diag) && M->Kp % (M->diag ? wg::Cfg<true>::BN : wg::Cfg<false>::BN) == 0;
 		/* h16: logZ of every row while small, as gemm; else one block's (pass 2 follows pass 1 per block) */
 		logz_rows = h16 && !(logz_rows_ >= src->N && src->N * 4 <= GEMM_LOGZ_FULL_MAX)
 						? std::max<int64_t>(hr.rows, sparse ? SPARSE_ROWS : 0) : logz_rows_;
@@ -1829,7 +1830,7 @@ struct EStep
 	 */
 	void run_sparse(const float *dX, int64_t nc, float *lz, bool stats, bool last_chunk)
 	{
-		const int Kp = M->Kp, D = M->D;
+		const int Kp = M->Kp, D = M->D, Wd = M->diag ? 2 * D : D;
 		snprintf(g_variant, sizeof(g_variant), "sparse (one-product screen on wgmma, exact scores of the candidates, "
 				 "data scale 2^%d)", (int) std::lround(std::log2((double) M->h16_S)));
 		if (!sw.smax)
@@ -1840,10 +1841,16 @@ struct EStep
 			sw.overflow = dalloc<int>(1, "sparse pass");
 			sw.c2s = dalloc<float>(3 * (size_t) Kp, "sparse pass");
 			sw.npairs = dalloc<unsigned long long>(1, "sparse pass");
-			sw.psx = dalloc<float>((size_t) Kp * D, "sparse pass");
-			CK(cudaMemsetAsync(sw.psx, 0, sizeof(float) * Kp * D, g_s));
+			sw.psx = dalloc<float>((size_t) Kp * Wd, "sparse pass");
+			sw.bnk = dalloc<double>(Kp, "sparse pass");
+			sw.bsxn = dalloc<double>(Kp, "sparse pass");
+			CK(cudaMemsetAsync(sw.psx, 0, sizeof(float) * Kp * Wd, g_s));
+			CK(cudaMemsetAsync(sw.bnk, 0, sizeof(double) * Kp, g_s));
+			CK(cudaMemsetAsync(sw.bsxn, 0, sizeof(double) * Kp, g_s));
 			set_smem(wg::lse_wg_kernel<false, 0, true, wg::SCREEN_MAX>, wg::lse_smem(false, true));
 			set_smem(wg::lse_wg_kernel<false, 0, true, wg::SCREEN_COLLECT>, wg::lse_smem(false, true));
+			set_smem(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_MAX>, wg::lse_smem(true, true));
+			set_smem(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_COLLECT>, wg::lse_smem(true, true));
 		}
 		sp::screen_constants_kernel<<<(Kp + 255) / 256, 256, 0, g_s>>>(M->colc16, M->colp16, M->serr, M->sflag, Kp,
 																		sw.c2s);
@@ -1852,7 +1859,7 @@ struct EStep
 		Direct dr = M->direct(), none = dr;
 		none.any = 0;	/* the screen scores no component from differences: those are -inf there */
 		const int nsf = M->nsflag;
-		const size_t smw = wg::lse_smem(false, true);
+		const size_t smw = wg::lse_smem(M->diag, true);
 		const int egrid_max = 8 * g_prop.multiProcessorCount;
 		/* profiling: device time of each step (synchronises: a diagnostic) */
 		std::unique_ptr<Timer> pt(profiling() ? new Timer : nullptr);
@@ -1879,10 +1886,18 @@ struct EStep
 #define SCR_ARGS(LOHI) nullptr, nullptr, x, nr, D, Kp, (const __half *) M->Wh, (const float *) sw.c2s + (LOHI) * Kp, \
 			(const float *) sw.c2s + 2 * Kp, 0, (float *) nullptr, (double *) nullptr, none, 1.f, 0, 0.f, \
 			(int32_t *) nullptr, (float *) nullptr, M->h16_S, sc
-			wg::lse_wg_kernel<false, 0, true, wg::SCREEN_MAX><<<nb, wg::Cfg<false>::THREADS, smw, g_s>>>(SCR_ARGS(0));
+			if (M->diag)
+				wg::lse_wg_kernel<true, 0, true, wg::SCREEN_MAX><<<nb, wg::Cfg<true>::THREADS, smw, g_s>>>(SCR_ARGS(0));
+			else
+				wg::lse_wg_kernel<false, 0, true, wg::SCREEN_MAX><<<nb, wg::Cfg<false>::THREADS, smw, g_s>>>(SCR_ARGS(0));
 			CKL("screen (lse_wg_kernel, SCREEN_MAX)");
 			lap(0);
-			wg::lse_wg_kernel<false, 0, true, wg::SCREEN_COLLECT><<<nb, wg::Cfg<false>::THREADS, smw, g_s>>>(SCR_ARGS(1));
+			if (M->diag)
+				wg::lse_wg_kernel<true, 0, true, wg::SCREEN_COLLECT><<<nb, wg::Cfg<true>::THREADS, smw, g_s>>>(
+					SCR_ARGS(1));
+			else
+				wg::lse_wg_kernel<false, 0, true, wg::SCREEN_COLLECT><<<nb, wg::Cfg<false>::THREADS, smw, g_s>>>(
+					SCR_ARGS(1));
 			CKL("screen (lse_wg_kernel, SCREEN_COLLECT)");
 			lap(1);
 #undef SCR_ARGS
@@ -1903,16 +1918,20 @@ struct EStep
 				continue;
 			}
 			const int eg = (int) std::min<int64_t>(egrid_max, (nr + sp::EXACT_WARPS - 1) / sp::EXACT_WARPS);
-			sp::sparse_exact_kernel<<<eg, sp::EXACT_WARPS * 32, sp::FlagSet::bytes(nsf, D, false), g_s>>>(
+			const size_t fb = sp::FlagSet::bytes(nsf, D, M->diag);
+			set_smem(sp::sparse_exact_kernel, fb);
+			sp::sparse_exact_kernel<<<eg, sp::EXACT_WARPS * 32, fb, g_s>>>(
 				x, nr, D, M->K, dr, M->sfidx, nsf, M->sflag, sw.cand, sw.count, lzb, blockll, (int) stats, sw.psx,
-				nk, sxn, sw.npairs);
+				sw.bnk, sw.bsxn, sw.npairs);
 			CKL("sparse_exact_kernel");
 			sum_kernel<<<1, 1024, 0, g_s>>>(blockll, eg, ll, 1);
 			CKL("sum_kernel");
 			lap(2);
 			if (stats)
 			{
-				flush_psx(Kp, D);
+				sp::flush_sparse_kernel<<<Kp, 128, 0, g_s>>>(M->mu, D, (int) M->diag, sw.psx, sw.bnk, sw.bsxn, sx, nk,
+															  sxn);
+				CKL("flush_sparse_kernel");
 			}
 			if (fn > 0 && logz_rows < src->N)	/* else once per source chunk (run) */
 				flagged_stats(x, nr, lzb);
@@ -1931,12 +1950,6 @@ struct EStep
 					tms[1], tms[2], tms[3], nsf, (long long) over_rows, (long long) dense_rows,
 					(double) np / std::max<int64_t>(1, nc - dense_rows));
 		}
-	}
-	void flush_psx(int Kp, int D)
-	{
-		const int64_t n = (int64_t) Kp * D;
-		sp::flush_psx_kernel<<<(unsigned) std::min<int64_t>(1024, (n + 255) / 256), 256, 0, g_s>>>(sw.psx, sx, n);
-		CKL("flush_psx_kernel");
 	}
 
 	/* the chunked GEMM pass over rows dX[0..nc) of one source chunk */

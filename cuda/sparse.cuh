@@ -221,8 +221,8 @@ __global__ void __launch_bounds__(EXACT_WARPS * 32)
 sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, int K, Direct dr,
 					const int *__restrict__ sfidx, int nsf, const int *__restrict__ sflag,
 					const int32_t *__restrict__ cand, const int32_t *__restrict__ count, float *__restrict__ logZ,
-					double *__restrict__ blockll, int stats, float *__restrict__ psx, double *__restrict__ nk,
-					double *__restrict__ sxn, unsigned long long *__restrict__ npairs)
+					double *__restrict__ blockll, int stats, float *__restrict__ psx, double *__restrict__ bnk,
+					double *__restrict__ bsxn, unsigned long long *__restrict__ npairs)
 {
 	extern __shared__ float fsm[];
 	__shared__ double lsum[EXACT_WARPS];
@@ -249,13 +249,16 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, int K, Di
 				q[u] = 0.f;
 				if (ks[u] >= 0)
 				{
-					const float *m = dr.mu + (int64_t) ks[u] * D;
+					const float *m = dr.mu + (int64_t) ks[u] * D, *v = dr.var + (int64_t) ks[u] * D;
 #pragma unroll
 					for (int i = 0; i < 4; i++)
 					{
 						const int d = lane + 32 * i;
 						const float t = d < D ? x[i] - __ldg(m + d) : 0.f;
-						q[u] = fmaf(t, t, q[u]);
+						if (dr.diag)	/* (direct_score's arithmetic) */
+							q[u] += d < D ? t * t / __ldg(v + d) : 0.f;
+						else
+							q[u] = fmaf(t, t, q[u]);
 					}
 				}
 			}
@@ -266,7 +269,8 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, int K, Di
 					q[u] += __shfl_xor_sync(0xffffffffu, q[u], o);
 #pragma unroll
 			for (int u = 0; u < 4; u++)
-				s[u] = ks[u] >= 0 ? __ldg(dr.cdir + ks[u]) - 0.5f * q[u] / __ldg(dr.var + ks[u]) : NEG_INF;
+				s[u] = ks[u] < 0 ? NEG_INF
+						: __ldg(dr.cdir + ks[u]) - 0.5f * (dr.diag ? q[u] : q[u] / __ldg(dr.var + ks[u]));
 		};
 		const int n = __ldg(count + row);
 		const bool over = n > SPARSE_CAP;
@@ -379,24 +383,38 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, int K, Di
 		if (!stats)
 			continue;
 
-		/* statistics of the pairs with r >= SPARSE_RMIN (not the three-product-flagged: flag_stats_kernel) */
-		float xx = 0.f;
-#pragma unroll
-		for (int i = 0; i < 4; i++)
-			xx = fmaf(x[i], x[i], xx);
-		xx = warp_sum(xx);
+		/*
+		 * Statistics of the pairs with r >= SPARSE_RMIN (not the
+		 * three-product-flagged: flag_stats_kernel), around the component's
+		 * mean, t = x - mu_k: sum r t [, sum r t^2] (FP32, psx: Kp x Wd),
+		 * sum r and (spherical) sum r ||t||^2 (FP64, bnk, bsxn), for this
+		 * block of rows; flush_sparse_kernel turns them into sums of x.
+		 * Sums around the mean keep the variance's cancellation out of FP32.
+		 */
+		const int Wd = dr.diag ? 2 * D : D;
 		auto accumulate = [&](int k, float r) {
+			const float *m = dr.mu + (int64_t) k * D;
+			float tt = 0.f;
 #pragma unroll
 			for (int i = 0; i < 4; i++)
 			{
 				const int d = lane + 32 * i;
 				if (d < D)
-					atomicAdd(psx + (int64_t) k * D + d, r * x[i]);
+				{
+					const float t = x[i] - __ldg(m + d);
+					atomicAdd(psx + (int64_t) k * Wd + d, r * t);
+					if (dr.diag)
+						atomicAdd(psx + (int64_t) k * Wd + D + d, r * t * t);
+					tt = fmaf(t, t, tt);
+				}
 			}
+			if (!dr.diag)
+				tt = warp_sum(tt);
 			if (lane == 0)
 			{
-				atomicAdd(nk + k, (double) r);
-				atomicAdd(sxn + k, (double) r * (double) xx);
+				atomicAdd(bnk + k, (double) r);
+				if (!dr.diag)
+					atomicAdd(bsxn + k, (double) r * (double) tt);
 			}
 		};
 		/* lanes holding a pair (k, s) that counts: one warp-wide accumulate per pair */
@@ -438,13 +456,51 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, int K, Di
 		atomicAdd(npairs, pairs);
 }
 
-/* sx += psx (the block's FP32 sums into the FP64 statistics), psx = 0 for the next block */
-__global__ void flush_psx_kernel(float *__restrict__ psx, double *__restrict__ sx, int64_t n)
+/*
+ * A block's sums around the means into the FP64 statistics of x (block k =
+ * component k), in FP64: with n = sum r, a = sum r t, b = sum r t^2
+ * (t = x - mu):  sum r x = a + mu n,  sum r x^2 = b + 2 mu a + mu^2 n,
+ * sum r ||x||^2 = sum r ||t||^2 + 2 mu.a + ||mu||^2 n.  Then the block's
+ * buffers are zeroed for the next block.
+ */
+__global__ void __launch_bounds__(128)
+flush_sparse_kernel(const float *__restrict__ mu, int D, int diag, float *__restrict__ psx, double *__restrict__ bnk,
+					double *__restrict__ bsxn, double *__restrict__ sx, double *__restrict__ nk,
+					double *__restrict__ sxn)
 {
-	for (int64_t i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < n; i += (int64_t) gridDim.x * blockDim.x)
+	const int k = blockIdx.x, Wd = diag ? 2 * D : D;
+	const double n = bnk[k];
+	__shared__ double red[128];
+	double q = 0.0;
+	for (int d = threadIdx.x; d < D; d += blockDim.x)
 	{
-		sx[i] += (double) psx[i];
-		psx[i] = 0.f;
+		const double m = mu[(int64_t) k * D + d], a = psx[(int64_t) k * Wd + d];
+		sx[(int64_t) k * Wd + d] += a + m * n;
+		psx[(int64_t) k * Wd + d] = 0.f;
+		if (diag)
+		{
+			const double b = psx[(int64_t) k * Wd + D + d];
+			sx[(int64_t) k * Wd + D + d] += b + 2.0 * m * a + m * m * n;
+			psx[(int64_t) k * Wd + D + d] = 0.f;
+		}
+		else
+			q += 2.0 * m * a + m * m * n;
+	}
+	red[threadIdx.x] = q;
+	__syncthreads();
+	for (int o = 64; o > 0; o >>= 1)
+	{
+		if (threadIdx.x < o)
+			red[threadIdx.x] += red[threadIdx.x + o];
+		__syncthreads();
+	}
+	if (threadIdx.x == 0)
+	{
+		nk[k] += n;
+		bnk[k] = 0.0;
+		if (!diag)
+			sxn[k] += bsxn[k] + red[0];
+		bsxn[k] = 0.0;
 	}
 }
 

@@ -456,7 +456,7 @@ int main(int argc, char **argv)
 	}
 	if (sparse)
 	{
-		/* --sparse: the sparse E pass (sparse.cuh) against the default, spherical, 1M and 10M rows */
+		/* --sparse: the sparse E pass (sparse.cuh) against the default: spherical 1M and 10M rows, diag 1M */
 		const int64_t N = 1000000;
 		float *X = make_clustered(N, D, 2048, 1);
 		const char *s1 = "N=1M K=1024 D=128";
@@ -464,6 +464,10 @@ int main(int argc, char **argv)
 		engine_em(s1, X, N, 1024, D, GMM_COV_SPHERICAL, P3, 0, 6, "", "sparse");
 		engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_SPHERICAL, P3, 0, 4, " (default)", "h16");
 		engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_SPHERICAL, P3, 0, 4, "", "sparse");
+		engine_em(s1, X, N, 1024, D, GMM_COV_DIAG, P3, 0, 6, " (default)", "h16");
+		engine_em(s1, X, N, 1024, D, GMM_COV_DIAG, P3, 0, 6, "", "sparse");
+		engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_DIAG, P3, 0, 4, " (default)", "h16");
+		engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_DIAG, P3, 0, 4, "", "sparse");
 		free(X);
 		const int64_t N10 = 10000000;
 		float *X10 = make_clustered(N10, D, 4096, 2);
