@@ -1271,12 +1271,14 @@ bool want_sparse(bool)
 	return use_wgmma() && e && strcmp(e, "sparse") == 0;
 }
 constexpr int64_t SPARSE_ROWS = 1 << 17;	/* rows per screened block */
-constexpr double SPARSE_OVERFLOW_MAX = 0.05;	/* of a block's rows with overflowed lists: then the dense pass */
+/* overflowed lists in a block (5%): beyond, the dense pass takes the whole block; below, just those rows */
+constexpr int64_t SPARSE_OVERFLOW_ROWS = SPARSE_ROWS / 20;
 constexpr int SPARSE_REST = 2;				/* dense passes after a sparse pass that was mostly dense */
 /* its device bytes: a block's best scores, candidate lists and counts; the screen's constants; the FP32 sums */
 int64_t sparse_bytes(int Kp, int D)
 {
-	return SPARSE_ROWS * (4 + 4 * sp::SPARSE_CAP + 4) + 64 + (int64_t) Kp * (12 + 16 + 4 * 2 * D);
+	return SPARSE_ROWS * (4 + 4 * sp::SPARSE_CAP + 4 + 8) + SPARSE_OVERFLOW_ROWS * (4 * D + 4) + 64 +
+		   (int64_t) Kp * (12 + 16 + 4 * 2 * D);
 }
 
 /* device bytes of the h16 pass: one block of FP16 rows and their norms, the FP16 model */
@@ -1600,6 +1602,8 @@ struct EStep
 		unsigned long long *npairs = nullptr;
 		int32_t *cand = nullptr, *count = nullptr;
 		int *overflow = nullptr;
+		int64_t *orows = nullptr;	/* the block's rows whose lists overflowed */
+		float *xo = nullptr, *lzo = nullptr;	/* those rows gathered, their logZ */
 	} sw;
 	int sparse_rest = 0;		/* passes left that take the dense pass, after one whose lists overflowed */
 
@@ -1839,6 +1843,9 @@ struct EStep
 			sw.cand = dalloc<int32_t>((size_t) SPARSE_ROWS * sp::SPARSE_CAP, "sparse pass");
 			sw.count = dalloc<int32_t>(SPARSE_ROWS, "sparse pass");
 			sw.overflow = dalloc<int>(1, "sparse pass");
+			sw.orows = dalloc<int64_t>(SPARSE_ROWS, "sparse pass");
+			sw.xo = dalloc<float>((size_t) SPARSE_OVERFLOW_ROWS * D, "sparse pass");
+			sw.lzo = dalloc<float>(SPARSE_OVERFLOW_ROWS, "sparse pass");
 			sw.c2s = dalloc<float>(3 * (size_t) Kp, "sparse pass");
 			sw.npairs = dalloc<unsigned long long>(1, "sparse pass");
 			sw.psx = dalloc<float>((size_t) Kp * Wd, "sparse pass");
@@ -1881,7 +1888,7 @@ struct EStep
 			const float *x = dX + b0 * D;
 			float *lzb = logz_rows >= src->N ? lz + b0 : logZ;
 			const unsigned nb = (unsigned) (H16Rows::padded(nr) / h16::BM1);
-			wg::Screen sc{sw.smax, sw.cand, sw.count, sw.overflow, sp::SPARSE_CAP, sp::SPARSE_T * h16::L2E};
+			wg::Screen sc{sw.smax, sw.cand, sw.count, sw.overflow, sw.orows, sp::SPARSE_CAP, sp::SPARSE_T * h16::L2E};
 			/* the best from the lower bounds (c2s lo), the candidates from the upper bounds (c2s hi) */
 #define SCR_ARGS(LOHI) nullptr, nullptr, x, nr, D, Kp, (const __half *) M->Wh, (const float *) sw.c2s + (LOHI) * Kp, \
 			(const float *) sw.c2s + 2 * Kp, 0, (float *) nullptr, (double *) nullptr, none, 1.f, 0, 0.f, \
@@ -1910,7 +1917,7 @@ struct EStep
 			CK(cudaMemcpyAsync(&ov, sw.overflow, sizeof(int), cudaMemcpyDeviceToHost, g_s));
 			CK(cudaStreamSynchronize(g_s));
 			over_rows += ov;
-			if (ov > nr * SPARSE_OVERFLOW_MAX)
+			if (ov > SPARSE_OVERFLOW_ROWS)
 			{
 				run_h16(x, nr, logz_rows >= src->N ? lz + b0 : lz, stats, false);
 				dense_rows += nr;
@@ -1921,12 +1928,29 @@ struct EStep
 			const size_t fb = sp::FlagSet::bytes(nsf, D, M->diag);
 			set_smem(sp::sparse_exact_kernel, fb);
 			sp::sparse_exact_kernel<<<eg, sp::EXACT_WARPS * 32, fb, g_s>>>(
-				x, nr, D, M->K, dr, M->sfidx, nsf, M->sflag, sw.cand, sw.count, lzb, blockll, (int) stats, sw.psx,
-				sw.bnk, sw.bsxn, sw.npairs);
+				x, nr, D, dr, M->sfidx, nsf, sw.cand, sw.count, lzb, blockll, (int) stats, sw.psx, sw.bnk, sw.bsxn,
+				sw.npairs);
 			CKL("sparse_exact_kernel");
 			sum_kernel<<<1, 1024, 0, g_s>>>(blockll, eg, ll, 1);
 			CKL("sum_kernel");
 			lap(2);
+			if (ov > 0)
+			{
+				/* the overflowed rows (which the exact kernel skipped), gathered, through the dense h16 pass */
+				gather_rows_kernel<<<256, 256, 0, g_s>>>(x, D, sw.orows, ov, sw.xo);
+				CKL("gather_rows_kernel");
+				for (int64_t c0 = 0; c0 < ov; c0 += hr.rows)
+				{
+					const int64_t n = std::min<int64_t>(hr.rows, ov - c0);
+					const int64_t npad = hr.convert(*M, sw.xo + c0 * D, n);
+					launch_lse16(sw.xo + c0 * D, n, npad, sw.lzo + c0, false);
+					if (stats)
+						launch_stats16(sw.xo + c0 * D, n, sw.lzo + c0, false);
+				}
+				sp::scatter_logz_kernel<<<(ov + 255) / 256, 256, 0, g_s>>>(sw.lzo, sw.orows, ov, lzb);
+				CKL("scatter_logz_kernel");
+				lap(3);
+			}
 			if (stats)
 			{
 				sp::flush_sparse_kernel<<<Kp, 128, 0, g_s>>>(M->mu, D, (int) M->diag, sw.psx, sw.bnk, sw.bsxn, sx, nk,

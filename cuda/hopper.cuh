@@ -388,8 +388,8 @@ __device__ __forceinline__ void warp_arrive(uint32_t bar, int lane)
  * score, run twice over the same rows.  SCREEN_MAX writes each row's best
  * screened score (smax, log2 units); SCREEN_COLLECT appends every component
  * whose screened score is at least smax - w2 to the row's candidate list
- * (cand[row][cap], count[row]; a count above cap means the list overflowed,
- * and overflow counts such rows).  Both passes compute the same scores
+ * (cand[row][cap], count[row]; a count above cap means the list overflowed:
+ * such rows go to orows[0..overflow)).  Both passes compute the same scores
  * (same code, same operands), so the row's best is always a candidate.
  */
 enum
@@ -404,6 +404,7 @@ struct Screen
 	int32_t *cand = nullptr;	/* [rows][cap] */
 	int32_t *count = nullptr;	/* [rows] */
 	int *overflow = nullptr;	/* rows whose count exceeds cap */
+	int64_t *orows = nullptr;	/* [rows]: those rows, in any order */
 	int cap = 0;
 	float w2 = 0.f;				/* the window, log2 units */
 };
@@ -794,7 +795,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 				const int n = scnt[r];
 				sc.count[row0 + r] = n;
 				if (n > sc.cap)
-					atomicAdd(sc.overflow, 1);
+					sc.orows[atomicAdd(sc.overflow, 1)] = row0 + r;
 			}
 		}
 		if (ASSIGN)

@@ -22,8 +22,9 @@
  *      SPARSE_CAP; a longer list marks the row as overflowed).
  *   3. sparse_exact_kernel: a warp per row scores its candidates and every
  *      screen-flagged component from the differences in FP32 (direct_score's
- *      arithmetic: sum (x - mu)^2 / var, the engine's most accurate score),
- *      an overflowed row every component; logZ by log-sum-exp over them; then
+ *      arithmetic: sum (x - mu)^2 / var, the engine's most accurate score);
+ *      the rows whose lists overflowed are gathered and scored by the dense
+ *      h16 pass instead; logZ by log-sum-exp over them; then
  *      r = exp(s - logZ) and, for r >= SPARSE_RMIN, the statistics: sum r x
  *      by FP32 atomics into psx (flushed into the FP64 sums after each block
  *      of rows), sum r and sum r ||x||^2 by FP64 atomics.  Components flagged
@@ -218,8 +219,7 @@ flag_lse_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr, co
  * shared memory (read by every row).
  */
 __global__ void __launch_bounds__(EXACT_WARPS * 32)
-sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, int K, Direct dr,
-					const int *__restrict__ sfidx, int nsf, const int *__restrict__ sflag,
+sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr, const int *__restrict__ sfidx, int nsf,
 					const int32_t *__restrict__ cand, const int32_t *__restrict__ count, float *__restrict__ logZ,
 					double *__restrict__ blockll, int stats, float *__restrict__ psx, double *__restrict__ bnk,
 					double *__restrict__ bsxn, unsigned long long *__restrict__ npairs)
@@ -273,7 +273,8 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, int K, Di
 						: __ldg(dr.cdir + ks[u]) - 0.5f * (dr.diag ? q[u] : q[u] / __ldg(dr.var + ks[u]));
 		};
 		const int n = __ldg(count + row);
-		const bool over = n > SPARSE_CAP;
+		if (n > SPARSE_CAP)
+			continue;	/* an overflowed list: the dense pass scores this row (EStep::run_sparse) */
 		/* the lane's entries: list slots lane, lane + 32; screen-flagged lane, lane + 32 */
 		int kc[2];
 		float sc[2], sf[2];
@@ -281,7 +282,7 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, int K, Di
 		for (int u = 0; u < 2; u++)
 		{
 			const int j = lane + 32 * u;
-			kc[u] = (!over && j < n) ? __ldg(cand + row * SPARSE_CAP + j) : -1;
+			kc[u] = j < n ? __ldg(cand + row * SPARSE_CAP + j) : -1;
 			sc[u] = NEG_INF;
 			sf[u] = NEG_INF;
 		}
@@ -295,25 +296,6 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, int K, Di
 			else if (s > NEG_INF)
 				L += __expf(s - M);
 		};
-		/* an overflowed row: every component but the screen-flagged ones, chunk c0 of 32 (lane j: c0 + j) */
-		auto over_chunk = [&](int c0, int &kk, float &sv) {
-			kk = -1;
-			sv = NEG_INF;
-			for (int j = 0; j < 32 && c0 + j < K; j += 4)
-			{
-				int ks[4];
-				float s4[4];
-#pragma unroll
-				for (int u = 0; u < 4; u++)
-					ks[u] = (j + u < 32 && c0 + j + u < K && !__ldg(sflag + c0 + j + u)) ? c0 + j + u : -1;
-				score4(ks, s4);
-#pragma unroll
-				for (int u = 0; u < 4; u++)
-					if (lane == j + u)
-						sv = s4[u], kk = ks[u];
-			}
-		};
-		if (!over)
 		{
 #pragma unroll
 			for (int u = 0; u < 2; u++)
@@ -339,14 +321,6 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, int K, Di
 				add(sc[u]);
 			}
 		}
-		else
-			for (int c0 = 0; c0 < K; c0 += 32)
-			{
-				int kk;
-				float sv;
-				over_chunk(c0, kk, sv);
-				add(sv);
-			}
 #pragma unroll
 		for (int u = 0; u < 2; u++)
 		{
@@ -430,20 +404,9 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, int K, Di
 				accumulate(__shfl_sync(0xffffffffu, k, j), __shfl_sync(0xffffffffu, r, j));
 			}
 		};
-		if (!over)
-		{
 #pragma unroll
-			for (int u = 0; u < 2; u++)
-				emit(kc[u], sc[u]);
-		}
-		else
-			for (int c0 = 0; c0 < K; c0 += 32)
-			{
-				int kk;
-				float sv;
-				over_chunk(c0, kk, sv);
-				emit(kk, sv);
-			}
+		for (int u = 0; u < 2; u++)
+			emit(kc[u], sc[u]);
 #pragma unroll
 		for (int u = 0; u < 2; u++)
 		{
@@ -454,6 +417,14 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, int K, Di
 	block_sum_fixed<EXACT_WARPS>(mine, lsum, blockll ? blockll + blockIdx.x : nullptr);
 	if (npairs && lane == 0 && pairs)
 		atomicAdd(npairs, pairs);
+}
+
+/* logZ of the overflowed rows (scored by the dense pass, in their gathered order) back to their places */
+__global__ void scatter_logz_kernel(const float *__restrict__ lzc, const int64_t *__restrict__ rows, int n,
+									float *__restrict__ logZ)
+{
+	for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+		logZ[rows[i]] = lzc[i];
 }
 
 /*
