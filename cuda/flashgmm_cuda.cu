@@ -837,6 +837,7 @@ struct DevModel
 	/* the sparse E pass's screen (sparse.cuh): components one FP16 product cannot score */
 	int *sflag = nullptr, *sfidx = nullptr;
 	float *serr = nullptr;		/* the screen's error bound per component, nats */
+	float serr_max = 0.f;		/* the largest of the components not screen-flagged */
 	int nsflag = 0;
 	float *colc16m = nullptr;	/* colc16, -inf at the flagged components (dense passes; flag_lse_kernel) */
 
@@ -967,6 +968,7 @@ struct DevModel
 			CK(cudaMemcpyAsync(fidx, fi.data(), sizeof(int) * nf, cudaMemcpyHostToDevice, g_s));
 		std::vector<int> sf(Kp, 0), sfi;
 		std::vector<float> se(Kp, 0.f);
+		serr_max = 0.f;
 		if (h16_S > 0.f)
 		{
 			/* the dense passes' constants without the flagged components (flag_lse_kernel scores them) */
@@ -983,6 +985,8 @@ struct DevModel
 					sf[k] = 1;
 					sfi.push_back(k);
 				}
+				else
+					serr_max = std::max(serr_max, se[k]);
 			}
 			CK(cudaMemcpyAsync(sflag, sf.data(), sizeof(int) * Kp, cudaMemcpyHostToDevice, g_s));
 			CK(cudaMemcpyAsync(serr, se.data(), sizeof(float) * Kp, cudaMemcpyHostToDevice, g_s));
@@ -1603,6 +1607,8 @@ struct EStep
 		int32_t *cand = nullptr, *count = nullptr;
 		int *overflow = nullptr;
 		int64_t *orows = nullptr;	/* the block's rows whose lists overflowed */
+		float *seed = nullptr;		/* every row's lower bound on its best screened score (logZ kept for all rows) */
+		bool seeded = false;		/* seed holds the last pass's bounds: one screen pass */
 		float *xo = nullptr, *lzo = nullptr;	/* those rows gathered, their logZ */
 	} sw;
 	int sparse_rest = 0;		/* passes left that take the dense pass, after one whose lists overflowed */
@@ -1858,7 +1864,14 @@ struct EStep
 			set_smem(wg::lse_wg_kernel<false, 0, true, wg::SCREEN_COLLECT>, wg::lse_smem(false, true));
 			set_smem(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_MAX>, wg::lse_smem(true, true));
 			set_smem(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_COLLECT>, wg::lse_smem(true, true));
+			set_smem(wg::lse_wg_kernel<false, 0, true, wg::SCREEN_ONEPASS>, wg::lse_smem(false, true));
+			set_smem(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_ONEPASS>, wg::lse_smem(true, true));
+			if (logz_rows >= src->N)
+				sw.seed = dalloc<float>(src->N, "sparse pass");
 		}
+		/* one screen pass from the last pass's bounds where kept (logZ of every row), else two */
+		const bool onepass = sw.seed && sw.seeded;
+		const int64_t n0 = sw.seed ? lz - logZ : 0;	/* this chunk's first row */
 		sp::screen_constants_kernel<<<(Kp + 255) / 256, 256, 0, g_s>>>(M->colc16, M->colp16, M->serr, M->sflag, Kp,
 																		sw.c2s);
 		CK(cudaMemsetAsync(sw.npairs, 0, sizeof(unsigned long long), g_s));
@@ -1888,25 +1901,36 @@ struct EStep
 			const float *x = dX + b0 * D;
 			float *lzb = logz_rows >= src->N ? lz + b0 : logZ;
 			const unsigned nb = (unsigned) (H16Rows::padded(nr) / h16::BM1);
-			wg::Screen sc{sw.smax, sw.cand, sw.count, sw.overflow, sw.orows, sp::SPARSE_CAP, sp::SPARSE_T * h16::L2E};
+			wg::Screen sc{sw.seed ? sw.seed + n0 + b0 : sw.smax, sw.cand, sw.count, sw.overflow, sw.orows,
+						  sp::SPARSE_CAP, sp::SPARSE_T * h16::L2E, sw.seed ? sw.seed + n0 + b0 : nullptr,
+						  (float) sp::SPARSE_SLACK * h16::L2E, 2.f * M->serr_max * h16::L2E};
 			/* the best from the lower bounds (c2s lo), the candidates from the upper bounds (c2s hi) */
 #define SCR_ARGS(LOHI) nullptr, nullptr, x, nr, D, Kp, (const __half *) M->Wh, (const float *) sw.c2s + (LOHI) * Kp, \
 			(const float *) sw.c2s + 2 * Kp, 0, (float *) nullptr, (double *) nullptr, none, 1.f, 0, 0.f, \
 			(int32_t *) nullptr, (float *) nullptr, M->h16_S, sc
-			if (M->diag)
-				wg::lse_wg_kernel<true, 0, true, wg::SCREEN_MAX><<<nb, wg::Cfg<true>::THREADS, smw, g_s>>>(SCR_ARGS(0));
+			/* one pass from the seeds, or the best (c2s lo) then the candidates (c2s hi) */
+			auto screen = [&](auto kd, auto kf, int lohi, const char *what) {
+				if (M->diag)
+					kd<<<nb, wg::Cfg<true>::THREADS, smw, g_s>>>(SCR_ARGS(lohi));
+				else
+					kf<<<nb, wg::Cfg<false>::THREADS, smw, g_s>>>(SCR_ARGS(lohi));
+				CKL(what);
+			};
+			if (onepass)
+			{
+				screen(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_ONEPASS>,
+					   wg::lse_wg_kernel<false, 0, true, wg::SCREEN_ONEPASS>, 1, "screen (SCREEN_ONEPASS)");
+				lap(1);
+			}
 			else
-				wg::lse_wg_kernel<false, 0, true, wg::SCREEN_MAX><<<nb, wg::Cfg<false>::THREADS, smw, g_s>>>(SCR_ARGS(0));
-			CKL("screen (lse_wg_kernel, SCREEN_MAX)");
-			lap(0);
-			if (M->diag)
-				wg::lse_wg_kernel<true, 0, true, wg::SCREEN_COLLECT><<<nb, wg::Cfg<true>::THREADS, smw, g_s>>>(
-					SCR_ARGS(1));
-			else
-				wg::lse_wg_kernel<false, 0, true, wg::SCREEN_COLLECT><<<nb, wg::Cfg<false>::THREADS, smw, g_s>>>(
-					SCR_ARGS(1));
-			CKL("screen (lse_wg_kernel, SCREEN_COLLECT)");
-			lap(1);
+			{
+				screen(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_MAX>, wg::lse_wg_kernel<false, 0, true, wg::SCREEN_MAX>,
+					   0, "screen (SCREEN_MAX)");
+				lap(0);
+				screen(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_COLLECT>,
+					   wg::lse_wg_kernel<false, 0, true, wg::SCREEN_COLLECT>, 1, "screen (SCREEN_COLLECT)");
+				lap(1);
+			}
 #undef SCR_ARGS
 			/*
 			 * Too many long lists (responsibilities spread over more than
@@ -1963,6 +1987,8 @@ struct EStep
 		}
 		if (dense_rows * 2 > nc && last_chunk)
 			sparse_rest = SPARSE_REST;
+		if (last_chunk)
+			sw.seeded = true;
 		if (profiling())
 		{
 			unsigned long long np = 0;
@@ -2126,6 +2152,8 @@ struct EStep
 		const bool use_sparse = sparse_now(hard);
 		if (sparse && !use_sparse && sparse_rest > 0 && !hard)
 			sparse_rest--;
+		if (!use_sparse)
+			sw.seeded = false;	/* the model moves on without the screen: its bounds go stale */
 		int64_t group = 0;
 		src->for_each([&](const float *dX, int64_t n0, int64_t nc) {
 			float *lz = (logz_rows >= src->N) ? logZ + n0 : logZ;

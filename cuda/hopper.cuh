@@ -391,12 +391,22 @@ __device__ __forceinline__ void warp_arrive(uint32_t bar, int lane)
  * (cand[row][cap], count[row]; a count above cap means the list overflowed:
  * such rows go to orows[0..overflow)).  Both passes compute the same scores
  * (same code, same operands), so the row's best is always a candidate.
+ *
+ * SCREEN_ONEPASS does both in one walk, from the upper-bound scores (c2s hi)
+ * only, given a lower bound on each row's best from the previous pass
+ * (seed): a component is appended when its score is within w2 of
+ * max(seed - slack2, running maximum - emax2), both lower bounds on the
+ * row's best (hi - emax2 <= the true score).  A row whose final bound
+ * (maximum - emax2) ends below seed - slack2 had too high a threshold:
+ * it is marked overflowed (the dense pass scores it).  seed gets this
+ * pass's bound.
  */
 enum
 {
 	SCREEN_NONE = 0,
 	SCREEN_MAX = 1,
-	SCREEN_COLLECT = 2
+	SCREEN_COLLECT = 2,
+	SCREEN_ONEPASS = 3
 };
 struct Screen
 {
@@ -407,6 +417,10 @@ struct Screen
 	int64_t *orows = nullptr;	/* [rows]: those rows, in any order */
 	int cap = 0;
 	float w2 = 0.f;				/* the window, log2 units */
+	/* SCREEN_ONEPASS: seed[row] = a lower bound on the row's best from the last pass (in, then this pass's: out) */
+	float *seed = nullptr;
+	float slack2 = 0.f;			/* how far the best may fall between passes, log2 units */
+	float emax2 = 0.f;			/* twice the largest screen error bound, log2 units */
 };
 
 /*
@@ -523,7 +537,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 			hx[h] = DIAG ? 0.f : ONE ? xhs[wgi * 64 + w4 * 16 + g + 8 * h] : __ldg(xh + row0 + wgi * 64 + w4 * 16 + g + 8 * h);
 		float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f}, lz2[2];
 		/* SCREEN_COLLECT: the rows' thresholds, the screened maximum less the window (log2 units) */
-		float thr[2] = {INFINITY, INFINITY};
+		float thr[2] = {INFINITY, INFINITY}, sd[2] = {INFINITY, INFINITY};
 		if constexpr (SCR == SCREEN_COLLECT)
 #pragma unroll
 			for (int h = 0; h < 2; h++)
@@ -531,6 +545,17 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 				const int64_t gr = row0 + wgi * 64 + w4 * 16 + g + 8 * h;
 				if (gr < nrows)	/* never below -FLT_MAX: a -inf score (screen-flagged) is no candidate */
 					thr[h] = fmaxf(__ldg(sc.smax + gr) - sc.w2, -FLT_MAX);
+			}
+		if constexpr (SCR == SCREEN_ONEPASS)
+#pragma unroll
+			for (int h = 0; h < 2; h++)
+			{
+				const int64_t gr = row0 + wgi * 64 + w4 * 16 + g + 8 * h;
+				if (gr < nrows)
+				{
+					sd[h] = sc.seed[gr] - sc.slack2;	/* (NaN: no seed, as -inf) */
+					thr[h] = fmaxf(fmaxf(sd[h], NEG_INF) - sc.w2, -FLT_MAX);
+				}
 			}
 		float tv[2][MM];
 		int ti[2][MM];
@@ -617,11 +642,26 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 						m[h] = fmaxf(m[h], fmaxf(fmaxf(p[0], p[1]), fmaxf(p[2], p[3])));
 					}
 				}
-				else if constexpr (SCR == SCREEN_COLLECT)
+				else if constexpr (SCR == SCREEN_COLLECT || SCR == SCREEN_ONEPASS)
 				{
 #pragma unroll
 					for (int h = 0; h < 2; h++)
 					{
+						if constexpr (SCR == SCREEN_ONEPASS)
+						{
+							/* the row's running maximum (the quad's), then its threshold */
+							float p[4] = {NEG_INF, NEG_INF, NEG_INF, NEG_INF};
+#pragma unroll
+							for (int j = 0; j < NT; j++)
+								p[j & 3] = fmaxf(p[j & 3], fmaxf(s2[h][j][0], s2[h][j][1]));
+							float tm = fmaxf(fmaxf(p[0], p[1]), fmaxf(p[2], p[3]));
+							tm = fmaxf(tm, __shfl_xor_sync(0xffffffffu, tm, 1));
+							tm = fmaxf(tm, __shfl_xor_sync(0xffffffffu, tm, 2));
+							m[h] = fmaxf(m[h], tm);
+							const int64_t gr = row0 + wgi * 64 + w4 * 16 + g + 8 * h;
+							if (gr < nrows)
+								thr[h] = fmaxf(fmaxf(sd[h], m[h] - sc.emax2) - sc.w2, -FLT_MAX);
+						}
 						/* a bit per element at or above the threshold, then the (few) appends */
 						uint32_t cand = 0u;
 #pragma unroll
@@ -786,7 +826,21 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 				if (t == 0 && gr < nrows)
 					sc.smax[gr] = v;
 			}
-		if constexpr (SCR == SCREEN_COLLECT)
+		if constexpr (SCR == SCREEN_ONEPASS)
+#pragma unroll
+			for (int h = 0; h < 2; h++)
+			{
+				const int r = wgi * 64 + w4 * 16 + g + 8 * h;
+				const int64_t gr = row0 + r;
+				const float lb = m[h] - sc.emax2;	/* (m is the quad's) */
+				if (t == 0 && gr < nrows)
+				{
+					if (lb < sd[h])		/* the seed's threshold was above this row's: not every candidate is in */
+						atomicAdd(&scnt[r], sc.cap + 1);
+					sc.seed[gr] = lb;
+				}
+			}
+		if constexpr (SCR == SCREEN_COLLECT || SCR == SCREEN_ONEPASS)
 		{
 			consumers_sync();	/* every append of the block has landed */
 			const int r = tid - 128;

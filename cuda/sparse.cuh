@@ -55,6 +55,8 @@ constexpr double SCREEN_MARGIN = 1.0;
 constexpr double SCREEN_SIGMAS = 6.0;
 constexpr double SCREEN_ERR_MAX = 8.0;
 constexpr double U_FP16 = 1.0 / 2048.0;	/* the screen operands' unit roundoff */
+/* one screen pass (SCREEN_ONEPASS) from the last pass's bounds: how far a row's best may fall meanwhile, nats */
+constexpr double SPARSE_SLACK = 3.0;
 constexpr int SPARSE_CAP = 64;			/* candidates per row (two per lane) */
 constexpr int SPARSE_FMAX = 64;			/* screen-flagged components the exact kernel holds (shared memory) */
 constexpr float SPARSE_RMIN = 9.3132257e-10f;	/* 2^-30: smaller responsibilities stay out of the statistics */
