@@ -837,7 +837,6 @@ struct DevModel
 	/* the sparse E pass's screen (sparse.cuh): components one FP16 product cannot score */
 	int *sflag = nullptr, *sfidx = nullptr;
 	float *serr = nullptr;		/* the screen's error bound per component, nats */
-	float serr_max = 0.f;		/* the largest of the components not screen-flagged */
 	int nsflag = 0;
 	float *colc16m = nullptr;	/* colc16, -inf at the flagged components (dense passes; flag_lse_kernel) */
 
@@ -968,7 +967,6 @@ struct DevModel
 			CK(cudaMemcpyAsync(fidx, fi.data(), sizeof(int) * nf, cudaMemcpyHostToDevice, g_s));
 		std::vector<int> sf(Kp, 0), sfi;
 		std::vector<float> se(Kp, 0.f);
-		serr_max = 0.f;
 		if (h16_S > 0.f)
 		{
 			/* the dense passes' constants without the flagged components (flag_lse_kernel scores them) */
@@ -985,8 +983,7 @@ struct DevModel
 					sf[k] = 1;
 					sfi.push_back(k);
 				}
-				else
-					serr_max = std::max(serr_max, se[k]);
+
 			}
 			CK(cudaMemcpyAsync(sflag, sf.data(), sizeof(int) * Kp, cudaMemcpyHostToDevice, g_s));
 			CK(cudaMemcpyAsync(serr, se.data(), sizeof(float) * Kp, cudaMemcpyHostToDevice, g_s));
@@ -1903,7 +1900,7 @@ struct EStep
 			const unsigned nb = (unsigned) (H16Rows::padded(nr) / h16::BM1);
 			wg::Screen sc{sw.seed ? sw.seed + n0 + b0 : sw.smax, sw.cand, sw.count, sw.overflow, sw.orows,
 						  sp::SPARSE_CAP, sp::SPARSE_T * h16::L2E, sw.seed ? sw.seed + n0 + b0 : nullptr,
-						  (float) sp::SPARSE_SLACK * h16::L2E, 2.f * M->serr_max * h16::L2E};
+						  (float) sp::SPARSE_SLACK * h16::L2E, sw.c2s};
 			/* the best from the lower bounds (c2s lo), the candidates from the upper bounds (c2s hi) */
 #define SCR_ARGS(LOHI) nullptr, nullptr, x, nr, D, Kp, (const __half *) M->Wh, (const float *) sw.c2s + (LOHI) * Kp, \
 			(const float *) sw.c2s + 2 * Kp, 0, (float *) nullptr, (double *) nullptr, none, 1.f, 0, 0.f, \

@@ -65,15 +65,17 @@ struct Cfg
  * The one-product assignment (lse_wg_kernel's ONE) streams half the stages
  * per tile, so a spherical ring of 8 covers 4 tiles; the freed room holds
  * its ring of per-tile constants (NCT tiles of colc, and colp when
- * spherical), which the producer copies beside the model so that no
- * consumer register holds them across the products.
+ * spherical, and room for SCREEN_ONEPASS's lower-bound constants), which
+ * the producer copies beside the model so that no consumer register holds
+ * them across the products.
  */
 template <bool DIAG, bool ONE>
 struct Ring
 {
 	static constexpr int NS = ONE && !DIAG ? Cfg<DIAG>::NS - 2 : Cfg<DIAG>::NS;
 	static constexpr int NCT = ONE ? 8 : 0;						/* tiles of constants */
-	static constexpr int CB = (DIAG ? 4 : 8) * Cfg<DIAG>::BN;	/* bytes of one tile's constants */
+	static constexpr int CB0 = (DIAG ? 4 : 8) * Cfg<DIAG>::BN;	/* colc [, colp] of one tile */
+	static constexpr int CB = CB0 + (ONE ? 4 * Cfg<DIAG>::BN : 0);	/* bytes of one tile's constants */
 	static constexpr int XH = ONE ? 4 * Cfg<DIAG>::BM : 0;		/* the rows' ||x S||^2 / 2 */
 	static constexpr size_t BYTES = (size_t) NS * Cfg<DIAG>::STAGE + (size_t) NCT * CB + XH + 2 * NS * 8;
 };
@@ -392,14 +394,13 @@ __device__ __forceinline__ void warp_arrive(uint32_t bar, int lane)
  * such rows go to orows[0..overflow)).  Both passes compute the same scores
  * (same code, same operands), so the row's best is always a candidate.
  *
- * SCREEN_ONEPASS does both in one walk, from the upper-bound scores (c2s hi)
- * only, given a lower bound on each row's best from the previous pass
- * (seed): a component is appended when its score is within w2 of
- * max(seed - slack2, running maximum - emax2), both lower bounds on the
- * row's best (hi - emax2 <= the true score).  A row whose final bound
- * (maximum - emax2) ends below seed - slack2 had too high a threshold:
- * it is marked overflowed (the dense pass scores it).  seed gets this
- * pass's bound.
+ * SCREEN_ONEPASS does both in one walk (the lower-bound constants clo
+ * stream with the upper ones), given a lower bound on each row's best from
+ * the previous pass (seed): a component is appended when its upper-bound
+ * score is within w2 of max(seed - slack2, running maximum of the
+ * lower-bound scores).  A row whose final maximum ends below seed - slack2
+ * had too high a threshold: it is marked overflowed (the dense pass scores
+ * it).  seed gets this pass's maximum, as SCREEN_MAX's smax.
  */
 enum
 {
@@ -420,7 +421,7 @@ struct Screen
 	/* SCREEN_ONEPASS: seed[row] = a lower bound on the row's best from the last pass (in, then this pass's: out) */
 	float *seed = nullptr;
 	float slack2 = 0.f;			/* how far the best may fall between passes, log2 units */
-	float emax2 = 0.f;			/* twice the largest screen error bound, log2 units */
+	const float *clo = nullptr;	/* [Kp]: the lower-bound constants (c2s lo; colc holds the upper, c2s hi) */
 };
 
 /*
@@ -509,9 +510,11 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 					{
 						static_assert(!ONE || NS / C < NCT, "a constants slot outlives its tile's epilogue");
 						uint8_t *dst = gb + (sconst - base) + (kt % (NCT ? NCT : 1)) * CB;
-						for (int i = tid; i < CB / 16; i += 128)
+						constexpr int N0 = RG::CB0 / 16, N1 = N0 + (SCR == SCREEN_ONEPASS ? BN / 4 : 0);
+						for (int i = tid; i < N1; i += 128)
 							h16::cp_async16(dst + 16 * i, i < BN / 4 ? colc + kt * BN + 4 * i
-																	 : colp + kt * BN + 4 * (i - BN / 4));
+														  : i < N0 ? colp + kt * BN + 4 * (i - BN / 4)
+																   : sc.clo + kt * BN + 4 * (i - N0));
 					}
 					load_slice(gb + G::ROWS + slot * G::STAGE, Wh + (int64_t) kt * BN * 2 * G::IN + p * G::IN + c * 64,
 							   2 * G::IN, BN, tid, 128);
@@ -649,18 +652,23 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 					{
 						if constexpr (SCR == SCREEN_ONEPASS)
 						{
-							/* the row's running maximum (the quad's), then its threshold */
+							/* the row's running maximum of the lower bounds (the quad's), then its threshold */
+							const float *cl = cs + RG::CB0 / 4;
 							float p[4] = {NEG_INF, NEG_INF, NEG_INF, NEG_INF};
 #pragma unroll
 							for (int j = 0; j < NT; j++)
-								p[j & 3] = fmaxf(p[j & 3], fmaxf(s2[h][j][0], s2[h][j][1]));
+							{
+								const float2 ch = *reinterpret_cast<const float2 *>(cs + j * 8 + 2 * t);
+								const float2 lo = *reinterpret_cast<const float2 *>(cl + j * 8 + 2 * t);
+								p[j & 3] = fmaxf(p[j & 3], fmaxf(s2[h][j][0] + (lo.x - ch.x), s2[h][j][1] + (lo.y - ch.y)));
+							}
 							float tm = fmaxf(fmaxf(p[0], p[1]), fmaxf(p[2], p[3]));
 							tm = fmaxf(tm, __shfl_xor_sync(0xffffffffu, tm, 1));
 							tm = fmaxf(tm, __shfl_xor_sync(0xffffffffu, tm, 2));
 							m[h] = fmaxf(m[h], tm);
 							const int64_t gr = row0 + wgi * 64 + w4 * 16 + g + 8 * h;
 							if (gr < nrows)
-								thr[h] = fmaxf(fmaxf(sd[h], m[h] - sc.emax2) - sc.w2, -FLT_MAX);
+								thr[h] = fmaxf(fmaxf(sd[h], m[h]) - sc.w2, -FLT_MAX);
 						}
 						/* a bit per element at or above the threshold, then the (few) appends */
 						uint32_t cand = 0u;
@@ -832,7 +840,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 			{
 				const int r = wgi * 64 + w4 * 16 + g + 8 * h;
 				const int64_t gr = row0 + r;
-				const float lb = m[h] - sc.emax2;	/* (m is the quad's) */
+				const float lb = m[h];	/* (the quad's) */
 				if (t == 0 && gr < nrows)
 				{
 					if (lb < sd[h])		/* the seed's threshold was above this row's: not every candidate is in */
