@@ -1850,7 +1850,7 @@ struct EStep
 			sw.xo = dalloc<float>((size_t) SPARSE_OVERFLOW_ROWS * D, "sparse pass");
 			sw.lzo = dalloc<float>(SPARSE_OVERFLOW_ROWS, "sparse pass");
 			sw.c2s = dalloc<float>(3 * (size_t) Kp, "sparse pass");
-			sw.npairs = dalloc<unsigned long long>(1, "sparse pass");
+			sw.npairs = dalloc<unsigned long long>(2, "sparse pass");
 			sw.psx = dalloc<float>((size_t) Kp * Wd, "sparse pass");
 			sw.bnk = dalloc<double>(Kp, "sparse pass");
 			sw.bsxn = dalloc<double>(Kp, "sparse pass");
@@ -1867,11 +1867,12 @@ struct EStep
 				sw.seed = dalloc<float>(src->N, "sparse pass");
 		}
 		/* one screen pass from the last pass's bounds where kept (logZ of every row), else two */
-		const bool onepass = sw.seed && sw.seeded;
+		bool onepass = sw.seed && sw.seeded;
+		int64_t redone_rows = 0;	/* rows screened again in two passes after one that overflowed */
 		const int64_t n0 = sw.seed ? lz - logZ : 0;	/* this chunk's first row */
 		sp::screen_constants_kernel<<<(Kp + 255) / 256, 256, 0, g_s>>>(M->colc16, M->colp16, M->serr, M->sflag, Kp,
 																		sw.c2s);
-		CK(cudaMemsetAsync(sw.npairs, 0, sizeof(unsigned long long), g_s));
+		CK(cudaMemsetAsync(sw.npairs, 0, 2 * sizeof(unsigned long long), g_s));
 		CKL("screen_constants_kernel");
 		Direct dr = M->direct(), none = dr;
 		none.any = 0;	/* the screen scores no component from differences: those are -inf there */
@@ -1913,13 +1914,28 @@ struct EStep
 					kf<<<nb, wg::Cfg<false>::THREADS, smw, g_s>>>(SCR_ARGS(lohi));
 				CKL(what);
 			};
+			auto overflowed = [&]() {
+				int v = 0;
+				CK(cudaMemcpyAsync(&v, sw.overflow, sizeof(int), cudaMemcpyDeviceToHost, g_s));
+				CK(cudaStreamSynchronize(g_s));
+				return v;
+			};
+			int ov = 0;
 			if (onepass)
 			{
 				screen(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_ONEPASS>,
 					   wg::lse_wg_kernel<false, 0, true, wg::SCREEN_ONEPASS>, 1, "screen (SCREEN_ONEPASS)");
 				lap(1);
+				ov = overflowed();
+				/* the model moved too far for the seeds: two passes from here on (this block again) */
+				if (ov > SPARSE_OVERFLOW_ROWS)
+				{
+					onepass = false;
+					redone_rows += nr;
+					CK(cudaMemsetAsync(sw.overflow, 0, sizeof(int), g_s));
+				}
 			}
-			else
+			if (!onepass)
 			{
 				screen(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_MAX>, wg::lse_wg_kernel<false, 0, true, wg::SCREEN_MAX>,
 					   0, "screen (SCREEN_MAX)");
@@ -1927,6 +1943,7 @@ struct EStep
 				screen(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_COLLECT>,
 					   wg::lse_wg_kernel<false, 0, true, wg::SCREEN_COLLECT>, 1, "screen (SCREEN_COLLECT)");
 				lap(1);
+				ov = overflowed();
 			}
 #undef SCR_ARGS
 			/*
@@ -1934,9 +1951,6 @@ struct EStep
 			 * SPARSE_CAP components within the window): the dense pass on
 			 * this block, and on the next passes (the model moves slowly).
 			 */
-			int ov = 0;
-			CK(cudaMemcpyAsync(&ov, sw.overflow, sizeof(int), cudaMemcpyDeviceToHost, g_s));
-			CK(cudaStreamSynchronize(g_s));
 			over_rows += ov;
 			if (ov > SPARSE_OVERFLOW_ROWS)
 			{
@@ -1988,14 +2002,16 @@ struct EStep
 			sw.seeded = true;
 		if (profiling())
 		{
-			unsigned long long np = 0;
-			CK(cudaMemcpyAsync(&np, sw.npairs, sizeof(np), cudaMemcpyDeviceToHost, g_s));
+			unsigned long long np[2] = {0, 0};
+			CK(cudaMemcpyAsync(np, sw.npairs, sizeof(np), cudaMemcpyDeviceToHost, g_s));
 			CK(cudaStreamSynchronize(g_s));
 			fprintf(stderr, "flashgmm profile: sparse pass%s: screen max %.2f ms, collect %.2f, exact %.2f, "
 					"flush+flagged (+dense blocks) %.2f; %d screen-flagged components, %lld rows overflowed, "
-					"%lld rows dense, %.2f pairs a row in the statistics\n", stats ? "" : " (no statistics)", tms[0],
-					tms[1], tms[2], tms[3], nsf, (long long) over_rows, (long long) dense_rows,
-					(double) np / std::max<int64_t>(1, nc - dense_rows));
+					"%lld rows dense, %lld screened again, %.2f candidates and %.2f pairs a row\n",
+					stats ? "" : " (no statistics)", tms[0], tms[1], tms[2], tms[3], nsf, (long long) over_rows,
+					(long long) dense_rows, (long long) redone_rows,
+					(double) np[1] / std::max<int64_t>(1, nc - dense_rows),
+					(double) np[0] / std::max<int64_t>(1, nc - dense_rows));
 		}
 	}
 

@@ -232,7 +232,7 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr
 	fs.load(fsm, dr, sfidx, nsf, D);
 	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 	double mine = 0.0;
-	unsigned long long pairs = 0;
+	unsigned long long pairs = 0, cands = 0;
 	for (int64_t row = (int64_t) blockIdx.x * EXACT_WARPS + warp; row < nrows; row += (int64_t) gridDim.x * EXACT_WARPS)
 	{
 		float x[4];
@@ -277,6 +277,7 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr
 		const int n = __ldg(count + row);
 		if (n > SPARSE_CAP)
 			continue;	/* an overflowed list: the dense pass scores this row (EStep::run_sparse) */
+		cands += n;
 		/* the lane's entries: list slots lane, lane + 32; screen-flagged lane, lane + 32 */
 		int kc[2];
 		float sc[2], sf[2];
@@ -417,8 +418,11 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr
 		}
 	}
 	block_sum_fixed<EXACT_WARPS>(mine, lsum, blockll ? blockll + blockIdx.x : nullptr);
-	if (npairs && lane == 0 && pairs)
+	if (npairs && lane == 0)	/* (profiling) [0]: pairs in the statistics, [1]: candidates scored */
+	{
 		atomicAdd(npairs, pairs);
+		atomicAdd(npairs + 1, cands);
+	}
 }
 
 /* logZ of the overflowed rows (scored by the dense pass, in their gathered order) back to their places */
