@@ -719,7 +719,13 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 			}
 		};
 
-		if constexpr (!DIAG)
+		/*
+		 * Spherical, and every one-product kernel (ONE: the assignment, the
+		 * screens), diag included: the one product's error is FP16's, far
+		 * above FP32 accumulation's, so diag's compensated slices (below)
+		 * buy nothing there and cost a wait per slice.
+		 */
+		if constexpr (!DIAG || ONE)
 		{
 			/* d = x_hi.W_hi + x_lo.W_hi + x_hi.W_lo: one commit group per tile, stages released when it completes */
 			float d[NR];

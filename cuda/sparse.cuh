@@ -89,6 +89,20 @@ __global__ void mask_constants_kernel(const float *__restrict__ colc, const int 
 		out[k] = flag[k] ? -INFINITY : colc[k];
 }
 
+/* lane l's four features 4l .. 4l + 3 of a D-long row (0 past D): one 16-byte load when rows are 16-byte aligned */
+__device__ __forceinline__ void load4(const float *__restrict__ p, int D, int lane, float (&v)[4])
+{
+	if (D % 4 == 0)
+	{
+		const float4 a = 4 * lane < D ? __ldg(reinterpret_cast<const float4 *>(p) + lane) : make_float4(0.f, 0.f, 0.f, 0.f);
+		v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w;
+	}
+	else
+#pragma unroll
+		for (int i = 0; i < 4; i++)
+			v[i] = 4 * lane + i < D ? __ldg(p + 4 * lane + i) : 0.f;
+}
+
 /* the warp's sum of v, on every lane */
 __device__ __forceinline__ float warp_sum(float v)
 {
@@ -125,7 +139,7 @@ struct FlagSet
 			c[i] = __ldg(dr.cdir + fidx[i]);
 		__syncthreads();
 	}
-	/* the score of flagged component f for the row whose features lane l holds as x[i] = x_{l + 32 i} */
+	/* the score of flagged component f for the row whose features lane l holds as x[i] = x_{4 l + i} */
 	__device__ __forceinline__ float partial(int f, const float (&x)[4], int lane) const
 	{
 		const float *m = mu + f * D;
@@ -133,7 +147,7 @@ struct FlagSet
 #pragma unroll
 		for (int i = 0; i < 4; i++)
 		{
-			const int d = lane + 32 * i;
+			const int d = 4 * lane + i;
 			if (d < D)
 			{
 				const float t = x[i] - m[d];
@@ -170,12 +184,7 @@ flag_lse_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr, co
 	for (int64_t row = (int64_t) blockIdx.x * EXACT_WARPS + warp; row < nrows; row += (int64_t) gridDim.x * EXACT_WARPS)
 	{
 		float x[4];
-#pragma unroll
-		for (int i = 0; i < 4; i++)
-		{
-			const int d = lane + 32 * i;
-			x[i] = d < D ? __ldg(X + row * D + d) : 0.f;
-		}
+		load4(X + row * D, D, lane, x);
 		float M = __ldg(logZ + row), L = M == NEG_INF ? 0.f : 1.f;
 		for (int f0 = 0; f0 < nf; f0 += 4)
 		{
@@ -214,13 +223,13 @@ flag_lse_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr, co
 
 /*
  * Exact scores and statistics (step 3 above).  A warp per row (rows strided
- * over the grid); lane l holds the row's features l, l + 32, l + 64, l + 96
+ * over the grid); lane l holds the row's features 4l .. 4l + 3
  * (D <= 128).  Lane j keeps the scores of list entries j and 32 + j and of
  * screen-flagged components j and 32 + j; scores are computed four at a time
  * (independent shuffle sums).  The screen-flagged components' means are in
  * shared memory (read by every row).
  */
-__global__ void __launch_bounds__(EXACT_WARPS * 32)
+__global__ void __launch_bounds__(EXACT_WARPS * 32, 3)
 sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr, const int *__restrict__ sfidx, int nsf,
 					const int32_t *__restrict__ cand, const int32_t *__restrict__ count, float *__restrict__ logZ,
 					double *__restrict__ blockll, int stats, float *__restrict__ psx, double *__restrict__ bnk,
@@ -236,12 +245,7 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr
 	for (int64_t row = (int64_t) blockIdx.x * EXACT_WARPS + warp; row < nrows; row += (int64_t) gridDim.x * EXACT_WARPS)
 	{
 		float x[4];
-#pragma unroll
-		for (int i = 0; i < 4; i++)
-		{
-			const int d = lane + 32 * i;
-			x[i] = d < D ? __ldg(X + row * D + d) : 0.f;
-		}
+		load4(X + row * D, D, lane, x);
 		/* exact scores of the (warp-uniform) components ks[0..4), -1 = none: every lane gets them */
 		auto score4 = [&](const int (&ks)[4], float (&s)[4]) {
 			float q[4];
@@ -251,14 +255,16 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr
 				q[u] = 0.f;
 				if (ks[u] >= 0)
 				{
-					const float *m = dr.mu + (int64_t) ks[u] * D, *v = dr.var + (int64_t) ks[u] * D;
+					float mv[4], vv[4];
+					load4(dr.mu + (int64_t) ks[u] * D, D, lane, mv);
+					if (dr.diag)
+						load4(dr.var + (int64_t) ks[u] * D, D, lane, vv);
 #pragma unroll
 					for (int i = 0; i < 4; i++)
 					{
-						const int d = lane + 32 * i;
-						const float t = d < D ? x[i] - __ldg(m + d) : 0.f;
+						const float t = x[i] - mv[i];	/* (0 past D) */
 						if (dr.diag)	/* (direct_score's arithmetic) */
-							q[u] += d < D ? t * t / __ldg(v + d) : 0.f;
+							q[u] += 4 * lane + i < D ? t * t / vv[i] : 0.f;
 						else
 							q[u] = fmaf(t, t, q[u]);
 					}
@@ -369,22 +375,40 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr
 		 * Sums around the mean keep the variance's cancellation out of FP32.
 		 */
 		const int Wd = dr.diag ? 2 * D : D;
+		const bool vec4 = D % 4 == 0;	/* rows of psx 16-byte aligned */
 		auto accumulate = [&](int k, float r) {
-			const float *m = dr.mu + (int64_t) k * D;
-			float tt = 0.f;
+			float mv[4];
+			load4(dr.mu + (int64_t) k * D, D, lane, mv);
+			float tt = 0.f, rt[4], rtt[4];
 #pragma unroll
 			for (int i = 0; i < 4; i++)
 			{
-				const int d = lane + 32 * i;
-				if (d < D)
+				const float t = x[i] - mv[i];	/* (0 past D) */
+				rt[i] = r * t;
+				rtt[i] = rt[i] * t;
+				tt = fmaf(t, t, tt);
+			}
+			float *o = psx + (int64_t) k * Wd + 4 * lane;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+			if (vec4)	/* one 16-byte atomic per lane (sm_90): a quarter of the L2 atomic operations */
+			{
+				if (4 * lane < D)
 				{
-					const float t = x[i] - __ldg(m + d);
-					atomicAdd(psx + (int64_t) k * Wd + d, r * t);
+					atomicAdd(reinterpret_cast<float4 *>(o), make_float4(rt[0], rt[1], rt[2], rt[3]));
 					if (dr.diag)
-						atomicAdd(psx + (int64_t) k * Wd + D + d, r * t * t);
-					tt = fmaf(t, t, tt);
+						atomicAdd(reinterpret_cast<float4 *>(o + D), make_float4(rtt[0], rtt[1], rtt[2], rtt[3]));
 				}
 			}
+			else
+#endif
+#pragma unroll
+				for (int i = 0; i < 4; i++)
+					if (4 * lane + i < D)
+					{
+						atomicAdd(o + i, rt[i]);
+						if (dr.diag)
+							atomicAdd(o + D + i, rtt[i]);
+					}
 			if (!dr.diag)
 				tt = warp_sum(tt);
 			if (lane == 0)
