@@ -1263,18 +1263,24 @@ void launch_pass1(unsigned nblocks, A... args)
 }
 
 /*
- * The sparse E pass (sparse.cuh) on wgmma, both covariances, chosen by
- * FLASHGMM_GPU_ESTEP=sparse (not yet the default: cuda/NOTES.md, v7).
+ * The sparse E pass (sparse.cuh) on wgmma: the default for diag mixtures
+ * (H100, cuda/NOTES.md v7: 1M x 1024 x 128 8.6-10 ms per iteration against
+ * the dense pass's 16.9, 1M x 4096 22 against 57; SIFT means 5e-5 of float64
+ * against 5.5e-4), not for spherical ones (1M x 1024: 10.8 against 7.0);
+ * FLASHGMM_GPU_ESTEP=sparse asks for it for both, =h16 (or any other) for
+ * none.  Deterministic fits take the dense pass (EStep::sparse_now).
  */
-bool want_sparse(bool)
+bool want_sparse(bool diag)
 {
 	const char *e = getenv("FLASHGMM_GPU_ESTEP");
-	return use_wgmma() && e && strcmp(e, "sparse") == 0;
+	if (!use_wgmma())
+		return false;
+	return e ? strcmp(e, "sparse") == 0 : diag;
 }
-constexpr int64_t SPARSE_ROWS = 1 << 17;	/* rows per screened block */
+constexpr int64_t SPARSE_ROWS = 1 << 16;	/* rows per screened block (its lists: 16 MiB) */
 /* overflowed lists in a block (5%): beyond, the dense pass takes the whole block; below, just those rows */
 constexpr int64_t SPARSE_OVERFLOW_ROWS = SPARSE_ROWS / 20;
-constexpr int SPARSE_REST = 2;				/* dense passes after a sparse pass that was mostly dense */
+constexpr int SPARSE_REST = 2, SPARSE_REST_MAX = 64;	/* dense passes after one that was mostly dense: 2, 4, .. 64 */
 /* its device bytes: a block's best scores, candidate lists and counts; the screen's constants; the FP32 sums */
 int64_t sparse_bytes(int Kp, int D)
 {
@@ -1609,6 +1615,7 @@ struct EStep
 		float *xo = nullptr, *lzo = nullptr;	/* those rows gathered, their logZ */
 	} sw;
 	int sparse_rest = 0;		/* passes left that take the dense pass, after one whose lists overflowed */
+	int sparse_backoff = SPARSE_REST;	/* the next such rest (doubles while the screen keeps failing) */
 
 	/* device bytes besides X and logZ (rows: N when logZ covers every row, else 0) */
 	static int64_t bytes_needed(const DevModel &M, int64_t rows, int sms, int64_t budget)
@@ -2005,7 +2012,12 @@ struct EStep
 			lap(3);
 		}
 		if (dense_rows * 2 > nc && last_chunk)
-			sparse_rest = SPARSE_REST;
+		{
+			sparse_rest = sparse_backoff;
+			sparse_backoff = std::min(2 * sparse_backoff, SPARSE_REST_MAX);
+		}
+		else if (last_chunk)
+			sparse_backoff = SPARSE_REST;
 		if (last_chunk)
 			sw.seeded = true;
 		if (profiling())
