@@ -103,6 +103,28 @@ __device__ __forceinline__ void load4(const float *__restrict__ p, int D, int la
 			v[i] = 4 * lane + i < D ? __ldg(p + 4 * lane + i) : 0.f;
 }
 
+/* four independent warp sums at once (their shuffles interleave), on every lane */
+__device__ __forceinline__ void warp_sum4(float (&q)[4])
+{
+#pragma unroll
+	for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+		for (int u = 0; u < 4; u++)
+			q[u] += __shfl_xor_sync(0xffffffffu, q[u], o);
+}
+
+/* online log-sum-exp: (M, L) with L = sum exp(s - M), s added */
+__device__ __forceinline__ void lse_add(float &M, float &L, float s)
+{
+	if (s > M)
+	{
+		L = L * __expf(M - s) + 1.f;
+		M = s;
+	}
+	else if (s > NEG_INF)
+		L += __expf(s - M);
+}
+
 /* the warp's sum of v, on every lane */
 __device__ __forceinline__ float warp_sum(float v)
 {
@@ -160,6 +182,18 @@ struct FlagSet
 	{
 		return c[f] - 0.5f * (diag ? qsum : qsum * iv[f]);
 	}
+	/* the scores of flagged components f0 .. f0 + 3 (-inf from lim on), on every lane */
+	__device__ __forceinline__ void scores4(int f0, int lim, const float (&x)[4], int lane, float (&s)[4]) const
+	{
+		float q[4];
+#pragma unroll
+		for (int u = 0; u < 4; u++)
+			q[u] = f0 + u < lim ? partial(f0 + u, x, lane) : 0.f;
+		warp_sum4(q);
+#pragma unroll
+		for (int u = 0; u < 4; u++)
+			s[u] = f0 + u < lim ? finish(f0 + u, q[u]) : NEG_INF;
+	}
 };
 
 /*
@@ -188,28 +222,11 @@ flag_lse_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr, co
 		float M = __ldg(logZ + row), L = M == NEG_INF ? 0.f : 1.f;
 		for (int f0 = 0; f0 < nf; f0 += 4)
 		{
-			float q[4];
+			float s[4];
+			fs.scores4(f0, nf, x, lane, s);
 #pragma unroll
 			for (int u = 0; u < 4; u++)
-				q[u] = f0 + u < nf ? fs.partial(f0 + u, x, lane) : 0.f;
-#pragma unroll
-			for (int o = 16; o > 0; o >>= 1)
-#pragma unroll
-				for (int u = 0; u < 4; u++)
-					q[u] += __shfl_xor_sync(0xffffffffu, q[u], o);
-#pragma unroll
-			for (int u = 0; u < 4; u++)
-				if (f0 + u < nf)
-				{
-					const float s = fs.finish(f0 + u, q[u]);
-					if (s > M)
-					{
-						L = L * __expf(M - s) + 1.f;
-						M = s;
-					}
-					else if (s > NEG_INF)
-						L += __expf(s - M);
-				}
+				lse_add(M, L, s[u]);
 		}
 		if (lane == 0)
 		{
@@ -270,11 +287,7 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr
 					}
 				}
 			}
-#pragma unroll
-			for (int o = 16; o > 0; o >>= 1)
-#pragma unroll
-				for (int u = 0; u < 4; u++)
-					q[u] += __shfl_xor_sync(0xffffffffu, q[u], o);
+			warp_sum4(q);
 #pragma unroll
 			for (int u = 0; u < 4; u++)
 				s[u] = ks[u] < 0 ? NEG_INF
@@ -296,15 +309,7 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr
 			sf[u] = NEG_INF;
 		}
 		float M = NEG_INF, L = 0.f;	/* the lane's online log-sum-exp */
-		auto add = [&](float s) {
-			if (s > M)
-			{
-				L = L * __expf(M - s) + 1.f;
-				M = s;
-			}
-			else if (s > NEG_INF)
-				L += __expf(s - M);
-		};
+		auto add = [&](float s) { lse_add(M, L, s); };
 		{
 #pragma unroll
 			for (int u = 0; u < 2; u++)
@@ -336,19 +341,12 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr
 			const int lim = min(nsf - 32 * u, 32);
 			for (int j = 0; j < lim; j += 4)
 			{
-				float q[4];
+				float s4[4];
+				fs.scores4(32 * u + j, 32 * u + lim, x, lane, s4);
 #pragma unroll
 				for (int v = 0; v < 4; v++)
-					q[v] = j + v < lim ? fs.partial(32 * u + j + v, x, lane) : 0.f;
-#pragma unroll
-				for (int o = 16; o > 0; o >>= 1)
-#pragma unroll
-					for (int v = 0; v < 4; v++)
-						q[v] += __shfl_xor_sync(0xffffffffu, q[v], o);
-#pragma unroll
-				for (int v = 0; v < 4; v++)
-					if (lane == j + v && j + v < lim)
-						sf[u] = fs.finish(32 * u + j + v, q[v]);
+					if (lane == j + v)
+						sf[u] = s4[v];
 			}
 			add(sf[u]);
 		}
