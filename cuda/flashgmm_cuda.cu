@@ -1263,19 +1263,21 @@ void launch_pass1(unsigned nblocks, A... args)
 }
 
 /*
- * The sparse E pass (sparse.cuh) on wgmma: the default for diag mixtures
- * (H100, cuda/NOTES.md v7: 1M x 1024 x 128 8.6-10 ms per iteration against
- * the dense pass's 16.9, 1M x 4096 22 against 57; SIFT means 5e-5 of float64
- * against 5.5e-4), not for spherical ones (1M x 1024: 10.8 against 7.0);
- * FLASHGMM_GPU_ESTEP=sparse asks for it for both, =h16 (or any other) for
- * none.  Deterministic fits take the dense pass (EStep::sparse_now).
+ * The sparse E pass (sparse.cuh) on wgmma: the default for diag mixtures of
+ * K >= 1024 components (H100, cuda/NOTES.md v7, `gpu_bench --sweep`: faster
+ * at K = 1024 from 100k to 1M rows, 1.4-2.0x, and 2.4-2.7x at 4096; slower
+ * at K = 256 from 100k to 1M, 0.52-0.68x; SIFT means 5e-5 of float64 against
+ * 5.5e-4), not for spherical ones (1M x 1024: 10.8 ms against 7.0);
+ * FLASHGMM_GPU_ESTEP=sparse asks for it for every mixture, =h16 (or any
+ * other) for none.  Deterministic fits take the dense pass (EStep::sparse_now).
  */
-bool want_sparse(bool diag)
+constexpr int SPARSE_KMIN = 1024;
+bool want_sparse(bool diag, int Kp)
 {
 	const char *e = getenv("FLASHGMM_GPU_ESTEP");
 	if (!use_wgmma())
 		return false;
-	return e ? strcmp(e, "sparse") == 0 : diag;
+	return e ? strcmp(e, "sparse") == 0 : diag && Kp >= SPARSE_KMIN;
 }
 constexpr int64_t SPARSE_ROWS = 1 << 16;	/* rows per screened block (its lists: 16 MiB) */
 /* overflowed lists in a block (5%): beyond, the dense pass takes the whole block; below, just those rows */
@@ -1635,7 +1637,7 @@ struct EStep
 			other = acc + GemmWork::bytes(M, GemmWork::ws_for(budget, lzb), std::max<int64_t>(rows, 1ll << 20));
 		}
 		/* the h16 pass's buffers, when X will be resident (else gemm or fused runs): the larger */
-		int64_t h16 = want_h16(D, diag) ? fused + h16_bytes(Kp, diag) + (want_sparse(diag) ? sparse_bytes(Kp, D) : 0) : 0;
+		int64_t h16 = want_h16(D, diag) ? fused + h16_bytes(Kp, diag) + (want_sparse(diag, Kp) ? sparse_bytes(Kp, D) : 0) : 0;
 		if (h16 > 0 && budget > 0 && rows * ((int64_t) D * 4 + 4) + h16 > budget)
 			h16 = 0;
 		return std::max(other, h16);
@@ -1688,7 +1690,7 @@ struct EStep
 			logZ = dalloc<float>(logz_rows, "logZ");
 			return;
 		}
-		sparse = h16 && want_sparse(M->diag) && M->Kp % (M->diag ? wg::Cfg<true>::BN : wg::Cfg<false>::BN) == 0;
+		sparse = h16 && want_sparse(M->diag, M->Kp) && M->Kp % (M->diag ? wg::Cfg<true>::BN : wg::Cfg<false>::BN) == 0;
 		/* h16: logZ of every row while small, as gemm; else one block's (pass 2 follows pass 1 per block) */
 		logz_rows = h16 && !(logz_rows_ >= src->N && src->N * 4 <= GEMM_LOGZ_FULL_MAX)
 						? std::max<int64_t>(hr.rows, sparse ? SPARSE_ROWS : 0) : logz_rows_;

@@ -2,7 +2,7 @@
  * gpu_bench.cu - benchmark of the CUDA engine (a program that prints a table,
  * never a test).
  *
- *   gpu_bench LIB [--quick] [--ten] [--big] [--core] [--small-d] [--assign] [--sparse]
+ *   gpu_bench LIB [--quick] [--ten] [--big] [--core] [--small-d] [--assign] [--sparse] [--sweep]
  *     (1M-row shapes; --ten adds the 10M-row targets, --big N = 100M streamed;
  *      --quick leaves out the slow fused-kernel comparisons at 4096 and 10M;
  *      --small-d runs only h16 against gemm at D = 32, 64, 96; --assign only
@@ -312,7 +312,7 @@ static void engine_em(const char *shape, const float *X, int64_t N, int K, int D
 	char variant[64];
 	snprintf(variant, sizeof(variant), "%s %s %s%s", estep, cov == GMM_COV_DIAG ? "diag" : "sph",
 			 !strncmp(estep, "h16", 3) ? "3xFP16" : !strcmp(estep, "sparse") ? "FP16 screen"
-			 : !strcmp(estep, "default") ? (cov == GMM_COV_DIAG ? "(sparse)" : "(h16)") : prec == GMM_GPU_PREC_3XTF32 ? "3xTF32" : "TF32", tag);
+			 : !strcmp(estep, "default") ? "(see E pass)" : prec == GMM_GPU_PREC_3XTF32 ? "3xTF32" : "TF32", tag);
 	if (st != GMM_OK)
 	{
 		char note[96];
@@ -418,10 +418,10 @@ int main(int argc, char **argv)
 {
 	if (argc < 2)
 	{
-		fprintf(stderr, "usage: %s LIB [--quick] [--ten] [--big] [--core] [--small-d] [--assign] [--sparse]\n", argv[0]);
+		fprintf(stderr, "usage: %s LIB [--quick] [--ten] [--big] [--core] [--small-d] [--assign] [--sparse] [--sweep]\n", argv[0]);
 		return 2;
 	}
-	bool quick = false, big = false, ten = false, core = false, small_d = false, assign = false, sparse = false;
+	bool quick = false, big = false, ten = false, core = false, small_d = false, assign = false, sparse = false, sweep = false;
 	for (int i = 2; i < argc; i++)
 	{
 		if (!strcmp(argv[i], "--quick")) quick = true;
@@ -429,6 +429,7 @@ int main(int argc, char **argv)
 		if (!strcmp(argv[i], "--big")) big = true;
 		if (!strcmp(argv[i], "--core")) core = true;
 		if (!strcmp(argv[i], "--sparse")) sparse = true;
+		if (!strcmp(argv[i], "--sweep")) sweep = true;
 		if (!strcmp(argv[i], "--small-d")) small_d = true;
 		if (!strcmp(argv[i], "--assign")) assign = true;
 	}
@@ -459,6 +460,21 @@ int main(int argc, char **argv)
 		engine_assign("N=1M K=1024 D=128", X, N, 1024, D, 8, "h16");
 		free(X);
 	}
+	if (sweep)
+	{
+		/* --sweep: where the sparse pass starts to pay for diag mixtures (the first rows of one 1M table) */
+		const int64_t N = 1000000;
+		float *X = make_clustered(N, D, 2048, 1);
+		for (int K : {256, 1024})
+			for (int64_t n : {100000ll, 250000ll, 500000ll, 1000000ll})
+			{
+				char sh[64];
+				snprintf(sh, sizeof(sh), "N=%lldk K=%d D=128", (long long) (n / 1000), K);
+				engine_em(sh, X, n, K, D, GMM_COV_DIAG, P3, 0, 6, " (dense)", "h16");
+				engine_em(sh, X, n, K, D, GMM_COV_DIAG, P3, 0, 6, "", "sparse");
+			}
+		free(X);
+	}
 	if (sparse)
 	{
 		/* --sparse: the sparse E pass (sparse.cuh) against the default: spherical 1M and 10M rows, diag 1M */
@@ -480,7 +496,7 @@ int main(int argc, char **argv)
 		engine_em("N=10M K=1024 D=128", X10, N10, 1024, D, GMM_COV_SPHERICAL, P3, 0, 4, "", "sparse");
 		free(X10);
 	}
-	if (!small_d && !assign && !sparse)
+	if (!small_d && !assign && !sparse && !sweep)
 	{
 		const int64_t N = 1000000;
 		float *X = make_clustered(N, D, 2048, 1);
