@@ -1885,6 +1885,9 @@ struct EStep
 		 */
 		static const int fp = getenv("FLASHGMM_GPU_SPARSE_PASSES") ? atoi(getenv("FLASHGMM_GPU_SPARSE_PASSES")) : 0;
 		bool onepass = sw.seed && sw.seeded && (fp == 1 || (fp != 2 && !M->diag));
+		/* FLASHGMM_GPU_SPARSE_SLACK (nats) overrides SPARSE_SLACK (tuning) */
+		static const float slack = getenv("FLASHGMM_GPU_SPARSE_SLACK") ? (float) atof(getenv("FLASHGMM_GPU_SPARSE_SLACK"))
+																	   : (float) sp::SPARSE_SLACK;
 		int64_t redone_rows = 0;	/* rows screened again in two passes after one that overflowed */
 		const int64_t n0 = sw.seed ? lz - logZ : 0;	/* this chunk's first row */
 		sp::screen_constants_kernel<<<(Kp + 255) / 256, 256, 0, g_s>>>(M->colc16, M->colp16, M->serr, M->sflag, Kp,
@@ -1918,7 +1921,7 @@ struct EStep
 			const unsigned nb = (unsigned) (H16Rows::padded(nr) / h16::BM1);
 			wg::Screen sc{sw.seed ? sw.seed + n0 + b0 : sw.smax, sw.cand, sw.count, sw.overflow, sw.orows,
 						  sp::SPARSE_CAP, sp::SPARSE_T * h16::L2E, sw.seed ? sw.seed + n0 + b0 : nullptr,
-						  (float) sp::SPARSE_SLACK * h16::L2E, sw.c2s};
+						  slack * h16::L2E, sw.c2s};
 			/* the best from the lower bounds (c2s lo), the candidates from the upper bounds (c2s hi) */
 #define SCR_ARGS(LOHI) nullptr, nullptr, x, nr, D, Kp, (const __half *) M->Wh, (const float *) sw.c2s + (LOHI) * Kp, \
 			(const float *) sw.c2s + 2 * Kp, 0, (float *) nullptr, (double *) nullptr, none, 1.f, 0, 0.f, \
