@@ -10,32 +10,41 @@
  * twice (logZ, then the statistics); this pass spends one product per pair
  * and exact work per candidate.
  *
- * Steps, per block of rows (EStep::run_sparse):
- *   1. lse_wg_kernel<SCREEN_MAX> (hopper.cuh): the row's best screened score
- *      s1max, one product x_hi.W_hi per pair (the one-product assignment's
- *      score).  Components a single product cannot score (screen-flagged:
- *      u e_k / sqrt(D) > SCREEN_ERR with u = 2^-11, or already flagged for
- *      three products) get -inf here and are scored exactly in step 3, for
+ * Steps, per block of SPARSE_ROWS rows (EStep::run_sparse):
+ *   1. The screen, one FP16 product x_hi.W_hi per pair (the one-product
+ *      assignment's score, lse_wg_kernel in hopper.cuh).  Each component k
+ *      gets an error bound e_k = SCREEN_MARGIN + SCREEN_SIGMAS u e'_k /
+ *      sqrt(D) nats (below); the screen's constants are shifted by -e_k (lo,
+ *      a lower bound on the true score) and +e_k (hi, an upper bound).
+ *      Components whose bound exceeds SCREEN_ERR_MAX, or flagged for three
+ *      products, are screen-flagged: -inf here, scored exactly in step 2 for
  *      every row.
- *   2. lse_wg_kernel<SCREEN_COLLECT>: the components with s1 >= s1max - W,
- *      W = SPARSE_T + 2 SCREEN_MARGIN nats, into the row's list (at most
- *      SPARSE_CAP; a longer list marks the row as overflowed).
- *   3. sparse_exact_kernel: a warp per row scores its candidates and every
+ *        SCREEN_MAX: the row's best lower bound; SCREEN_COLLECT: the
+ *        components whose upper bound is within SPARSE_T of it, into the
+ *        row's list (at most SPARSE_CAP; a longer one overflows).
+ *        SCREEN_ONEPASS (spherical, once the last pass left each row's best
+ *        lower bound): both in one walk, the threshold from that bound less
+ *        SPARSE_SLACK and the running maximum; a row whose bound fell
+ *        further is marked overflowed.
+ *      Rows with overflowed lists are gathered and run through the dense h16
+ *      pass; a block with more than 5% of them takes the dense pass whole.
+ *   2. sparse_exact_kernel: a warp per row scores its candidates and every
  *      screen-flagged component from the differences in FP32 (direct_score's
- *      arithmetic: sum (x - mu)^2 / var, the engine's most accurate score);
- *      the rows whose lists overflowed are gathered and scored by the dense
- *      h16 pass instead; logZ by log-sum-exp over them; then
- *      r = exp(s - logZ) and, for r >= SPARSE_RMIN, the statistics: sum r x
- *      by FP32 atomics into psx (flushed into the FP64 sums after each block
- *      of rows), sum r and sum r ||x||^2 by FP64 atomics.  Components flagged
- *      for three products keep flag_stats_kernel's statistics (from logZ).
+ *      arithmetic: sum (x - mu)^2 / var, the engine's most accurate score),
+ *      logZ by log-sum-exp over them, r = exp(s - logZ), and for r >=
+ *      SPARSE_RMIN the statistics around the component's mean: sum r (x - mu)
+ *      [and sum r (x - mu)^2] by 16-byte FP32 atomics into psx, sum r and
+ *      (spherical) sum r ||x - mu||^2 by FP64 atomics; flush_sparse_kernel
+ *      turns them into the FP64 sums of x after each block.  Components
+ *      flagged for three products keep flag_stats_kernel's statistics.
  *
- * What is left out, and its bound: a pair outside the window has a true score
- * below best - SPARSE_T when the screen's error is below SCREEN_MARGIN (the
- * screen flags bound it: u e_k / sqrt(D) <= SCREEN_ERR), so it carries r <
- * e^-SPARSE_T; pairs with r < SPARSE_RMIN are left out of the statistics
- * (not of logZ).  Atomics: the statistics' summation order varies run to run;
- * gmm_fit_params.deterministic takes the dense pass.
+ * What is left out, and its bound: when the screen's error stays within the
+ * bounds, a pair outside the window has a true score more than SPARSE_T below
+ * the row's best, so r < e^-SPARSE_T; pairs with r < SPARSE_RMIN are left out
+ * of the statistics (not of logZ).  Atomics: the statistics' summation order
+ * varies run to run; gmm_fit_params.deterministic takes the dense pass.
+ * Where it is the default (diag mixtures from K = 1024 on wgmma) and what it
+ * measured: cuda/NOTES.md, v7.
  */
 #pragma once
 #include "half.cuh"
