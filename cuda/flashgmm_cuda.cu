@@ -983,7 +983,6 @@ struct DevModel
 					sf[k] = 1;
 					sfi.push_back(k);
 				}
-
 			}
 			CK(cudaMemcpyAsync(sflag, sf.data(), sizeof(int) * Kp, cudaMemcpyHostToDevice, g_s));
 			CK(cudaMemcpyAsync(serr, se.data(), sizeof(float) * Kp, cudaMemcpyHostToDevice, g_s));
@@ -1288,6 +1287,12 @@ int64_t sparse_bytes(int Kp, int D)
 {
 	return SPARSE_ROWS * (4 + 4 * sp::SPARSE_CAP + 4 + 8) + SPARSE_OVERFLOW_ROWS * (4 * D + 4) + 64 +
 		   (int64_t) Kp * (12 + 16 + 4 * 2 * D);
+}
+
+/* blocks of sparse.cuh's warp-per-row kernels over nr rows: one row per warp, at most 8 blocks an SM (rows strided) */
+int warp_rows_grid(int64_t nr)
+{
+	return (int) std::min<int64_t>(8 * g_prop.multiProcessorCount, (nr + sp::EXACT_WARPS - 1) / sp::EXACT_WARPS);
 }
 
 /* device bytes of the h16 pass: one block of FP16 rows and their norms, the FP16 model */
@@ -1760,8 +1765,7 @@ struct EStep
 		{
 			/* the flagged components' scores from differences merged into logZ, SPARSE_FMAX at a time; the last
 			 * launch's block sums are those of the final logZ */
-			nsum = (unsigned) std::min<int64_t>(8 * g_prop.multiProcessorCount,
-												(nr + sp::EXACT_WARPS - 1) / sp::EXACT_WARPS);
+			nsum = (unsigned) warp_rows_grid(nr);
 			for (int f0 = 0; f0 < M->nflag; f0 += sp::SPARSE_FMAX)
 			{
 				const int nf = std::min(sp::SPARSE_FMAX, M->nflag - f0);
@@ -1875,13 +1879,13 @@ struct EStep
 			if (logz_rows >= src->N)
 				sw.seed = dalloc<float>(src->N, "sparse pass");
 		}
-		/* one screen pass from the last pass's bounds where kept (logZ of every row), else two */
 		/*
-		 * One pass for spherical mixtures, two for diag: on SIFT diag the
-		 * rows a one-pass screen sends to the dense pass (their best fell
-		 * more than SPARSE_SLACK) took the means from 5.2e-5 to 7.6e-4 of
-		 * float64 (bound 1e-3; cuda/NOTES.md, v7).  FLASHGMM_GPU_SPARSE_PASSES=1
-		 * or 2 forces either.
+		 * One screen pass from the last pass's bounds where they are kept
+		 * (logZ of every row), else two.  One for spherical mixtures, two
+		 * for diag: on SIFT diag the rows a one-pass screen sends to the
+		 * dense pass (their best fell more than SPARSE_SLACK) took the means
+		 * from 5.2e-5 to 7.6e-4 of float64 (bound 1e-3; cuda/NOTES.md, v7).
+		 * FLASHGMM_GPU_SPARSE_PASSES=1 or 2 forces either.
 		 */
 		static const int fp = getenv("FLASHGMM_GPU_SPARSE_PASSES") ? atoi(getenv("FLASHGMM_GPU_SPARSE_PASSES")) : 0;
 		bool onepass = sw.seed && sw.seeded && (fp == 1 || (fp != 2 && !M->diag));
@@ -1898,7 +1902,6 @@ struct EStep
 		none.any = 0;	/* the screen scores no component from differences: those are -inf there */
 		const int nsf = M->nsflag;
 		const size_t smw = wg::lse_smem(M->diag, true);
-		const int egrid_max = 8 * g_prop.multiProcessorCount;
 		/* profiling: device time of each step (synchronises: a diagnostic) */
 		std::unique_ptr<Timer> pt(profiling() ? new Timer : nullptr);
 		double tms[4] = {0, 0, 0, 0};
@@ -1919,9 +1922,9 @@ struct EStep
 			const float *x = dX + b0 * D;
 			float *lzb = logz_rows >= src->N ? lz + b0 : logZ;
 			const unsigned nb = (unsigned) (H16Rows::padded(nr) / h16::BM1);
+			/* the rows' best lower bounds: kept for every row where seeds are, else this block's */
 			wg::Screen sc{sw.seed ? sw.seed + n0 + b0 : sw.smax, sw.cand, sw.count, sw.overflow, sw.orows,
-						  sp::SPARSE_CAP, sp::SPARSE_T * h16::L2E, sw.seed ? sw.seed + n0 + b0 : nullptr,
-						  slack * h16::L2E, sw.c2s};
+						  sp::SPARSE_CAP, sp::SPARSE_T * h16::L2E, slack * h16::L2E, sw.c2s};
 			/* the best from the lower bounds (c2s lo), the candidates from the upper bounds (c2s hi) */
 #define SCR_ARGS(LOHI) nullptr, nullptr, x, nr, D, Kp, (const __half *) M->Wh, (const float *) sw.c2s + (LOHI) * Kp, \
 			(const float *) sw.c2s + 2 * Kp, 0, (float *) nullptr, (double *) nullptr, none, 1.f, 0, 0.f, \
@@ -1979,7 +1982,7 @@ struct EStep
 				lap(3);
 				continue;
 			}
-			const int eg = (int) std::min<int64_t>(egrid_max, (nr + sp::EXACT_WARPS - 1) / sp::EXACT_WARPS);
+			const int eg = warp_rows_grid(nr);
 			const size_t fb = sp::FlagSet::bytes(nsf, D, M->diag);
 			set_smem(sp::sparse_exact_kernel, fb);
 			sp::sparse_exact_kernel<<<eg, sp::EXACT_WARPS * 32, fb, g_s>>>(

@@ -311,6 +311,24 @@ __device__ __forceinline__ void row_tile(float &m, float &l, float (&tv)[MM], in
  * and sum of exponentials are built in four interleaved partials (the sum's
  * rounding differs from online_lse's).
  */
+/* the largest of a thread's scores of one row in a tile (four partial maxima: short chains) */
+template <int NT>
+__device__ __forceinline__ float tile_max(const float (&s)[NT][2])
+{
+	float p[4] = {NEG_INF, NEG_INF, NEG_INF, NEG_INF};
+#pragma unroll
+	for (int j = 0; j < NT; j++)
+		p[j & 3] = fmaxf(p[j & 3], fmaxf(s[j][0], s[j][1]));
+	return fmaxf(fmaxf(p[0], p[1]), fmaxf(p[2], p[3]));
+}
+
+/* the maximum of v over the quad (the four threads sharing a row) */
+__device__ __forceinline__ float quad_max(float v)
+{
+	v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+	return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+
 template <int NT, int MM>
 __device__ __forceinline__ void rows_tile_compact(float (&m)[2], float (&l)[2], float (&tv)[2][MM],
 												  int (&ti)[2][MM], const float (&s)[2][NT][2], float invT,
@@ -338,11 +356,7 @@ __device__ __forceinline__ void rows_tile_compact(float (&m)[2], float (&l)[2], 
 		}
 		else
 		{
-			float p[4] = {NEG_INF, NEG_INF, NEG_INF, NEG_INF};
-#pragma unroll
-			for (int j = 0; j < NT; j++)
-				p[j & 3] = fmaxf(p[j & 3], fmaxf(s[h][j][0], s[h][j][1]));
-			tmax[h] = fmaxf(fmaxf(p[0], p[1]), fmaxf(p[2], p[3]));
+			tmax[h] = tile_max<NT>(s[h]);
 			thr[h] = (Q == 1 && k0 == 0) ? tmax[h] : Q >= 1 ? tv[h][Q > 0 ? Q - 1 : 0] : NEG_INF;
 		}
 	}

@@ -388,19 +388,19 @@ __device__ __forceinline__ void warp_arrive(uint32_t bar, int lane)
 /*
  * The sparse E pass's screen (sparse.cuh): lse_wg_kernel with one product per
  * score, run twice over the same rows.  SCREEN_MAX writes each row's best
- * screened score (smax, log2 units); SCREEN_COLLECT appends every component
- * whose screened score is at least smax - w2 to the row's candidate list
+ * lower-bound score (best, log2 units); SCREEN_COLLECT appends every component
+ * whose upper-bound score is at least best - w2 to the row's candidate list
  * (cand[row][cap], count[row]; a count above cap means the list overflowed:
  * such rows go to orows[0..overflow)).  Both passes compute the same scores
  * (same code, same operands), so the row's best is always a candidate.
  *
  * SCREEN_ONEPASS does both in one walk (the lower-bound constants clo
  * stream with the upper ones), given a lower bound on each row's best from
- * the previous pass (seed): a component is appended when its upper-bound
- * score is within w2 of max(seed - slack2, running maximum of the
- * lower-bound scores).  A row whose final maximum ends below seed - slack2
- * had too high a threshold: it is marked overflowed (the dense pass scores
- * it).  seed gets this pass's maximum, as SCREEN_MAX's smax.
+ * the previous pass (best, as either mode left it): a component is
+ * appended when its upper-bound score is within w2 of max(best - slack2,
+ * running maximum of the lower-bound scores).  A row whose final maximum
+ * ends below best - slack2 had too high a threshold: it is marked
+ * overflowed (the dense pass scores it).  best gets this pass's maximum.
  */
 enum
 {
@@ -411,15 +411,13 @@ enum
 };
 struct Screen
 {
-	float *smax = nullptr;		/* [rows] */
+	float *best = nullptr;		/* [rows]: the row's best lower-bound score (SCREEN_ONEPASS: the last pass's, in and out) */
 	int32_t *cand = nullptr;	/* [rows][cap] */
 	int32_t *count = nullptr;	/* [rows] */
 	int *overflow = nullptr;	/* rows whose count exceeds cap */
 	int64_t *orows = nullptr;	/* [rows]: those rows, in any order */
 	int cap = 0;
 	float w2 = 0.f;				/* the window, log2 units */
-	/* SCREEN_ONEPASS: seed[row] = a lower bound on the row's best from the last pass (in, then this pass's: out) */
-	float *seed = nullptr;
 	float slack2 = 0.f;			/* how far the best may fall between passes, log2 units */
 	const float *clo = nullptr;	/* [Kp]: the lower-bound constants (c2s lo; colc holds the upper, c2s hi) */
 };
@@ -525,6 +523,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 	{
 		setmaxnreg_inc<232>();
 		const int wgi = role - 1, w4 = warp & 3;
+		auto lrow = [&](int h) { return wgi * 64 + w4 * 16 + g + 8 * h; };	/* the block row of this thread's row h */
 		const uint32_t arow = srows + wgi * 64 * 128;	/* this warpgroup's 64 rows in every slice */
 		auto adesc = [&](int p, int c, int kk) { return desc_sw128(arow + (p * C + c) * G::BM * 128 + kk * 32); };
 		auto bdesc = [&](int n, int kk) { return desc_sw128(sring + (n % NS) * G::STAGE + kk * 32); };
@@ -537,7 +536,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 		float hx[2];
 #pragma unroll
 		for (int h = 0; h < 2; h++)
-			hx[h] = DIAG ? 0.f : ONE ? xhs[wgi * 64 + w4 * 16 + g + 8 * h] : __ldg(xh + row0 + wgi * 64 + w4 * 16 + g + 8 * h);
+			hx[h] = DIAG ? 0.f : ONE ? xhs[lrow(h)] : __ldg(xh + row0 + lrow(h));
 		float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f}, lz2[2];
 		/* SCREEN_COLLECT: the rows' thresholds, the screened maximum less the window (log2 units) */
 		float thr[2] = {INFINITY, INFINITY}, sd[2] = {INFINITY, INFINITY};
@@ -545,18 +544,18 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 #pragma unroll
 			for (int h = 0; h < 2; h++)
 			{
-				const int64_t gr = row0 + wgi * 64 + w4 * 16 + g + 8 * h;
+				const int64_t gr = row0 + lrow(h);
 				if (gr < nrows)	/* never below -FLT_MAX: a -inf score (screen-flagged) is no candidate */
-					thr[h] = fmaxf(__ldg(sc.smax + gr) - sc.w2, -FLT_MAX);
+					thr[h] = fmaxf(__ldg(sc.best + gr) - sc.w2, -FLT_MAX);
 			}
 		if constexpr (SCR == SCREEN_ONEPASS)
 #pragma unroll
 			for (int h = 0; h < 2; h++)
 			{
-				const int64_t gr = row0 + wgi * 64 + w4 * 16 + g + 8 * h;
+				const int64_t gr = row0 + lrow(h);
 				if (gr < nrows)
 				{
-					sd[h] = sc.seed[gr] - sc.slack2;	/* (NaN: no seed, as -inf) */
+					sd[h] = sc.best[gr] - sc.slack2;	/* (NaN: no seed, as -inf) */
 					thr[h] = fmaxf(fmaxf(sd[h], NEG_INF) - sc.w2, -FLT_MAX);
 				}
 			}
@@ -600,7 +599,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 			float s2[2][NT][2];
 			/* flagged components: scores from differences (unrolled: a runtime index would put s in local memory) */
 			auto direct = [&](float (&s)[NT][2], int h) {
-				const int64_t gr = row0 + wgi * 64 + w4 * 16 + g + 8 * h;
+				const int64_t gr = row0 + lrow(h);
 #pragma unroll
 				for (int j = 0; j < NT; j++)
 #pragma unroll
@@ -637,13 +636,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 				{
 #pragma unroll
 					for (int h = 0; h < 2; h++)
-					{
-						float p[4] = {NEG_INF, NEG_INF, NEG_INF, NEG_INF};
-#pragma unroll
-						for (int j = 0; j < NT; j++)
-							p[j & 3] = fmaxf(p[j & 3], fmaxf(s2[h][j][0], s2[h][j][1]));
-						m[h] = fmaxf(m[h], fmaxf(fmaxf(p[0], p[1]), fmaxf(p[2], p[3])));
-					}
+						m[h] = fmaxf(m[h], h16::tile_max<NT>(s2[h]));
 				}
 				else if constexpr (SCR == SCREEN_COLLECT || SCR == SCREEN_ONEPASS)
 				{
@@ -662,11 +655,8 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 								const float2 lo = *reinterpret_cast<const float2 *>(cl + j * 8 + 2 * t);
 								p[j & 3] = fmaxf(p[j & 3], fmaxf(s2[h][j][0] + (lo.x - ch.x), s2[h][j][1] + (lo.y - ch.y)));
 							}
-							float tm = fmaxf(fmaxf(p[0], p[1]), fmaxf(p[2], p[3]));
-							tm = fmaxf(tm, __shfl_xor_sync(0xffffffffu, tm, 1));
-							tm = fmaxf(tm, __shfl_xor_sync(0xffffffffu, tm, 2));
-							m[h] = fmaxf(m[h], tm);
-							const int64_t gr = row0 + wgi * 64 + w4 * 16 + g + 8 * h;
+							m[h] = fmaxf(m[h], h16::quad_max(fmaxf(fmaxf(p[0], p[1]), fmaxf(p[2], p[3]))));
+							const int64_t gr = row0 + lrow(h);
 							if (gr < nrows)
 								thr[h] = fmaxf(fmaxf(sd[h], m[h]) - sc.w2, -FLT_MAX);
 						}
@@ -679,7 +669,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 								cand |= (s2[h][j][e] >= thr[h] ? 1u : 0u) << (2 * j + e);
 						if (cand)
 						{
-							const int r = wgi * 64 + w4 * 16 + g + 8 * h;
+							const int r = lrow(h);
 							const int64_t gr = row0 + r;
 							do
 							{
@@ -823,7 +813,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 #pragma unroll
 			for (int h = 0; h < 2; h++)
 			{
-				const int64_t gr = row0 + wgi * 64 + w4 * 16 + g + 8 * h;
+				const int64_t gr = row0 + lrow(h);
 				if (t == 0 && gr < nrows)
 				{
 					logZ[gr] = lz2[h] * LN2;
@@ -834,24 +824,23 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 #pragma unroll
 			for (int h = 0; h < 2; h++)
 			{
-				const int64_t gr = row0 + wgi * 64 + w4 * 16 + g + 8 * h;
-				float v = fmaxf(m[h], __shfl_xor_sync(0xffffffffu, m[h], 1));
-				v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+				const int64_t gr = row0 + lrow(h);
+				const float v = h16::quad_max(m[h]);
 				if (t == 0 && gr < nrows)
-					sc.smax[gr] = v;
+					sc.best[gr] = v;
 			}
 		if constexpr (SCR == SCREEN_ONEPASS)
 #pragma unroll
 			for (int h = 0; h < 2; h++)
 			{
-				const int r = wgi * 64 + w4 * 16 + g + 8 * h;
+				const int r = lrow(h);
 				const int64_t gr = row0 + r;
 				const float lb = m[h];	/* (the quad's) */
 				if (t == 0 && gr < nrows)
 				{
 					if (lb < sd[h])		/* the seed's threshold was above this row's: not every candidate is in */
 						atomicAdd(&scnt[r], sc.cap + 1);
-					sc.seed[gr] = lb;
+					sc.best[gr] = lb;
 				}
 			}
 		if constexpr (SCR == SCREEN_COLLECT || SCR == SCREEN_ONEPASS)
@@ -881,7 +870,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 #pragma unroll
 			for (int h = 0; h < 2; h++)
 			{
-				const int r = wgi * 64 + w4 * 16 + g + 8 * h;
+				const int r = lrow(h);
 				topm_stash<MM>(cv, ci, r, t, tv[h], ti[h]);
 				if (t == 0)
 					lzs[r] = lz2[h];
