@@ -1285,7 +1285,7 @@ constexpr int SPARSE_REST = 2, SPARSE_REST_MAX = 64;	/* dense passes after one t
 /* its device bytes: a block's best scores, candidate lists and counts; the screen's constants; the FP32 sums */
 int64_t sparse_bytes(int Kp, int D)
 {
-	return SPARSE_ROWS * (4 + 4 * sp::SPARSE_CAP + 4 + 8) + SPARSE_OVERFLOW_ROWS * (4 * D + 4) + 64 +
+	return SPARSE_ROWS * (4 + 4 * sp::SPARSE_CAP + 4 + 8) + SPARSE_OVERFLOW_ROWS * (4 * D + 4 + 8) + 64 +
 		   (int64_t) Kp * (12 + 16 + 4 * 2 * D);
 }
 
@@ -1615,8 +1615,9 @@ struct EStep
 		double *bnk = nullptr, *bsxn = nullptr;	/* a block's sum r and sum r ||x - mu||^2 */
 		unsigned long long *npairs = nullptr;
 		int32_t *cand = nullptr, *count = nullptr;
-		int *overflow = nullptr;
+		int *overflow = nullptr;	/* [2]: rows in orows, in orows2 */
 		int64_t *orows = nullptr;	/* the block's rows whose lists overflowed */
+		int64_t *orows2 = nullptr;	/* those of them whose lists overflowed again, collected from the full maximum */
 		float *seed = nullptr;		/* every row's lower bound on its best screened score (logZ kept for all rows) */
 		bool seeded = false;		/* seed holds the last pass's bounds: one screen pass */
 		float *xo = nullptr, *lzo = nullptr;	/* those rows gathered, their logZ */
@@ -1858,8 +1859,9 @@ struct EStep
 			sw.smax = dalloc<float>(SPARSE_ROWS, "sparse pass");
 			sw.cand = dalloc<int32_t>((size_t) SPARSE_ROWS * sp::SPARSE_CAP, "sparse pass");
 			sw.count = dalloc<int32_t>(SPARSE_ROWS, "sparse pass");
-			sw.overflow = dalloc<int>(1, "sparse pass");
+			sw.overflow = dalloc<int>(2, "sparse pass");
 			sw.orows = dalloc<int64_t>(SPARSE_ROWS, "sparse pass");
+			sw.orows2 = dalloc<int64_t>(SPARSE_OVERFLOW_ROWS, "sparse pass");
 			sw.xo = dalloc<float>((size_t) SPARSE_OVERFLOW_ROWS * D, "sparse pass");
 			sw.lzo = dalloc<float>(SPARSE_OVERFLOW_ROWS, "sparse pass");
 			sw.c2s = dalloc<float>(3 * (size_t) Kp, "sparse pass");
@@ -1881,18 +1883,21 @@ struct EStep
 		}
 		/*
 		 * One screen pass from the last pass's bounds where they are kept
-		 * (logZ of every row), else two.  One for spherical mixtures, two
-		 * for diag: on SIFT diag the rows a one-pass screen sends to the
-		 * dense pass (their best fell more than SPARSE_SLACK) took the means
-		 * from 5.2e-5 to 7.6e-4 of float64 (bound 1e-3; cuda/NOTES.md, v7).
+		 * (logZ of every row), else two.  The rows a one-pass screen fails
+		 * (their best fell more than SPARSE_SLACK since the last pass, or
+		 * their lists overflowed) are collected again from the full
+		 * maximum it left: gathered, or the whole block where they are
+		 * more than SPARSE_OVERFLOW_ROWS (and two passes for the blocks
+		 * after it).  (Before, they went to the dense pass, whose error
+		 * took SIFT diag's means from 5.2e-5 to 7.6e-4 of float64: v7.)
 		 * FLASHGMM_GPU_SPARSE_PASSES=1 or 2 forces either.
 		 */
-		static const int fp = getenv("FLASHGMM_GPU_SPARSE_PASSES") ? atoi(getenv("FLASHGMM_GPU_SPARSE_PASSES")) : 0;
-		bool onepass = sw.seed && sw.seeded && (fp == 1 || (fp != 2 && !M->diag));
+		const int fp = getenv("FLASHGMM_GPU_SPARSE_PASSES") ? atoi(getenv("FLASHGMM_GPU_SPARSE_PASSES")) : 0;
+		bool onepass = sw.seed && sw.seeded && fp != 2;
 		/* FLASHGMM_GPU_SPARSE_SLACK (nats) overrides SPARSE_SLACK (tuning) */
 		static const float slack = getenv("FLASHGMM_GPU_SPARSE_SLACK") ? (float) atof(getenv("FLASHGMM_GPU_SPARSE_SLACK"))
 																	   : (float) sp::SPARSE_SLACK;
-		int64_t redone_rows = 0;	/* rows screened again in two passes after one that overflowed */
+		int64_t redone_rows = 0;	/* rows collected again after a one-pass screen failed them */
 		const int64_t n0 = sw.seed ? lz - logZ : 0;	/* this chunk's first row */
 		sp::screen_constants_kernel<<<(Kp + 255) / 256, 256, 0, g_s>>>(M->colc16, M->colp16, M->serr, M->sflag, Kp,
 																		sw.c2s);
@@ -1904,7 +1909,7 @@ struct EStep
 		const size_t smw = wg::lse_smem(M->diag, true);
 		/* profiling: device time of each step (synchronises: a diagnostic) */
 		std::unique_ptr<Timer> pt(profiling() ? new Timer : nullptr);
-		double tms[4] = {0, 0, 0, 0};
+		double tms[5] = {0, 0, 0, 0, 0};	/* max, collect (or one pass), exact, the rest, collected again */
 		auto lap = [&](int step) {
 			if (pt)
 			{
@@ -1918,55 +1923,77 @@ struct EStep
 		for (int64_t b0 = 0; b0 < nc; b0 += SPARSE_ROWS)
 		{
 			const int64_t nr = std::min<int64_t>(SPARSE_ROWS, nc - b0);
-			CK(cudaMemsetAsync(sw.overflow, 0, sizeof(int), g_s));
+			CK(cudaMemsetAsync(sw.overflow, 0, 2 * sizeof(int), g_s));
 			const float *x = dX + b0 * D;
 			float *lzb = logz_rows >= src->N ? lz + b0 : logZ;
-			const unsigned nb = (unsigned) (H16Rows::padded(nr) / h16::BM1);
 			/* the rows' best lower bounds: kept for every row where seeds are, else this block's */
 			wg::Screen sc{sw.seed ? sw.seed + n0 + b0 : sw.smax, sw.cand, sw.count, sw.overflow, sw.orows,
 						  sp::SPARSE_CAP, sp::SPARSE_T * h16::L2E, slack * h16::L2E, sw.c2s};
 			/* the best from the lower bounds (c2s lo), the candidates from the upper bounds (c2s hi) */
-#define SCR_ARGS(LOHI) nullptr, nullptr, x, nr, D, Kp, (const __half *) M->Wh, (const float *) sw.c2s + (LOHI) * Kp, \
+#define SCR_ARGS(LOHI) nullptr, nullptr, xs, ns, D, Kp, (const __half *) M->Wh, (const float *) sw.c2s + (LOHI) * Kp, \
 			(const float *) sw.c2s + 2 * Kp, 0, (float *) nullptr, (double *) nullptr, none, 1.f, 0, 0.f, \
-			(int32_t *) nullptr, (float *) nullptr, M->h16_S, sc
-			/* one pass from the seeds, or the best (c2s lo) then the candidates (c2s hi) */
-			auto screen = [&](auto kd, auto kf, int lohi, const char *what) {
+			(int32_t *) nullptr, (float *) nullptr, M->h16_S, s
+			/* rows xs[0..ns): one pass from the seeds, the best (c2s lo), or the candidates (c2s hi) */
+			auto screen = [&](auto kd, auto kf, int lohi, const char *what, const float *xs, int64_t ns,
+							  const wg::Screen &s) {
+				const unsigned nb = (unsigned) (H16Rows::padded(ns) / h16::BM1);
 				if (M->diag)
 					kd<<<nb, wg::Cfg<true>::THREADS, smw, g_s>>>(SCR_ARGS(lohi));
 				else
 					kf<<<nb, wg::Cfg<false>::THREADS, smw, g_s>>>(SCR_ARGS(lohi));
 				CKL(what);
 			};
-			auto overflowed = [&]() {
+			auto collect = [&](const float *xs, int64_t ns, const wg::Screen &s) {
+				screen(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_COLLECT>,
+					   wg::lse_wg_kernel<false, 0, true, wg::SCREEN_COLLECT>, 1, "screen (SCREEN_COLLECT)", xs, ns, s);
+			};
+			auto overflowed = [&](int i) {
 				int v = 0;
-				CK(cudaMemcpyAsync(&v, sw.overflow, sizeof(int), cudaMemcpyDeviceToHost, g_s));
+				CK(cudaMemcpyAsync(&v, sw.overflow + i, sizeof(int), cudaMemcpyDeviceToHost, g_s));
 				CK(cudaStreamSynchronize(g_s));
 				return v;
 			};
 			int ov = 0;
+			const int64_t *orows = sw.orows;	/* the rows left overflowed */
 			if (onepass)
 			{
 				screen(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_ONEPASS>,
-					   wg::lse_wg_kernel<false, 0, true, wg::SCREEN_ONEPASS>, 1, "screen (SCREEN_ONEPASS)");
+					   wg::lse_wg_kernel<false, 0, true, wg::SCREEN_ONEPASS>, 1, "screen (SCREEN_ONEPASS)", x, nr, sc);
 				lap(1);
-				ov = overflowed();
-				/* the model moved too far for the seeds: two passes from here on (this block again) */
+				ov = overflowed(0);
 				if (ov > SPARSE_OVERFLOW_ROWS)
 				{
+					/* the model moved too far for the seeds: this block collected again, two passes from here on */
 					onepass = false;
 					redone_rows += nr;
 					CK(cudaMemsetAsync(sw.overflow, 0, sizeof(int), g_s));
+					collect(x, nr, sc);
+					ov = overflowed(0);
 				}
+				else if (ov > 0)
+				{
+					/* those rows gathered and collected again, into their own lists */
+					redone_rows += ov;
+					gather_rows_kernel<<<256, 256, 0, g_s>>>(x, D, sw.orows, ov, sw.xo);
+					CKL("gather_rows_kernel");
+					wg::Screen rc = sc;
+					rc.rmap = sw.orows;
+					rc.overflow = sw.overflow + 1;
+					rc.orows = sw.orows2;
+					collect(sw.xo, ov, rc);
+					ov = overflowed(1);
+					orows = sw.orows2;
+				}
+				lap(4);
 			}
-			if (!onepass)
+			else
 			{
 				screen(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_MAX>, wg::lse_wg_kernel<false, 0, true, wg::SCREEN_MAX>,
-					   0, "screen (SCREEN_MAX)");
+					   0, "screen (SCREEN_MAX)", x, nr, sc);
 				lap(0);
-				screen(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_COLLECT>,
-					   wg::lse_wg_kernel<false, 0, true, wg::SCREEN_COLLECT>, 1, "screen (SCREEN_COLLECT)");
+				collect(x, nr, sc);
 				lap(1);
-				ov = overflowed();
+				ov = overflowed(0);
 			}
 #undef SCR_ARGS
 			/*
@@ -1995,7 +2022,7 @@ struct EStep
 			if (ov > 0)
 			{
 				/* the overflowed rows (which the exact kernel skipped), gathered, through the dense h16 pass */
-				gather_rows_kernel<<<256, 256, 0, g_s>>>(x, D, sw.orows, ov, sw.xo);
+				gather_rows_kernel<<<256, 256, 0, g_s>>>(x, D, orows, ov, sw.xo);
 				CKL("gather_rows_kernel");
 				for (int64_t c0 = 0; c0 < ov; c0 += hr.rows)
 				{
@@ -2005,7 +2032,7 @@ struct EStep
 					if (stats)
 						launch_stats16(sw.xo + c0 * D, n, sw.lzo + c0, false);
 				}
-				sp::scatter_logz_kernel<<<(ov + 255) / 256, 256, 0, g_s>>>(sw.lzo, sw.orows, ov, lzb);
+				sp::scatter_logz_kernel<<<(ov + 255) / 256, 256, 0, g_s>>>(sw.lzo, orows, ov, lzb);
 				CKL("scatter_logz_kernel");
 				lap(3);
 			}
@@ -2033,10 +2060,10 @@ struct EStep
 			unsigned long long np[2] = {0, 0};
 			CK(cudaMemcpyAsync(np, sw.npairs, sizeof(np), cudaMemcpyDeviceToHost, g_s));
 			CK(cudaStreamSynchronize(g_s));
-			fprintf(stderr, "flashgmm profile: sparse pass%s: screen max %.2f ms, collect %.2f, exact %.2f, "
-					"flush+flagged (+dense blocks) %.2f; %d screen-flagged components, %lld rows overflowed, "
-					"%lld rows dense, %lld screened again, %.2f candidates and %.2f pairs a row\n",
-					stats ? "" : " (no statistics)", tms[0], tms[1], tms[2], tms[3], nsf, (long long) over_rows,
+			fprintf(stderr, "flashgmm profile: sparse pass%s: screen max %.2f ms, collect (or one pass) %.2f, "
+					"collected again %.2f, exact %.2f, flush+flagged (+dense blocks) %.2f; %d screen-flagged components, "
+					"%lld rows overflowed, %lld rows dense, %lld collected again, %.2f candidates and %.2f pairs a row\n",
+					stats ? "" : " (no statistics)", tms[0], tms[1], tms[4], tms[2], tms[3], nsf, (long long) over_rows,
 					(long long) dense_rows, (long long) redone_rows,
 					(double) np[1] / std::max<int64_t>(1, nc - dense_rows),
 					(double) np[0] / std::max<int64_t>(1, nc - dense_rows));

@@ -400,7 +400,8 @@ __device__ __forceinline__ void warp_arrive(uint32_t bar, int lane)
  * appended when its upper-bound score is within w2 of max(best - slack2,
  * running maximum of the lower-bound scores).  A row whose final maximum
  * ends below best - slack2 had too high a threshold: it is marked
- * overflowed (the dense pass scores it).  best gets this pass's maximum.
+ * overflowed, and best gets this pass's maximum (its full SCREEN_MAX), from
+ * which SCREEN_COLLECT collects such rows again (gathered: Screen::rmap).
  */
 enum
 {
@@ -420,6 +421,13 @@ struct Screen
 	float w2 = 0.f;				/* the window, log2 units */
 	float slack2 = 0.f;			/* how far the best may fall between passes, log2 units */
 	const float *clo = nullptr;	/* [Kp]: the lower-bound constants (c2s lo; colc holds the upper, c2s hi) */
+	/*
+	 * SCREEN_COLLECT over gathered rows: launch row i is row rmap[i] of
+	 * best, cand, count and orows (nullptr: the identity).  A one-pass
+	 * screen's failed rows are collected again this way, from the full
+	 * maximum that pass left in best.
+	 */
+	const int64_t *rmap = nullptr;
 };
 
 /*
@@ -540,13 +548,21 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 		float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f}, lz2[2];
 		/* SCREEN_COLLECT: the rows' thresholds, the screened maximum less the window (log2 units) */
 		float thr[2] = {INFINITY, INFINITY}, sd[2] = {INFINITY, INFINITY};
+		/* the rows of best, cand and count this thread's rows write (SCREEN_COLLECT may gather them: rmap) */
+		int64_t orow[2];
+#pragma unroll
+		for (int h = 0; h < 2; h++)
+		{
+			const int64_t gr = row0 + lrow(h);
+			orow[h] = SCR == SCREEN_COLLECT && sc.rmap && gr < nrows ? __ldg(sc.rmap + gr) : gr;
+		}
 		if constexpr (SCR == SCREEN_COLLECT)
 #pragma unroll
 			for (int h = 0; h < 2; h++)
 			{
 				const int64_t gr = row0 + lrow(h);
 				if (gr < nrows)	/* never below -FLT_MAX: a -inf score (screen-flagged) is no candidate */
-					thr[h] = fmaxf(__ldg(sc.best + gr) - sc.w2, -FLT_MAX);
+					thr[h] = fmaxf(__ldg(sc.best + orow[h]) - sc.w2, -FLT_MAX);
 			}
 		if constexpr (SCR == SCREEN_ONEPASS)
 #pragma unroll
@@ -670,7 +686,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 						if (cand)
 						{
 							const int r = lrow(h);
-							const int64_t gr = row0 + r;
+							const int64_t gr = orow[h];
 							do
 							{
 								const int i = __ffs(cand) - 1;
@@ -850,9 +866,10 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 			if (r < G::BM && row0 + r < nrows)
 			{
 				const int n = scnt[r];
-				sc.count[row0 + r] = n;
+				const int64_t gr = SCR == SCREEN_COLLECT && sc.rmap ? __ldg(sc.rmap + row0 + r) : row0 + r;
+				sc.count[gr] = n;
 				if (n > sc.cap)
-					sc.orows[atomicAdd(sc.overflow, 1)] = row0 + r;
+					sc.orows[atomicAdd(sc.overflow, 1)] = gr;
 			}
 		}
 		if (ASSIGN)

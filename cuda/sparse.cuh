@@ -22,10 +22,12 @@
  *        SCREEN_MAX: the row's best lower bound; SCREEN_COLLECT: the
  *        components whose upper bound is within SPARSE_T of it, into the
  *        row's list (at most SPARSE_CAP; a longer one overflows).
- *        SCREEN_ONEPASS (spherical, once the last pass left each row's best
- *        lower bound): both in one walk, the threshold from that bound less
+ *        SCREEN_ONEPASS (once the last pass left each row's best lower
+ *        bound): both in one walk, the threshold from that bound less
  *        SPARSE_SLACK and the running maximum; a row whose bound fell
- *        further is marked overflowed.
+ *        further, or whose list overflowed, is collected again
+ *        (SCREEN_COLLECT over those rows gathered, from the full maximum
+ *        the walk left; the whole block where they are more than 5%).
  *      Rows with overflowed lists are gathered and run through the dense h16
  *      pass; a block with more than 5% of them takes the dense pass whole.
  *   2. sparse_exact_kernel: a warp per row scores its candidates and every

@@ -2,11 +2,13 @@
  * gpu_bench.cu - benchmark of the CUDA engine (a program that prints a table,
  * never a test).
  *
- *   gpu_bench LIB [--quick] [--ten] [--big] [--core] [--small-d] [--assign] [--sparse] [--sweep]
+ *   gpu_bench LIB [--quick] [--ten] [--big] [--core] [--small-d] [--assign] [--sparse] [--sweep] [--steady]
  *     (1M-row shapes; --ten adds the 10M-row targets, --big N = 100M streamed;
  *      --quick leaves out the slow fused-kernel comparisons at 4096 and 10M;
  *      --small-d runs only h16 against gemm at D = 32, 64, 96; --assign only
- *      the h16 top-8 assignment of 1M rows, both precisions, for profiling)
+ *      the h16 top-8 assignment of 1M rows, both precisions, for profiling;
+ *      --steady only 12-iteration fits at 1M rows, whose medians are past
+ *      the first iterations' large moves from the random start)
  *
  * Per shape: ms per EM iteration (median of device-event times after a
  * warm-up iteration, X already on the device), TFLOP/s counting 12*N*K*D
@@ -418,10 +420,11 @@ int main(int argc, char **argv)
 {
 	if (argc < 2)
 	{
-		fprintf(stderr, "usage: %s LIB [--quick] [--ten] [--big] [--core] [--small-d] [--assign] [--sparse] [--sweep]\n", argv[0]);
+		fprintf(stderr, "usage: %s LIB [--quick] [--ten] [--big] [--core] [--small-d] [--assign] [--sparse] [--sweep] [--steady]\n", argv[0]);
 		return 2;
 	}
-	bool quick = false, big = false, ten = false, core = false, small_d = false, assign = false, sparse = false, sweep = false;
+	bool quick = false, big = false, ten = false, core = false, small_d = false, assign = false, sparse = false, sweep = false,
+		 steady = false;
 	for (int i = 2; i < argc; i++)
 	{
 		if (!strcmp(argv[i], "--quick")) quick = true;
@@ -430,6 +433,7 @@ int main(int argc, char **argv)
 		if (!strcmp(argv[i], "--core")) core = true;
 		if (!strcmp(argv[i], "--sparse")) sparse = true;
 		if (!strcmp(argv[i], "--sweep")) sweep = true;
+		if (!strcmp(argv[i], "--steady")) steady = true;
 		if (!strcmp(argv[i], "--small-d")) small_d = true;
 		if (!strcmp(argv[i], "--assign")) assign = true;
 	}
@@ -496,7 +500,32 @@ int main(int argc, char **argv)
 		engine_em("N=10M K=1024 D=128", X10, N10, 1024, D, GMM_COV_SPHERICAL, P3, 0, 4, "", "sparse");
 		free(X10);
 	}
-	if (!small_d && !assign && !sparse && !sweep)
+	if (steady)
+	{
+		/*
+		 * --steady: 12 iterations, so the median is of iterations after the
+		 * random start's first moves (what a longer fit spends per
+		 * iteration); the sparse pass with its screen in one pass where
+		 * seeded (the default) and in two (FLASHGMM_GPU_SPARSE_PASSES=2)
+		 */
+		const int64_t N = 1000000;
+		float *X = make_clustered(N, D, 2048, 1);
+		for (int K : {1024, 4096})
+		{
+			char sh[64];
+			snprintf(sh, sizeof(sh), "N=1M K=%d D=128", K);
+			for (gmm_cov_type cov : {GMM_COV_DIAG, GMM_COV_SPHERICAL})
+			{
+				engine_em(sh, X, N, K, D, cov, P3, 0, 12, " (dense)", "h16");
+				engine_em(sh, X, N, K, D, cov, P3, 0, 12, " (screen: one pass)", "sparse");
+				setenv("FLASHGMM_GPU_SPARSE_PASSES", "2", 1);
+				engine_em(sh, X, N, K, D, cov, P3, 0, 12, " (screen: two passes)", "sparse");
+				unsetenv("FLASHGMM_GPU_SPARSE_PASSES");
+			}
+		}
+		free(X);
+	}
+	if (!small_d && !assign && !sparse && !sweep && !steady)
 	{
 		const int64_t N = 1000000;
 		float *X = make_clustered(N, D, 2048, 1);
