@@ -972,18 +972,24 @@ struct DevModel
 			/* the dense passes' constants without the flagged components (flag_lse_kernel scores them) */
 			sp::mask_constants_kernel<<<(Kp + 255) / 256, 256, 0, g_s>>>(colc16, cflag, Kp, colc16m);
 			CKL("mask_constants_kernel");
-			/* the sparse pass's screen: an error bound per component; flagged: these and bounds above SCREEN_ERR_MAX */
-			for (int k = 0; k < K; k++)
-			{
-				const double b = sp::SCREEN_MARGIN +
-								 sp::SCREEN_SIGMAS * sp::U_FP16 * (std::isfinite(e[k]) ? e[k] : 1e300) / sq;
-				se[k] = (float) std::min(b, 1e30);
-				if (f[k] || !(b <= sp::SCREEN_ERR_MAX))
+			/*
+			 * The sparse pass's screen: an error bound per component;
+			 * screen-flagged: bounds above SCREEN_ERR_MAX (first in sfidx:
+			 * the exact kernel makes their statistics), then the flagged
+			 * (flagged_stats makes theirs).
+			 */
+			for (int pass = 0; pass < 2; pass++)
+				for (int k = 0; k < K; k++)
 				{
-					sf[k] = 1;
-					sfi.push_back(k);
+					const double b = sp::SCREEN_MARGIN +
+									 sp::SCREEN_SIGMAS * sp::U_FP16 * (std::isfinite(e[k]) ? e[k] : 1e300) / sq;
+					se[k] = (float) std::min(b, 1e30);
+					if (pass == 0 ? !f[k] && !(b <= sp::SCREEN_ERR_MAX) : f[k])
+					{
+						sf[k] = 1;
+						sfi.push_back(k);
+					}
 				}
-			}
 			CK(cudaMemcpyAsync(sflag, sf.data(), sizeof(int) * Kp, cudaMemcpyHostToDevice, g_s));
 			CK(cudaMemcpyAsync(serr, se.data(), sizeof(float) * Kp, cudaMemcpyHostToDevice, g_s));
 			if (!sfi.empty())
@@ -1841,7 +1847,7 @@ struct EStep
 	/* the sparse pass for this E pass: chosen, soft, not deterministic, the screen-flagged set small enough */
 	bool sparse_now(bool hard) const
 	{
-		return sparse && !hard && !deterministic && M->nsflag <= sp::SPARSE_FMAX && sparse_rest == 0;
+		return sparse && !hard && !deterministic && M->nsflag - M->nflag <= sp::SPARSE_FMAX && sparse_rest == 0;
 	}
 
 	/*
@@ -2010,11 +2016,31 @@ struct EStep
 				continue;
 			}
 			const int eg = warp_rows_grid(nr);
-			const size_t fb = sp::FlagSet::bytes(nsf, D, M->diag);
+			/*
+			 * The exact kernel holds SPARSE_FMAX screen-flagged components;
+			 * the others (flagged ones: sfidx lists them last) are merged
+			 * into logZ first, which it folds in.
+			 */
+			const int nse = std::min(nsf, sp::SPARSE_FMAX);
+			if (nsf > nse)
+			{
+				sp::neg_inf_kernel<<<256, 256, 0, g_s>>>(lzb, nr);
+				CKL("neg_inf_kernel");
+				for (int f0 = nse; f0 < nsf; f0 += sp::SPARSE_FMAX)
+				{
+					const int nf = std::min(sp::SPARSE_FMAX, nsf - f0);
+					const size_t fbl = sp::FlagSet::bytes(nf, D, M->diag);
+					set_smem(sp::flag_lse_kernel, fbl);
+					sp::flag_lse_kernel<<<eg, sp::EXACT_WARPS * 32, fbl, g_s>>>(x, nr, D, dr, M->sfidx + f0, nf, lzb,
+																				 nullptr);
+					CKL("flag_lse_kernel");
+				}
+			}
+			const size_t fb = sp::FlagSet::bytes(nse, D, M->diag);
 			set_smem(sp::sparse_exact_kernel, fb);
 			sp::sparse_exact_kernel<<<eg, sp::EXACT_WARPS * 32, fb, g_s>>>(
-				x, nr, D, dr, M->sfidx, nsf, sw.cand, sw.count, lzb, blockll, (int) stats, sw.psx, sw.bnk, sw.bsxn,
-				sw.npairs);
+				x, nr, D, dr, M->sfidx, nse, (int) (nsf > nse), sw.cand, sw.count, lzb, blockll, (int) stats, sw.psx,
+				sw.bnk, sw.bsxn, sw.npairs);
 			CKL("sparse_exact_kernel");
 			sum_kernel<<<1, 1024, 0, g_s>>>(blockll, eg, ll, 1);
 			CKL("sum_kernel");
@@ -2248,6 +2274,21 @@ struct EStep
 	/* statistics of the flagged (ill-conditioned) components over rows dX[0..nc), logZ lz */
 	void flagged_stats(const float *dX, int64_t nc, const float *lz)
 	{
+		if (!deterministic && M->D <= 128)
+		{
+			/* the rows read once per SPARSE_FMAX flagged components (sp::flag_stats_atomic_kernel) */
+			for (int f0 = 0; f0 < fn; f0 += sp::SPARSE_FMAX)
+			{
+				const int nf = std::min(sp::SPARSE_FMAX, fn - f0);
+				const size_t fb = sp::FlagSet::bytes(nf, M->D, M->diag);
+				set_smem(sp::flag_stats_atomic_kernel, fb);
+				sp::flag_stats_atomic_kernel<<<warp_rows_grid(nc), sp::EXACT_WARPS * 32, fb, g_s>>>(
+					dX, nc, M->D, M->direct(), M->fidx + f0, nf, lz, fs1 + (size_t) f0 * M->D, fs2 + (size_t) f0 * M->D,
+					fnk + f0);
+				CKL("flag_stats_atomic_kernel");
+			}
+			return;
+		}
 		int64_t rps = (nc + fsplit - 1) / fsplit;
 		int ns = (int) ((nc + rps - 1) / rps);
 		if (M->D <= 128)

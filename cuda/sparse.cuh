@@ -147,14 +147,26 @@ __device__ __forceinline__ float warp_sum(float v)
 
 /*
  * A set of components scored from the differences for every row (flagged):
- * their means, 1 / variances and direct constants in shared memory.
+ * their means, 1 / variances and direct constants in shared memory, and
+ * for a cheap test per (row, component) the means' norms and the smallest
+ * 1 / variance.
+ *
+ * The test (may_count): |x - mu|^2 >= (|x| - |mu|)^2, so a component's score
+ * is at most c - 0.5 pmin (|x| - |mu|)^2; below zlo - RESP_CUT (zlo: a lower
+ * bound on the row's logZ) its responsibility is under e^-80, nothing in
+ * FP32, and the D-long score is skipped.  The flagged components are mostly
+ * re-seeded singletons with variances at reg_covar (1M x 4096 after 12
+ * iterations: ~380 of them), each within a tiny radius of one row: the test
+ * leaves out nearly every pair.  The norms' FP32 rounding is taken off the
+ * difference (1e-5 relative, far above it).
  */
 struct FlagSet
 {
-	float *mu, *iv, *c;			/* [nf][D], [nf][D or 1], [nf] */
+	float *mu, *iv, *c, *nrm, *pmin;	/* [nf][D], [nf][D or 1], [nf], [nf], [nf] */
 	int nf, D, diag;
 
-	static size_t bytes(int nf, int D, bool diag) { return sizeof(float) * (size_t) nf * (D + (diag ? D : 1) + 1); }
+	static size_t bytes(int nf, int D, bool diag) { return sizeof(float) * (size_t) nf * (D + (diag ? D : 1) + 3); }
+	/* smem: 16-byte aligned (extern __shared__ float4) */
 	__device__ void load(float *smem, const Direct &dr, const int *__restrict__ fidx, int nf_, int D_)
 	{
 		nf = nf_;
@@ -164,6 +176,8 @@ struct FlagSet
 		mu = smem;
 		iv = mu + nf * D;
 		c = iv + nf * VL;
+		nrm = c + nf;
+		pmin = nrm + nf;
 		for (int i = threadIdx.x; i < nf * D; i += blockDim.x)
 			mu[i] = __ldg(dr.mu + (int64_t) __ldg(fidx + i / D) * D + i % D);
 		for (int i = threadIdx.x; i < nf * VL; i += blockDim.x)
@@ -171,21 +185,63 @@ struct FlagSet
 		for (int i = threadIdx.x; i < nf; i += blockDim.x)
 			c[i] = __ldg(dr.cdir + fidx[i]);
 		__syncthreads();
+		/* a warp per component: |mu|, min 1 / var */
+		const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+		for (int f = warp; f < nf; f += nw)
+		{
+			float q = 0.f, p = INFINITY;
+			for (int d = lane; d < D; d += 32)
+			{
+				q = fmaf(mu[f * D + d], mu[f * D + d], q);
+				p = fminf(p, iv[f * VL + (diag ? d : 0)]);
+			}
+#pragma unroll
+			for (int o = 16; o > 0; o >>= 1)
+			{
+				q += __shfl_xor_sync(0xffffffffu, q, o);
+				p = fminf(p, __shfl_xor_sync(0xffffffffu, p, o));
+			}
+			if (lane == 0)
+				nrm[f] = sqrtf(q), pmin[f] = p;
+		}
+		__syncthreads();
+	}
+	/* whether component f can count for a row of norm xn whose logZ is at least zlo (the test above) */
+	__device__ __forceinline__ bool may_count(int f, float xn, float zlo) const
+	{
+		const float d = fmaxf(fabsf(xn - nrm[f]) - 1e-5f * (xn + nrm[f]), 0.f);
+		return !(c[f] - 0.5f * pmin[f] * d * d < zlo - RESP_CUT);
 	}
 	/* the score of flagged component f for the row whose features lane l holds as x[i] = x_{4 l + i} */
 	__device__ __forceinline__ float partial(int f, const float (&x)[4], int lane) const
 	{
-		const float *m = mu + f * D;
+		const float *m = mu + f * D, *v = iv + f * D;
+		float mv[4], vv[4];
+		if (D % 4 == 0)
+		{
+			/* one 16-byte shared load per lane (four 4-byte ones at stride 16 bytes were 4-way bank conflicts) */
+			const float4 a = 4 * lane < D ? reinterpret_cast<const float4 *>(m)[lane] : make_float4(0.f, 0.f, 0.f, 0.f);
+			mv[0] = a.x, mv[1] = a.y, mv[2] = a.z, mv[3] = a.w;
+			if (diag)
+			{
+				const float4 w = 4 * lane < D ? reinterpret_cast<const float4 *>(v)[lane] : make_float4(0.f, 0.f, 0.f, 0.f);
+				vv[0] = w.x, vv[1] = w.y, vv[2] = w.z, vv[3] = w.w;
+			}
+		}
+		else
+#pragma unroll
+			for (int i = 0; i < 4; i++)
+			{
+				const int d = 4 * lane + i;
+				mv[i] = d < D ? m[d] : 0.f;
+				vv[i] = diag && d < D ? v[d] : 0.f;
+			}
 		float q = 0.f;
 #pragma unroll
 		for (int i = 0; i < 4; i++)
 		{
-			const int d = 4 * lane + i;
-			if (d < D)
-			{
-				const float t = x[i] - m[d];
-				q = diag ? fmaf(t * t, iv[f * D + d], q) : fmaf(t, t, q);
-			}
+			const float t = x[i] - mv[i];	/* (0 past D: x is 0 there) */
+			q = diag ? fmaf(t * t, vv[i], q) : fmaf(t, t, q);
 		}
 		return q;
 	}
@@ -193,19 +249,54 @@ struct FlagSet
 	{
 		return c[f] - 0.5f * (diag ? qsum : qsum * iv[f]);
 	}
-	/* the scores of flagged components f0 .. f0 + 3 (-inf from lim on), on every lane */
-	__device__ __forceinline__ void scores4(int f0, int lim, const float (&x)[4], int lane, float (&s)[4]) const
+	/* the scores of flagged components ks[0..4) (-1: none, -inf), on every lane */
+	__device__ __forceinline__ void scores4(const int (&ks)[4], const float (&x)[4], int lane, float (&s)[4]) const
 	{
 		float q[4];
 #pragma unroll
 		for (int u = 0; u < 4; u++)
-			q[u] = f0 + u < lim ? partial(f0 + u, x, lane) : 0.f;
+			q[u] = ks[u] >= 0 ? partial(ks[u], x, lane) : 0.f;
 		warp_sum4(q);
 #pragma unroll
 		for (int u = 0; u < 4; u++)
-			s[u] = f0 + u < lim ? finish(f0 + u, q[u]) : NEG_INF;
+			s[u] = ks[u] >= 0 ? finish(ks[u], q[u]) : NEG_INF;
+	}
+	/*
+	 * fn(ks, s) for the components of g0 .. g0 + 31 that may count (may_count)
+	 * four at a time: ks their indices (-1: none), s their scores.
+	 */
+	template <class Fn>
+	__device__ __forceinline__ void each_counting(int g0, float xn, float zlo, const float (&x)[4], int lane, Fn fn) const
+	{
+		uint32_t b = __ballot_sync(0xffffffffu, g0 + lane < nf && may_count(g0 + lane, xn, zlo));
+		while (b)
+		{
+			int ks[4];
+#pragma unroll
+			for (int v = 0; v < 4; v++)
+			{
+				ks[v] = b ? g0 + __ffs(b) - 1 : -1;
+				b &= b - 1;
+			}
+			float sv[4];
+			scores4(ks, x, lane, sv);
+			fn(ks, sv);
+		}
 	}
 };
+
+/* the row's norm, on every lane (features 4l .. 4l + 3 in lane l, 0 past D) */
+__device__ __forceinline__ float row_norm(const float (&x)[4])
+{
+	float q = x[0] * x[0];
+	q = fmaf(x[1], x[1], q);
+	q = fmaf(x[2], x[2], q);
+	q = fmaf(x[3], x[3], q);
+#pragma unroll
+	for (int o = 16; o > 0; o >>= 1)
+		q += __shfl_xor_sync(0xffffffffu, q, o);
+	return sqrtf(q);
+}
 
 /*
  * logZ of the dense passes (which leave the flagged components out: their
@@ -220,25 +311,25 @@ __global__ void __launch_bounds__(EXACT_WARPS * 32)
 flag_lse_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr, const int *__restrict__ fidx, int nf,
 				float *__restrict__ logZ, double *__restrict__ blockll)
 {
-	extern __shared__ float fsm[];
+	extern __shared__ float4 fsm4[];
 	__shared__ double lsum[EXACT_WARPS];
 	FlagSet fs;
-	fs.load(fsm, dr, fidx, nf, D);
+	fs.load(reinterpret_cast<float *>(fsm4), dr, fidx, nf, D);
 	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 	double mine = 0.0;
 	for (int64_t row = (int64_t) blockIdx.x * EXACT_WARPS + warp; row < nrows; row += (int64_t) gridDim.x * EXACT_WARPS)
 	{
 		float x[4];
 		load4(X + row * D, D, lane, x);
+		const float xn = row_norm(x);
 		float M = __ldg(logZ + row), L = M == NEG_INF ? 0.f : 1.f;
-		for (int f0 = 0; f0 < nf; f0 += 4)
-		{
-			float s[4];
-			fs.scores4(f0, nf, x, lane, s);
+		/* (M only grows: the logZ so far bounds the final one from below) */
+		for (int g0 = 0; g0 < nf; g0 += 32)
+			fs.each_counting(g0, xn, M, x, lane, [&](const int (&)[4], const float (&s)[4]) {
 #pragma unroll
-			for (int u = 0; u < 4; u++)
-				lse_add(M, L, s[u]);
-		}
+				for (int u = 0; u < 4; u++)
+					lse_add(M, L, s[u]);
+			});
 		if (lane == 0)
 		{
 			const float lz = M + __logf(L);
@@ -250,23 +341,80 @@ flag_lse_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr, co
 }
 
 /*
+ * The flagged components' statistics for fits that need not be
+ * deterministic (flag_stats_warp_kernel's sums, in any order): a warp per
+ * row scores the nf components of a FlagSet and, for the pairs whose
+ * responsibility counts (s - logZ > -RESP_CUT, as there), adds r t and r t^2
+ * (t = x - mu, features 4l .. 4l + 3 in lane l) and r to s1, s2, fnk by FP64
+ * atomics.  The rows are read once per FlagSet, not once per component:
+ * with a few hundred flagged components (re-seeded singletons at K = 4096)
+ * the per-component kernel read X that many times, 180 ms per iteration at
+ * 1M rows (cuda/NOTES.md, v8).  Pairs that count are few: a singleton's own
+ * row and its near neighbours.
+ */
+__global__ void __launch_bounds__(EXACT_WARPS * 32)
+flag_stats_atomic_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr, const int *__restrict__ fidx,
+						 int nf, const float *__restrict__ logZ, double *__restrict__ s1, double *__restrict__ s2,
+						 double *__restrict__ fnk)
+{
+	extern __shared__ float4 fsm4[];
+	FlagSet fs;
+	fs.load(reinterpret_cast<float *>(fsm4), dr, fidx, nf, D);
+	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	for (int64_t row = (int64_t) blockIdx.x * EXACT_WARPS + warp; row < nrows; row += (int64_t) gridDim.x * EXACT_WARPS)
+	{
+		float x[4];
+		load4(X + row * D, D, lane, x);
+		const float xn = row_norm(x);
+		const float lz = __ldg(logZ + row);
+		for (int g0 = 0; g0 < nf; g0 += 32)
+			fs.each_counting(g0, xn, lz, x, lane, [&](const int (&ks)[4], const float (&s)[4]) {
+#pragma unroll
+			for (int u = 0; u < 4; u++)
+			{
+				const float dlt = s[u] - lz;	/* (the same on every lane) */
+				if (!(dlt > -RESP_CUT))
+					continue;
+				const double r = (double) __expf(dlt);
+				const int f = ks[u];
+				const float *m = fs.mu + f * D;
+#pragma unroll
+				for (int i = 0; i < 4; i++)
+				{
+					const int d = 4 * lane + i;
+					if (d < D)
+					{
+						const double t = (double) (x[i] - m[d]);
+						atomicAdd(s1 + (int64_t) f * D + d, r * t);
+						atomicAdd(s2 + (int64_t) f * D + d, r * t * t);
+					}
+				}
+				if (lane == 0)
+					atomicAdd(fnk + f, r);
+			}
+			});
+	}
+}
+
+/*
  * Exact scores and statistics (step 3 above).  A warp per row (rows strided
  * over the grid); lane l holds the row's features 4l .. 4l + 3
  * (D <= 128).  Lane j keeps the scores of list entries j and 32 + j and of
- * screen-flagged components j and 32 + j; scores are computed four at a time
+ * screen-flagged components j and 32 + j (at most SPARSE_FMAX; with fold,
+ * logZ already holds the log-sum-exp of the others, flagged ones); scores are computed four at a time
  * (independent shuffle sums).  The screen-flagged components' means are in
  * shared memory (read by every row).
  */
 __global__ void __launch_bounds__(EXACT_WARPS * 32, 3)
 sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr, const int *__restrict__ sfidx, int nsf,
-					const int32_t *__restrict__ cand, const int32_t *__restrict__ count, float *__restrict__ logZ,
+					int fold, const int32_t *__restrict__ cand, const int32_t *__restrict__ count, float *__restrict__ logZ,
 					double *__restrict__ blockll, int stats, float *__restrict__ psx, double *__restrict__ bnk,
 					double *__restrict__ bsxn, unsigned long long *__restrict__ npairs)
 {
-	extern __shared__ float fsm[];
+	extern __shared__ float4 fsm4[];
 	__shared__ double lsum[EXACT_WARPS];
 	FlagSet fs;
-	fs.load(fsm, dr, sfidx, nsf, D);
+	fs.load(reinterpret_cast<float *>(fsm4), dr, sfidx, nsf, D);
 	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 	double mine = 0.0;
 	unsigned long long pairs = 0, cands = 0;
@@ -320,6 +468,13 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr
 			sf[u] = NEG_INF;
 		}
 		float M = NEG_INF, L = 0.f;	/* the lane's online log-sum-exp */
+		if (fold && lane == 0)
+		{
+			/* logZ holds the log-sum-exp of the flagged components past the FlagSet (flag_lse_kernel) */
+			const float z = __ldg(logZ + row);
+			if (z > NEG_INF)
+				M = z, L = 1.f;
+		}
 		auto add = [&](float s) { lse_add(M, L, s); };
 		{
 #pragma unroll
@@ -346,20 +501,25 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr
 				add(sc[u]);
 			}
 		}
-#pragma unroll
-		for (int u = 0; u < 2; u++)
+		if (nsf > 0)
 		{
-			const int lim = min(nsf - 32 * u, 32);
-			for (int j = 0; j < lim; j += 4)
-			{
-				float s4[4];
-				fs.scores4(32 * u + j, 32 * u + lim, x, lane, s4);
+			/* the screen-flagged components that may count against the best so far (FlagSet::may_count) */
+			float zlo = M;
 #pragma unroll
-				for (int v = 0; v < 4; v++)
-					if (lane == j + v)
-						sf[u] = s4[v];
+			for (int o = 16; o > 0; o >>= 1)
+				zlo = fmaxf(zlo, __shfl_xor_sync(0xffffffffu, zlo, o));
+			const float xn = row_norm(x);
+#pragma unroll
+			for (int u = 0; u < 2; u++)
+			{
+				fs.each_counting(32 * u, xn, zlo, x, lane, [&](const int (&ks)[4], const float (&s4)[4]) {
+#pragma unroll
+					for (int v = 0; v < 4; v++)
+						if (ks[v] == 32 * u + lane)
+							sf[u] = s4[v];
+				});
+				add(sf[u]);
 			}
-			add(sf[u]);
 		}
 		/* the row's logZ from the lanes' (M, L) */
 		float Mr = M;
@@ -456,6 +616,13 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr
 		atomicAdd(npairs, pairs);
 		atomicAdd(npairs + 1, cands);
 	}
+}
+
+/* -inf into v[0..n) */
+__global__ void neg_inf_kernel(float *__restrict__ v, int64_t n)
+{
+	for (int64_t i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < n; i += (int64_t) gridDim.x * blockDim.x)
+		v[i] = NEG_INF;
 }
 
 /* logZ of the overflowed rows (scored by the dense pass, in their gathered order) back to their places */
