@@ -2032,7 +2032,7 @@ struct EStep
 					const size_t fbl = sp::FlagSet::bytes(nf, D, M->diag);
 					set_smem(sp::flag_lse_kernel, fbl);
 					sp::flag_lse_kernel<<<eg, sp::EXACT_WARPS * 32, fbl, g_s>>>(x, nr, D, dr, M->sfidx + f0, nf, lzb,
-																				 nullptr);
+																				 nullptr, sc.best);
 					CKL("flag_lse_kernel");
 				}
 			}

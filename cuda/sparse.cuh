@@ -305,11 +305,14 @@ __device__ __forceinline__ float row_norm(const float (&x)[4])
  * components at a time (independent shuffle sums); blockll: the block's sum
  * of the merged logZ.  (Scoring them inside the dense epilogues took a
  * thread a D-long loop per (row, component): 1M x 1024 spherical, 4 flagged
- * components, 50 ms per iteration instead of 6.)
+ * components, 50 ms per iteration instead of 6.)  Pairs that cannot count
+ * are skipped (FlagSet::may_count) against the logZ so far or, where logZ
+ * holds nothing yet (the sparse pass, before its exact kernel), the screen's
+ * best lower bound best2 (log2 units).
  */
 __global__ void __launch_bounds__(EXACT_WARPS * 32)
 flag_lse_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr, const int *__restrict__ fidx, int nf,
-				float *__restrict__ logZ, double *__restrict__ blockll)
+				float *__restrict__ logZ, double *__restrict__ blockll, const float *__restrict__ best2 = nullptr)
 {
 	extern __shared__ float4 fsm4[];
 	__shared__ double lsum[EXACT_WARPS];
@@ -323,9 +326,10 @@ flag_lse_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr, co
 		load4(X + row * D, D, lane, x);
 		const float xn = row_norm(x);
 		float M = __ldg(logZ + row), L = M == NEG_INF ? 0.f : 1.f;
-		/* (M only grows: the logZ so far bounds the final one from below) */
+		/* a lower bound on the final logZ: the logZ so far (M only grows), or the screen's best (best2, log2 units) */
+		const float zb = best2 ? __ldg(best2 + row) * h16::LN2 : NEG_INF;
 		for (int g0 = 0; g0 < nf; g0 += 32)
-			fs.each_counting(g0, xn, M, x, lane, [&](const int (&)[4], const float (&s)[4]) {
+			fs.each_counting(g0, xn, fmaxf(M, zb), x, lane, [&](const int (&)[4], const float (&s)[4]) {
 #pragma unroll
 				for (int u = 0; u < 4; u++)
 					lse_add(M, L, s[u]);
