@@ -547,7 +547,8 @@ int main(int argc, char **argv)
 			cublas_baseline(h, s1, N, 1024, D, X);
 			engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_DIAG, P3, 0, 3, "", "default");
 			engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_DIAG, P3, 0, 3, " (dense)", "h16");
-			engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_SPHERICAL, P3, 0, 3, " (default)", "h16");
+			engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_SPHERICAL, P3, 0, 3, "", "default");
+			engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_SPHERICAL, P3, 0, 3, " (dense)", "h16");
 			engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_DIAG, P3, 0, 3, "", "gemm");
 			if (!quick)
 				engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_DIAG, P3, 0, 2, "", "fused");
