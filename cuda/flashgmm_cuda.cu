@@ -3049,6 +3049,36 @@ gmm_status fgc_debug_estep(const float *X, int64_t N, int K, int D, int cov, con
 		CK(cudaMemcpy(nk, E.nk, sizeof(double) * K, cudaMemcpyDeviceToHost));
 		CK(cudaMemcpy(sxn, E.sxn, sizeof(double) * K, cudaMemcpyDeviceToHost));
 		CK(cudaMemcpy(sx, E.sx, sizeof(double) * K * E.Wd, cudaMemcpyDeviceToHost));
+		if (E.fn > 0)
+		{
+			/* the flagged components' statistics: sums around their means (E.fs1, fs2, fnk), as the M-step takes them */
+			const int fn = E.fn;
+			std::vector<int> fi(fn);
+			std::vector<float> fm((size_t) fn * D);
+			std::vector<double> f1((size_t) fn * D), f2((size_t) fn * D), fk(fn);
+			CK(cudaMemcpy(fi.data(), M.fidx, sizeof(int) * fn, cudaMemcpyDeviceToHost));
+			CK(cudaMemcpy(fm.data(), E.fmu, sizeof(float) * fn * D, cudaMemcpyDeviceToHost));
+			CK(cudaMemcpy(f1.data(), E.fs1, sizeof(double) * fn * D, cudaMemcpyDeviceToHost));
+			CK(cudaMemcpy(f2.data(), E.fs2, sizeof(double) * fn * D, cudaMemcpyDeviceToHost));
+			CK(cudaMemcpy(fk.data(), E.fnk, sizeof(double) * fn, cudaMemcpyDeviceToHost));
+			for (int f = 0; f < fn; f++)
+			{
+				const int k = fi[f];
+				double sn = 0.0;
+				nk[k] = fk[f];
+				for (int d = 0; d < D; d++)
+				{
+					const double m = fm[(size_t) f * D + d], a = f1[(size_t) f * D + d], b = f2[(size_t) f * D + d];
+					const double xx = b + 2.0 * m * a + fk[f] * m * m;	/* sum r x^2 = sum r (t + m)^2 */
+					sx[(size_t) k * E.Wd + d] = a + fk[f] * m;
+					if (M.diag)
+						sx[(size_t) k * E.Wd + D + d] = xx;
+					sn += xx;
+				}
+				if (!M.diag)
+					sxn[k] = sn;
+			}
+		}
 		/* back to raw coordinates: sx_d += nk * shift_d, sxx_d += 2 shift_d sx_d + nk shift_d^2 (before the first fix) */
 		for (int k = 0; k < K; k++)
 			for (int d = 0; d < D; d++)

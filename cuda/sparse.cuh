@@ -352,9 +352,9 @@ flag_lse_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr, co
  * (t = x - mu, features 4l .. 4l + 3 in lane l) and r to s1, s2, fnk by FP64
  * atomics.  The rows are read once per FlagSet, not once per component:
  * with a few hundred flagged components (re-seeded singletons at K = 4096)
- * the per-component kernel read X that many times, 180 ms per iteration at
- * 1M rows (cuda/NOTES.md, v8).  Pairs that count are few: a singleton's own
- * row and its near neighbours.
+ * the per-component kernel read X that many times (cuda/NOTES.md, v8).
+ * Pairs that count are few (a singleton's own row and its near neighbours):
+ * FlagSet::may_count skips the others.
  */
 __global__ void __launch_bounds__(EXACT_WARPS * 32)
 flag_stats_atomic_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr, const int *__restrict__ fidx,

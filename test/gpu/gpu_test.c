@@ -355,10 +355,21 @@ means_relerr(const float *a, const double *b, int K, int D)
 	return worst;
 }
 
+/* estep_check's errors against float64 (ok: the pass ran) */
+typedef struct
+{
+	int			ok;
+	double		ll,
+				nk,
+				sx,
+				sxx;
+} estep_err;
+
 /* one E pass of model m: GPU statistics against float64 */
-static void
+static estep_err
 estep_check(const char *name, const float *X, int64_t N, const gmm_model *m)
 {
+	estep_err	res = {0, NAN, NAN, NAN, NAN};
 	typedef gmm_status (*fn) (const float *, int64_t, int, int, int, const float *, const float *, const float *,
 							  double *, double *, double *, double *, gmm_error *);
 	void	   *h = dlopen(libpath, RTLD_NOW | RTLD_NOLOAD);
@@ -454,6 +465,7 @@ estep_check(const char *name, const float *X, int64_t N, const gmm_model *m)
 	}
 	printf("INFO estep check %s: sum logZ rel %.2e, nk max rel %.2e, sum r x max rel %.2e, sum r x^2 max rel %.2e\n",
 		   name, fabs(ll - rll) / fabs(rll), enk, esx, esxx);
+	res = (estep_err) {1, fabs(ll - rll) / fabs(rll), enk, esx, esxx};
 done:
 	free(nk);
 	free(sx);
@@ -464,6 +476,58 @@ done:
 	free(r.w);
 	free(r.mu);
 	free(r.var);
+	return res;
+}
+
+/*
+ * An E pass with more flagged components than the sparse pass's FlagSet
+ * holds (64): 96 of K = 256 made singletons at the default reg_covar (the
+ * mean a row of X, the variance 1e-6), as the re-seeded singletons of long
+ * fits at K = 4096 are, against float64.  The dense h16 pass takes them
+ * through flag_lse_kernel in chunks and flag_stats_atomic_kernel, with the
+ * norm test (FlagSet::may_count); FLASHGMM_GPU_ESTEP=sparse through the
+ * sparse pass's flagged components past its FlagSet (merged into logZ
+ * first, skipped against the screen's best) and the exact kernel's fold.
+ */
+static void
+flagged_many(const char *name, const float *X, int64_t N, int D, gmm_cov_type cov)
+{
+	gmm_fit_params p;
+	gmm_model  *m = NULL;
+	gmm_error	err;
+	const int	K = 256,
+				NS = 96,
+				VL = gmm_var_len(cov, D);
+	char		tname[160];
+
+	snprintf(tname, sizeof(tname), "%d flagged components %s %s (singletons at reg_covar, K = %d)", NS, name,
+			 cov == GMM_COV_DIAG ? "diag" : "spherical", K);
+	gmm_fit_params_default(&p, K);
+	p.cov = cov;
+	p.seed = 7;
+	if (gmm_init_kmeanspp(X, N, D, &p, &m, &err) != GMM_OK)
+	{
+		report(0, tname, "CPU k-means++ failed: %s", err.msg);
+		return;
+	}
+	for (int j = 0; j < NS; j++)
+	{
+		const int	k = j * 8 / 3;	/* 96 distinct components spread over 0 .. 253 */
+		const int64_t row = (int64_t) j * 1009 % N;
+
+		memcpy(m->means + (size_t) k * D, X + row * D, sizeof(float) * D);
+		for (int v = 0; v < VL; v++)
+			m->vars[(size_t) k * VL + v] = (float) p.reg_covar;
+	}
+	gmm_gpu_set_precision(GMM_GPU_PREC_DEFAULT, NULL);
+	{
+		estep_err	e = estep_check(tname, X, N, m);
+
+		report(e.ok && e.ll <= 1e-5 && e.nk <= 1e-3 && e.sx <= 1e-3 && (cov != GMM_COV_DIAG || e.sxx <= 1e-3), tname,
+			   "E pass %s: sum logZ rel %.2e (<= 1e-5), nk max rel %.2e, sum r x %.2e, sum r x^2 %.2e (<= 1e-3)",
+			   estep_variant(), e.ll, e.nk, e.sx, e.sxx);
+	}
+	gmm_model_free(m);
 }
 
 static int g_sparse_fits;		/* accuracy() fits that ran the sparse E pass */
@@ -958,6 +1022,8 @@ main(int argc, char **argv)
 		accuracy(name, X, N, D, K, GMM_COV_DIAG);
 		if (D == 128)
 		{
+			flagged_many(name, X, N, D, GMM_COV_SPHERICAL);
+			flagged_many(name, X, N, D, GMM_COV_DIAG);
 			behaviour(X, N, D);
 			assign_shapes(X, N, D);
 			equal_weights(X, N, D);
