@@ -7,6 +7,7 @@
  *      --quick leaves out the slow fused-kernel comparisons at 4096 and 10M;
  *      --small-d runs only h16 against gemm at D = 32, 64, 96; --assign only
  *      the h16 top-8 assignment of 1M rows, both precisions, for profiling;
+ *      --sweep dense against sparse over rows and K, both covariances;
  *      --steady only 12-iteration fits at 1M rows, whose medians are past
  *      the first iterations' large moves from the random start)
  *
@@ -466,17 +467,22 @@ int main(int argc, char **argv)
 	}
 	if (sweep)
 	{
-		/* --sweep: where the sparse pass starts to pay for diag mixtures (the first rows of one 1M table) */
+		/*
+		 * --sweep: where the sparse pass starts to pay (the first rows of one
+		 * 1M table): diag at K = 256, 512, 1024 (the default switches at
+		 * 1024), spherical at 1024, 2048, 4096 (it switches at 4096)
+		 */
 		const int64_t N = 1000000;
 		float *X = make_clustered(N, D, 2048, 1);
-		for (int K : {256, 1024})
-			for (int64_t n : {100000ll, 250000ll, 500000ll, 1000000ll})
-			{
-				char sh[64];
-				snprintf(sh, sizeof(sh), "N=%lldk K=%d D=128", (long long) (n / 1000), K);
-				engine_em(sh, X, n, K, D, GMM_COV_DIAG, P3, 0, 6, " (dense)", "h16");
-				engine_em(sh, X, n, K, D, GMM_COV_DIAG, P3, 0, 6, "", "sparse");
-			}
+		for (gmm_cov_type cov : {GMM_COV_DIAG, GMM_COV_SPHERICAL})
+			for (int K : cov == GMM_COV_DIAG ? std::vector<int>{256, 512, 1024} : std::vector<int>{1024, 2048, 4096})
+				for (int64_t n : {100000ll, 250000ll, 500000ll, 1000000ll})
+				{
+					char sh[64];
+					snprintf(sh, sizeof(sh), "N=%lldk K=%d D=128", (long long) (n / 1000), K);
+					engine_em(sh, X, n, K, D, cov, P3, 0, 6, " (dense)", "h16");
+					engine_em(sh, X, n, K, D, cov, P3, 0, 6, "", "sparse");
+				}
 		free(X);
 	}
 	if (sparse)
