@@ -114,6 +114,23 @@ __device__ __forceinline__ void load4(const float *__restrict__ p, int D, int la
 			v[i] = 4 * lane + i < D ? __ldg(p + 4 * lane + i) : 0.f;
 }
 
+/*
+ * fn(row, x) for this warp's rows in a warp-per-row kernel (one row per warp,
+ * EXACT_WARPS warps a block, rows strided over the grid); x holds the row's
+ * features 4l .. 4l + 3 in lane l (0 past D).
+ */
+template <class Fn>
+__device__ __forceinline__ void each_row(const float *__restrict__ X, int64_t nrows, int D, Fn fn)
+{
+	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	for (int64_t row = (int64_t) blockIdx.x * EXACT_WARPS + warp; row < nrows; row += (int64_t) gridDim.x * EXACT_WARPS)
+	{
+		float x[4];
+		load4(X + row * D, D, lane, x);
+		fn(row, x);
+	}
+}
+
 /* four independent warp sums at once (their shuffles interleave), on every lane */
 __device__ __forceinline__ void warp_sum4(float (&q)[4])
 {
@@ -318,12 +335,9 @@ flag_lse_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr, co
 	__shared__ double lsum[EXACT_WARPS];
 	FlagSet fs;
 	fs.load(reinterpret_cast<float *>(fsm4), dr, fidx, nf, D);
-	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	const int lane = threadIdx.x & 31;
 	double mine = 0.0;
-	for (int64_t row = (int64_t) blockIdx.x * EXACT_WARPS + warp; row < nrows; row += (int64_t) gridDim.x * EXACT_WARPS)
-	{
-		float x[4];
-		load4(X + row * D, D, lane, x);
+	each_row(X, nrows, D, [&](int64_t row, const float (&x)[4]) {
 		const float xn = row_norm(x);
 		float M = __ldg(logZ + row), L = M == NEG_INF ? 0.f : 1.f;
 		/* a lower bound on the final logZ: the logZ so far (M only grows), or the screen's best (best2, log2 units) */
@@ -340,7 +354,7 @@ flag_lse_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr, co
 			logZ[row] = lz;
 			mine += (double) lz;
 		}
-	}
+	});
 	block_sum_fixed<EXACT_WARPS>(mine, lsum, blockll ? blockll + blockIdx.x : nullptr);
 }
 
@@ -364,11 +378,8 @@ flag_stats_atomic_kernel(const float *__restrict__ X, int64_t nrows, int D, Dire
 	extern __shared__ float4 fsm4[];
 	FlagSet fs;
 	fs.load(reinterpret_cast<float *>(fsm4), dr, fidx, nf, D);
-	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-	for (int64_t row = (int64_t) blockIdx.x * EXACT_WARPS + warp; row < nrows; row += (int64_t) gridDim.x * EXACT_WARPS)
-	{
-		float x[4];
-		load4(X + row * D, D, lane, x);
+	const int lane = threadIdx.x & 31;
+	each_row(X, nrows, D, [&](int64_t row, const float (&x)[4]) {
 		const float xn = row_norm(x);
 		const float lz = __ldg(logZ + row);
 		for (int g0 = 0; g0 < nf; g0 += 32)
@@ -397,7 +408,7 @@ flag_stats_atomic_kernel(const float *__restrict__ X, int64_t nrows, int D, Dire
 					atomicAdd(fnk + f, r);
 			}
 			});
-	}
+	});
 }
 
 /*
@@ -422,6 +433,7 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr
 	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 	double mine = 0.0;
 	unsigned long long pairs = 0, cands = 0;
+	/* (the row loop of each_row, written out: through the lambda this kernel's PTX changed, and it is not re-measured) */
 	for (int64_t row = (int64_t) blockIdx.x * EXACT_WARPS + warp; row < nrows; row += (int64_t) gridDim.x * EXACT_WARPS)
 	{
 		float x[4];
