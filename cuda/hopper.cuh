@@ -460,7 +460,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 	constexpr int PP = ONE ? 1 : 2;		/* model parts streamed: W_hi (and W_lo) */
 	static_assert(!ONE || ASSIGN || SCREEN, "one product per score ranks or screens; logZ for EM takes three");
 	static_assert(!SCREEN || ONE, "the screen is one product per score");
-	__shared__ int scnt[SCREEN ? G::BM : 1];	/* SCREEN_COLLECT: candidates found per row */
+	__shared__ int scnt[SCREEN ? G::BM : 1];	/* SCREEN_COLLECT, SCREEN_ONEPASS: each row's count, from its quad to its writer */
 	static_assert(!ONE || 8 * 32 * 2 * NT * 4 <= C * G::BM * 128, "the scratch fits the rows' lo part");
 	constexpr float L2E = h16::L2E, LN2 = h16::LN2;
 	extern __shared__ float4 smem4[];
@@ -486,7 +486,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 			mbar_init(empty(s), 8);			/* the consumers' warps (lane 0 of each) */
 		}
 	if (SCREEN && tid < G::BM)
-		scnt[tid] = 0;	/* (convert_rows' barrier orders this before any append) */
+		scnt[tid] = 0;	/* (every row's count is written before it is read; kept as measured) */
 	if constexpr (ONE)
 		convert_rows<DIAG>(gb, xhs, X, row0, nrows, D, S, warp, lane);	/* the block's rows, x_hi only */
 	else
@@ -577,6 +577,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 			}
 		float tv[2][MM];
 		int ti[2][MM];
+		int cnt[2] = {0, 0};	/* SCREEN_COLLECT, SCREEN_ONEPASS: the row's candidates so far (the quad's) */
 #pragma unroll
 		for (int h = 0; h < 2; h++)
 #pragma unroll
@@ -683,18 +684,33 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 #pragma unroll
 							for (int e = 0; e < 2; e++)
 								cand |= (s2[h][j][e] >= thr[h] ? 1u : 0u) << (2 * j + e);
-						if (cand)
+						/*
+						 * The appends without a divergent loop: slots from the
+						 * quad's prefix sum (a row belongs to one quad of one
+						 * warp, so its count lives in the quad's registers, no
+						 * shared atomics), then as many rounds as the warp's
+						 * busiest lane, each store predicated.  A data-dependent
+						 * loop here (the atomics' do-while) made ptxas serialise
+						 * every wgmma of the kernel (C7520, "compiler-inserted
+						 * WG.AR in divergent path"): cuda/NOTES.md, v9.
+						 */
+						const int pc = __popc(cand);
+						int inc = pc;
+						int v = __shfl_up_sync(0xffffffffu, inc, 1, 4);
+						inc += t >= 1 ? v : 0;
+						v = __shfl_up_sync(0xffffffffu, inc, 2, 4);
+						inc += t >= 2 ? v : 0;
+						int slot = cnt[h] + inc - pc;
+						cnt[h] += __shfl_sync(0xffffffffu, inc, 3, 4);
+						const int rounds = (int) __reduce_max_sync(0xffffffffu, (unsigned) pc);
+						const int64_t gr = orow[h];
+						for (int it = 0; it < rounds; it++)
 						{
-							const int r = lrow(h);
-							const int64_t gr = orow[h];
-							do
-							{
-								const int i = __ffs(cand) - 1;
-								cand &= cand - 1;
-								const int slot = atomicAdd(&scnt[r], 1);
-								if (slot < sc.cap)
-									sc.cand[gr * sc.cap + slot] = k0 + (i >> 1) * 8 + 2 * t + (i & 1);
-							} while (cand);
+							const int i = __ffs(cand) - 1;
+							if (cand && slot < sc.cap)
+								sc.cand[gr * sc.cap + slot] = k0 + (i >> 1) * 8 + 2 * t + (i & 1);
+							cand &= cand - 1;
+							slot++;
 						}
 					}
 				}
@@ -855,13 +871,17 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 				if (t == 0 && gr < nrows)
 				{
 					if (lb < sd[h])		/* the seed's threshold was above this row's: not every candidate is in */
-						atomicAdd(&scnt[r], sc.cap + 1);
+						cnt[h] += sc.cap + 1;
 					sc.best[gr] = lb;
 				}
 			}
 		if constexpr (SCR == SCREEN_COLLECT || SCR == SCREEN_ONEPASS)
 		{
-			consumers_sync();	/* every append of the block has landed */
+#pragma unroll
+			for (int h = 0; h < 2; h++)
+				if (t == 0)
+					scnt[lrow(h)] = cnt[h];
+			consumers_sync();	/* every count of the block is in scnt */
 			const int r = tid - 128;
 			if (r < G::BM && row0 + r < nrows)
 			{
