@@ -1296,10 +1296,28 @@ int64_t sparse_bytes(int Kp, int D)
 		   (int64_t) Kp * (12 + 16 + 4 * 2 * D);
 }
 
-/* blocks of sparse.cuh's warp-per-row kernels over nr rows: one row per warp, at most 8 blocks an SM (rows strided) */
-int warp_rows_grid(int64_t nr)
+/*
+ * Blocks of sparse.cuh's warp-per-row kernels over nr rows (one row per
+ * warp, rows strided), for a kernel k that loads smem bytes of shared state
+ * per block (a FlagSet) before its rows: one wave of the blocks the SMs hold
+ * at once (at most 8 an SM), so that state is loaded once per resident
+ * block.  (Before, 8 blocks an SM whatever the shared memory allowed: at
+ * 1M x 4096 with ~390 flagged components, seven launches per 64k-row block,
+ * each of 1056 blocks of about 62 rows loading up to 66 KB; cuda/NOTES.md,
+ * v8.)  Call set_smem(k, smem) first.
+ */
+template <class Kern>
+int warp_rows_grid(int64_t nr, Kern k, size_t smem)
 {
-	return (int) std::min<int64_t>(8 * g_prop.multiProcessorCount, (nr + sp::EXACT_WARPS - 1) / sp::EXACT_WARPS);
+	int per = 0;
+	if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k, sp::EXACT_WARPS * 32, smem) != cudaSuccess)
+	{
+		cudaGetLastError();
+		per = 8;
+	}
+	per = std::max(1, std::min(per, 8));
+	return (int) std::min<int64_t>((int64_t) per * g_prop.multiProcessorCount,
+								   (nr + sp::EXACT_WARPS - 1) / sp::EXACT_WARPS);
 }
 
 /* device bytes of the h16 pass: one block of FP16 rows and their norms, the FP16 model */
@@ -1773,12 +1791,13 @@ struct EStep
 		{
 			/* the flagged components' scores from differences merged into logZ, SPARSE_FMAX at a time; the last
 			 * launch's block sums are those of the final logZ */
-			nsum = (unsigned) warp_rows_grid(nr);
+			const size_t fbmax = sp::FlagSet::bytes(std::min(sp::SPARSE_FMAX, M->nflag), M->D, M->diag);
+			set_smem(sp::flag_lse_kernel, fbmax);
+			nsum = (unsigned) warp_rows_grid(nr, sp::flag_lse_kernel, fbmax);	/* (one grid: the last launch's sums count) */
 			for (int f0 = 0; f0 < M->nflag; f0 += sp::SPARSE_FMAX)
 			{
 				const int nf = std::min(sp::SPARSE_FMAX, M->nflag - f0);
 				const size_t fb = sp::FlagSet::bytes(nf, M->D, M->diag);
-				set_smem(sp::flag_lse_kernel, fb);
 				sp::flag_lse_kernel<<<nsum, sp::EXACT_WARPS * 32, fb, g_s>>>(x, nr, M->D, M->direct(), M->fidx + f0,
 																			  nf, lz, blockll);
 				CKL("flag_lse_kernel");
@@ -2016,7 +2035,6 @@ struct EStep
 				lap(3);
 				continue;
 			}
-			const int eg = warp_rows_grid(nr);
 			/*
 			 * The exact kernel holds SPARSE_FMAX screen-flagged components;
 			 * the others (flagged ones: sfidx lists them last) are merged
@@ -2032,13 +2050,14 @@ struct EStep
 					const int nf = std::min(sp::SPARSE_FMAX, nsf - f0);
 					const size_t fbl = sp::FlagSet::bytes(nf, D, M->diag);
 					set_smem(sp::flag_lse_kernel, fbl);
-					sp::flag_lse_kernel<<<eg, sp::EXACT_WARPS * 32, fbl, g_s>>>(x, nr, D, dr, M->sfidx + f0, nf, lzb,
-																				 nullptr, sc.best);
+					sp::flag_lse_kernel<<<warp_rows_grid(nr, sp::flag_lse_kernel, fbl), sp::EXACT_WARPS * 32, fbl, g_s>>>(
+						x, nr, D, dr, M->sfidx + f0, nf, lzb, nullptr, sc.best);
 					CKL("flag_lse_kernel");
 				}
 			}
 			const size_t fb = sp::FlagSet::bytes(nse, D, M->diag);
 			set_smem(sp::sparse_exact_kernel, fb);
+			const int eg = warp_rows_grid(nr, sp::sparse_exact_kernel, fb);	/* (the sums: sum_kernel below) */
 			sp::sparse_exact_kernel<<<eg, sp::EXACT_WARPS * 32, fb, g_s>>>(
 				x, nr, D, dr, M->sfidx, nse, (int) (nsf > nse), sw.cand, sw.count, lzb, blockll, (int) stats, sw.psx,
 				sw.bnk, sw.bsxn, sw.npairs);
@@ -2283,7 +2302,8 @@ struct EStep
 				const int nf = std::min(sp::SPARSE_FMAX, fn - f0);
 				const size_t fb = sp::FlagSet::bytes(nf, M->D, M->diag);
 				set_smem(sp::flag_stats_atomic_kernel, fb);
-				sp::flag_stats_atomic_kernel<<<warp_rows_grid(nc), sp::EXACT_WARPS * 32, fb, g_s>>>(
+				sp::flag_stats_atomic_kernel<<<warp_rows_grid(nc, sp::flag_stats_atomic_kernel, fb), sp::EXACT_WARPS * 32,
+											   fb, g_s>>>(
 					dX, nc, M->D, M->direct(), M->fidx + f0, nf, lz, fs1 + (size_t) f0 * M->D, fs2 + (size_t) f0 * M->D,
 					fnk + f0);
 				CKL("flag_stats_atomic_kernel");
