@@ -1293,7 +1293,7 @@ constexpr int SPARSE_REST = 2, SPARSE_REST_MAX = 64;	/* dense passes after one t
 int64_t sparse_bytes(int Kp, int D)
 {
 	return SPARSE_ROWS * (4 + 4 * sp::SPARSE_CAP + 4 + 8) + SPARSE_OVERFLOW_ROWS * (4 * D + 4 + 8) + 64 +
-		   (int64_t) Kp * (12 + 16 + 4 * 2 * D);
+		   (int64_t) Kp * (16 + 16 + 4 * 2 * D);
 }
 
 /*
@@ -1890,7 +1890,7 @@ struct EStep
 			sw.orows2 = dalloc<int64_t>(SPARSE_OVERFLOW_ROWS, "sparse pass");
 			sw.xo = dalloc<float>((size_t) SPARSE_OVERFLOW_ROWS * D, "sparse pass");
 			sw.lzo = dalloc<float>(SPARSE_OVERFLOW_ROWS, "sparse pass");
-			sw.c2s = dalloc<float>(3 * (size_t) Kp, "sparse pass");
+			sw.c2s = dalloc<float>(4 * (size_t) Kp, "sparse pass");
 			sw.npairs = dalloc<unsigned long long>(2, "sparse pass");
 			sw.psx = dalloc<float>((size_t) Kp * Wd, "sparse pass");
 			sw.bnk = dalloc<double>(Kp, "sparse pass");
@@ -1954,7 +1954,7 @@ struct EStep
 			float *lzb = logz_rows >= src->N ? lz + b0 : logZ;
 			/* the rows' best lower bounds: kept for every row where seeds are, else this block's */
 			wg::Screen sc{sw.seed ? sw.seed + n0 + b0 : sw.smax, sw.cand, sw.count, sw.overflow, sw.orows,
-						  sp::SPARSE_CAP, sp::SPARSE_T * h16::L2E, slack * h16::L2E, sw.c2s};
+						  sp::SPARSE_CAP, sp::SPARSE_T * h16::L2E, slack * h16::L2E, sw.c2s + 3 * Kp};
 			/* the best from the lower bounds (c2s lo), the candidates from the upper bounds (c2s hi) */
 #define SCR_ARGS(LOHI) nullptr, nullptr, xs, ns, D, Kp, (const __half *) M->Wh, (const float *) sw.c2s + (LOHI) * Kp, \
 			(const float *) sw.c2s + 2 * Kp, 0, (float *) nullptr, (double *) nullptr, none, 1.f, 0, 0.f, \

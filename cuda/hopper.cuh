@@ -420,7 +420,7 @@ struct Screen
 	int cap = 0;
 	float w2 = 0.f;				/* the window, log2 units */
 	float slack2 = 0.f;			/* how far the best may fall between passes, log2 units */
-	const float *clo = nullptr;	/* [Kp]: the lower-bound constants (c2s lo; colc holds the upper, c2s hi) */
+	const float *cdl = nullptr;	/* [Kp]: the lower-bound constants less the upper ones (colc: c2s hi), c2s dl */
 	/*
 	 * SCREEN_COLLECT over gathered rows: launch row i is row rmap[i] of
 	 * best, cand, count and orows (nullptr: the identity).  A one-pass
@@ -520,7 +520,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 						for (int i = tid; i < N1; i += 128)
 							h16::cp_async16(dst + 16 * i, i < BN / 4 ? colc + kt * BN + 4 * i
 														  : i < N0 ? colp + kt * BN + 4 * (i - BN / 4)
-																   : sc.clo + kt * BN + 4 * (i - N0));
+																   : sc.cdl + kt * BN + 4 * (i - N0));
 					}
 					load_slice(gb + G::ROWS + slot * G::STAGE, Wh + (int64_t) kt * BN * 2 * G::IN + p * G::IN + c * 64,
 							   2 * G::IN, BN, tid, 128);
@@ -660,23 +660,34 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 #pragma unroll
 					for (int h = 0; h < 2; h++)
 					{
+						/* the thread's largest upper-bound score in the tile: most tiles hold no candidate of the row */
+						float pu[4] = {NEG_INF, NEG_INF, NEG_INF, NEG_INF};
+#pragma unroll
+						for (int j = 0; j < NT; j++)
+							pu[j & 3] = fmaxf(pu[j & 3], fmaxf(s2[h][j][0], s2[h][j][1]));
 						if constexpr (SCR == SCREEN_ONEPASS)
 						{
-							/* the row's running maximum of the lower bounds (the quad's), then its threshold */
+							/*
+							 * The row's running maximum of the lower bounds (the
+							 * quad's), then its threshold; cdl holds lo - hi per
+							 * component (0 where screen-flagged: their scores are -inf)
+							 */
 							const float *cl = cs + RG::CB0 / 4;
 							float p[4] = {NEG_INF, NEG_INF, NEG_INF, NEG_INF};
 #pragma unroll
 							for (int j = 0; j < NT; j++)
 							{
-								const float2 ch = *reinterpret_cast<const float2 *>(cs + j * 8 + 2 * t);
-								const float2 lo = *reinterpret_cast<const float2 *>(cl + j * 8 + 2 * t);
-								p[j & 3] = fmaxf(p[j & 3], fmaxf(s2[h][j][0] + (lo.x - ch.x), s2[h][j][1] + (lo.y - ch.y)));
+								const float2 dl = *reinterpret_cast<const float2 *>(cl + j * 8 + 2 * t);
+								p[j & 3] = fmaxf(p[j & 3], fmaxf(s2[h][j][0] + dl.x, s2[h][j][1] + dl.y));
 							}
 							m[h] = fmaxf(m[h], h16::quad_max(fmaxf(fmaxf(p[0], p[1]), fmaxf(p[2], p[3]))));
 							const int64_t gr = row0 + lrow(h);
 							if (gr < nrows)
 								thr[h] = fmaxf(fmaxf(sd[h], m[h]) - sc.w2, -FLT_MAX);
 						}
+						/* (warp-uniform) */
+						if (!__any_sync(0xffffffffu, fmaxf(fmaxf(pu[0], pu[1]), fmaxf(pu[2], pu[3])) >= thr[h]))
+							continue;
 						/* a bit per element at or above the threshold, then the (few) appends */
 						uint32_t cand = 0u;
 #pragma unroll

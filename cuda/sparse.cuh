@@ -74,10 +74,12 @@ constexpr float SPARSE_RMIN = 9.3132257e-10f;	/* 2^-30: smaller responsibilities
 constexpr int EXACT_WARPS = 8;
 
 /*
- * The screen's constants in log2 units, c2s = [lo | hi | p]: the one-product
- * constant less (lo: for the row's best, a lower bound on the true best) or
- * plus (hi: for the candidates, an upper bound on each true score) the
- * component's error bound serr; -inf for the screen-flagged components.
+ * The screen's constants in log2 units, c2s = [lo | hi | p | dl]: the
+ * one-product constant less (lo: for the row's best, a lower bound on the
+ * true best) or plus (hi: for the candidates, an upper bound on each true
+ * score) the component's error bound serr, -inf for the screen-flagged
+ * components; dl = lo - hi (0 for those), what SCREEN_ONEPASS adds to its
+ * upper-bound scores for the lower bounds.
  */
 __global__ void screen_constants_kernel(const float *__restrict__ colc, const float *__restrict__ colp,
 										const float *__restrict__ serr, const int *__restrict__ sflag, int Kp,
@@ -89,6 +91,7 @@ __global__ void screen_constants_kernel(const float *__restrict__ colc, const fl
 		c2s[k] = sflag[k] ? -INFINITY : (c - e) * h16::L2E;
 		c2s[Kp + k] = sflag[k] ? -INFINITY : (c + e) * h16::L2E;
 		c2s[2 * Kp + k] = colp[k] * h16::L2E;
+		c2s[3 * Kp + k] = sflag[k] ? 0.f : c2s[k] - c2s[Kp + k];
 	}
 }
 
