@@ -1272,12 +1272,14 @@ void launch_pass1(unsigned nblocks, A... args)
  * K >= 1024 components (H100, cuda/NOTES.md v7, `gpu_bench --sweep`: faster
  * at K = 1024 from 100k to 1M rows, 1.4-2.0x, and 2.4-2.7x at 4096; slower
  * at K = 256 from 100k to 1M, 0.52-0.68x; SIFT means 5e-5 of float64 against
- * 5.5e-4), and for spherical ones of K >= 4096 (v8, 1M x 4096: 1.5-1.8x
- * faster, 12.5-17 ms against 20-30; at K = 1024 slower, 11.5 against 6.9);
+ * 5.5e-4; at K = 512 slower, 0.77-0.98x, v9), and for spherical ones of
+ * K >= 2048 (v9 sweep: 1.3-1.5x faster at K = 2048 from 100k to 1M rows,
+ * 1.5-1.9x at 4096; at K = 1024 0.66-0.78x from the benchmark's random
+ * start, even from k-means++ seeding);
  * FLASHGMM_GPU_ESTEP=sparse asks for it for every mixture, =h16 (or any
  * other) for none.  Deterministic fits take the dense pass (EStep::sparse_now).
  */
-constexpr int SPARSE_KMIN = 1024, SPARSE_KMIN_SPH = 4096;
+constexpr int SPARSE_KMIN = 1024, SPARSE_KMIN_SPH = 2048;
 bool want_sparse(bool diag, int Kp)
 {
 	const char *e = getenv("FLASHGMM_GPU_ESTEP");

@@ -386,6 +386,21 @@ __device__ __forceinline__ void convert_rows(uint8_t *dst, float *xhs, const flo
 	__syncthreads();
 }
 
+/* the SMs of the device (%nsmid) */
+__device__ __forceinline__ uint32_t sm_count()
+{
+	uint32_t n;
+	asm("mov.u32 %0, %%nsmid;" : "=r"(n));
+	return n;
+}
+/* bytes from p into L2, a 128-byte line per thread at a time */
+__device__ __forceinline__ void prefetch_l2(const void *p, int64_t bytes, int tid, int nthreads)
+{
+	const char *c = static_cast<const char *>(p);
+	for (int64_t o = (int64_t) tid * 128; o < bytes; o += (int64_t) nthreads * 128)
+		asm volatile("prefetch.global.L2 [%0];" ::"l"(c + o));
+}
+
 /* the two consumer warpgroups (threads 128..383) meet: named barrier 1 */
 __device__ __forceinline__ void consumers_sync() { asm volatile("bar.sync 1, 256;\n" ::: "memory"); }
 
@@ -508,21 +523,19 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 		 * overlaps, reads them from L2 rather than HBM (ncu: the
 		 * conversion was a fifth of the 1M x 1024 diag screen's samples)
 		 */
-		uint32_t nsm;
-		asm("mov.u32 %0, %%nsmid;" : "=r"(nsm));
-		const int64_t pr0 = row0 + (int64_t) nsm * G::BM;
-		const int64_t pr1 = min(pr0 + G::BM, nrows);
+		const int64_t pr0 = row0 + (int64_t) sm_count() * G::BM, pr1 = min(pr0 + G::BM, nrows);
 		if (pr0 < pr1)
-		{
-			const char *p0 = reinterpret_cast<const char *>(X + pr0 * D);
-			const int64_t bytes = (pr1 - pr0) * D * (int64_t) sizeof(float);
-			for (int64_t o = (int64_t) tid * 128; o < bytes; o += (int64_t) G::THREADS * 128)
-				asm volatile("prefetch.global.L2 [%0];" ::"l"(p0 + o));
-		}
+			prefetch_l2(X + pr0 * D, (pr1 - pr0) * D * (int64_t) sizeof(float), tid, G::THREADS);
 		convert_rows<DIAG>(gb, xhs, X, row0, nrows, D, S, warp, lane);	/* the block's rows, x_hi only */
 	}
 	else
+	{
+		/* (the same for the FP16 rows; Xg holds whole blocks of BM rows) */
+		const int64_t pr0 = row0 + (int64_t) sm_count() * G::BM;
+		if (pr0 < nrows)
+			prefetch_l2(Xg + pr0 * 2 * G::IN, (int64_t) G::BM * 2 * G::IN * (int64_t) sizeof(__half), tid, G::THREADS);
 		load_resident<G::IN>(gb, Xg + row0 * 2 * G::IN, G::BM, tid, G::THREADS);	/* the block's rows */
+	}
 
 	double mine = 0.0;
 	const int role = __shfl_sync(0xffffffffu, tid >> 7, 0);	/* warpgroup, provably warp-uniform */
