@@ -301,9 +301,9 @@ static gmm_model *make_model(const float *X, int64_t N, int K, int D, gmm_cov_ty
  * reports it (the median of the EM iterations, the seeding not in it).
  */
 static void engine_fit(const char *shape, const float *X, int64_t N, int K, int D, gmm_cov_type cov, int iters,
-					   const char *tag)
+					   const char *tag, const char *estep = "default")
 {
-	use_estep("default");
+	use_estep(estep);
 	gmm_fit_params p;
 	gmm_fit_params_default(&p, K);
 	p.cov = cov;
@@ -315,7 +315,7 @@ static void engine_fit(const char *shape, const float *X, int64_t N, int K, int 
 	gmm_gpu_stats gs;
 	gmm_gpu_set_precision(GMM_GPU_PREC_DEFAULT, NULL);
 	char variant[64];
-	snprintf(variant, sizeof(variant), "default %s%s", cov == GMM_COV_DIAG ? "diag" : "sph", tag);
+	snprintf(variant, sizeof(variant), "%s %s%s", estep, cov == GMM_COV_DIAG ? "diag" : "sph", tag);
 	if (gmm_gpu_fit(X, N, D, &p, &m, &rep, &err) != GMM_OK)
 	{
 		char note[96];
@@ -571,6 +571,7 @@ int main(int argc, char **argv)
 				engine_em(sh, X, N, K, D, cov, P3, 0, 12, " (screen: two passes)", "sparse");
 				unsetenv("FLASHGMM_GPU_SPARSE_PASSES");
 				engine_fit(sh, X, N, K, D, cov, 12, " (k-means++ start)");
+				engine_fit(sh, X, N, K, D, cov, 12, " (k-means++ start)", cov == GMM_COV_DIAG ? "h16" : "sparse");
 			}
 		}
 		free(X);
