@@ -1291,6 +1291,17 @@ constexpr int64_t SPARSE_ROWS = 1 << 16;	/* rows per screened block (its lists: 
 /* overflowed lists in a block (5%): beyond, the dense pass takes the whole block; below, just those rows */
 constexpr int64_t SPARSE_OVERFLOW_ROWS = SPARSE_ROWS / 20;
 constexpr int SPARSE_REST = 2, SPARSE_REST_MAX = 64;	/* dense passes after one that was mostly dense: 2, 4, .. 64 */
+/*
+ * Candidates a row (per 1024 components) past which the sparse pass, where
+ * the default chose it, backs off as after overflowed lists: the exact
+ * kernel's cost grows with the candidates, the dense pass's does not.
+ * Measured (H100, v9): 10M x 1024 diag from k-means++ seeding, 11 a row,
+ * sparse 191 ms a pass against dense 139; 1M x 1024 diag at 9.2 a row
+ * (the second pass from the random start) 15.9 against 15.5.  Spherical
+ * passes cost about as much per candidate against a dense pass of half
+ * the cost.  FLASHGMM_GPU_ESTEP=sparse keeps the pass whatever the count.
+ */
+constexpr double SPARSE_CANDS_DIAG = 10.0, SPARSE_CANDS_SPH = 5.0;
 /* its device bytes: a block's best scores, candidate lists and counts; the screen's constants; the FP32 sums */
 int64_t sparse_bytes(int Kp, int D)
 {
@@ -2094,7 +2105,16 @@ struct EStep
 				flagged_stats(x, nr, lzb);
 			lap(3);
 		}
-		if (dense_rows * 2 > nc && last_chunk)
+		bool many = false;	/* candidates a row past SPARSE_CANDS_* (the default's choice only) */
+		if (last_chunk && !getenv("FLASHGMM_GPU_ESTEP") && dense_rows < nc)
+		{
+			unsigned long long np[2] = {0, 0};
+			CK(cudaMemcpyAsync(np, sw.npairs, sizeof(np), cudaMemcpyDeviceToHost, g_s));
+			CK(cudaStreamSynchronize(g_s));
+			const double per = (M->diag ? SPARSE_CANDS_DIAG : SPARSE_CANDS_SPH) * Kp / 1024.0;
+			many = (double) np[1] > per * (double) (nc - dense_rows);
+		}
+		if ((dense_rows * 2 > nc || many) && last_chunk)
 		{
 			sparse_rest = sparse_backoff;
 			sparse_backoff = std::min(2 * sparse_backoff, SPARSE_REST_MAX);

@@ -632,7 +632,7 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr
 		}
 	}
 	block_sum_fixed<EXACT_WARPS>(mine, lsum, blockll ? blockll + blockIdx.x : nullptr);
-	if (npairs && lane == 0)	/* (profiling) [0]: pairs in the statistics, [1]: candidates scored */
+	if (npairs && lane == 0)	/* [0]: pairs in the statistics, [1]: candidates scored (profiling; [1] the back-off too) */
 	{
 		atomicAdd(npairs, pairs);
 		atomicAdd(npairs + 1, cands);

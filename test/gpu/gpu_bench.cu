@@ -634,6 +634,9 @@ int main(int argc, char **argv)
 		engine_em(s10, X, N, 1024, D, GMM_COV_DIAG, P3, 0, 3, "", "default");
 		engine_em(s10, X, N, 1024, D, GMM_COV_DIAG, P3, 0, 3, " (dense)", "h16");
 		engine_em(s10, X, N, 1024, D, GMM_COV_SPHERICAL, P3, 0, 3, " (default)", "h16");
+		/* the engine's own fit (k-means++ seeding on the device): the model CREATE INDEX trains */
+		engine_fit(s10, X, N, 1024, D, GMM_COV_DIAG, 6, " (k-means++ start)");
+		engine_fit(s10, X, N, 1024, D, GMM_COV_SPHERICAL, 6, " (k-means++ start)");
 		engine_em(s10, X, N, 1024, D, GMM_COV_DIAG, P3, 0, 3, "", "gemm");
 		engine_assign(s10, X, N, 1024, D, 8, "h16");
 		engine_assign(s10, X, N, 1024, D, 8, "h16mma");
