@@ -295,6 +295,18 @@ static gmm_model *make_model(const float *X, int64_t N, int K, int D, gmm_cov_ty
 	return m;
 }
 
+/* the fit parameters of a benchmark row: iters EM iterations whatever the log-likelihood does, E pass estep */
+static gmm_fit_params bench_params(int K, gmm_cov_type cov, int iters, const char *estep)
+{
+	use_estep(estep);
+	gmm_fit_params p;
+	gmm_fit_params_default(&p, K);
+	p.cov = cov;
+	p.max_iter = iters;
+	p.tol = -INFINITY;
+	return p;
+}
+
 /*
  * The engine's whole fit as CREATE INDEX runs it (gmm_gpu_fit: seeding on
  * the device, then EM), iters EM iterations; ms per iteration as engine_em
@@ -303,12 +315,7 @@ static gmm_model *make_model(const float *X, int64_t N, int K, int D, gmm_cov_ty
 static void engine_fit(const char *shape, const float *X, int64_t N, int K, int D, gmm_cov_type cov, int iters,
 					   const char *tag, const char *estep = "default")
 {
-	use_estep(estep);
-	gmm_fit_params p;
-	gmm_fit_params_default(&p, K);
-	p.cov = cov;
-	p.max_iter = iters;
-	p.tol = -INFINITY;
+	gmm_fit_params p = bench_params(K, cov, iters, estep);
 	gmm_model *m = nullptr;
 	gmm_fit_report rep;
 	gmm_error err;
@@ -336,12 +343,7 @@ static void engine_fit(const char *shape, const float *X, int64_t N, int K, int 
 static void engine_em(const char *shape, const float *X, int64_t N, int K, int D, gmm_cov_type cov, int prec,
 					  int64_t budget, int iters, const char *tag, const char *estep)
 {
-	use_estep(estep);
-	gmm_fit_params p;
-	gmm_fit_params_default(&p, K);
-	p.cov = cov;
-	p.max_iter = iters;
-	p.tol = -INFINITY;
+	gmm_fit_params p = bench_params(K, cov, iters, estep);
 	p.device_mem_budget = budget;
 	gmm_model *m = make_model(X, N, K, D, cov, 11);
 	gmm_fit_report rep;
