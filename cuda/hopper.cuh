@@ -421,8 +421,8 @@ __device__ __forceinline__ void warp_arrive(uint32_t bar, int lane)
  * such rows go to orows[0..overflow)).  Both passes compute the same scores
  * (same code, same operands), so the row's best is always a candidate.
  *
- * SCREEN_ONEPASS does both in one walk (the lower-bound constants clo
- * stream with the upper ones), given a lower bound on each row's best from
+ * SCREEN_ONEPASS does both in one walk (the lower-bound constants, as
+ * cdl = lo - hi, stream with the upper ones), given a lower bound on each row's best from
  * the previous pass (best, as either mode left it): a component is
  * appended when its upper-bound score is within w2 of max(best - slack2,
  * running maximum of the lower-bound scores).  A row whose final maximum
