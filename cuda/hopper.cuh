@@ -129,22 +129,18 @@ __device__ __forceinline__ void fence_proxy_async()
 
 /* ---- wgmma ---- */
 /*
- * N-major (MN-major) operand in the 128-byte swizzle: the same [slice][row][64
- * halves] tiles read with rows as K: 8-row groups 1024 bytes apart (SBO),
- * 64-element slices of N `slice` bytes apart (LBO).
- */
-__device__ __forceinline__ uint64_t desc_sw128_mn(uint32_t saddr, uint32_t slice)
-{
-	return (uint64_t) ((saddr & 0x3FFFF) >> 4) | ((uint64_t) (slice >> 4) << 16) | (64ull << 32) | (1ull << 62);
-}
-/* K-major operand in the 128-byte swizzle: 8-row groups 1024 bytes apart (SBO); LBO is unused (16 bytes) */
-__device__ __forceinline__ uint64_t desc_sw128(uint32_t saddr) { return desc_sw128_mn(saddr, 16); }
-/*
- * The same descriptors as a base's low word plus an offset: desc_lo(a) +
- * o / 16 is desc_sw128_mn(a + o)'s low word for o a multiple of 16 while a
- * + o < 256 KB (every shared address), so the loops' constant offsets fold
- * into one add instead of the address arithmetic of each wgmma (ncu: about
- * seven uniform instructions per wgmma before, the screen's issue slots).
+ * Descriptors of operands in the 128-byte swizzle, [slice][row][64 halves]
+ * tiles: 8-row groups 1024 bytes apart (SBO, 64 in the high word) and the
+ * swizzle mode (bit 62, 1 << 30 there).  K-major operands leave LBO unused
+ * (16 bytes); N-major (MN-major) ones, the same tiles read with rows as K,
+ * have 64-element slices of N `slice` bytes apart (LBO).
+ *
+ * desc_lo is the low word (address / 16, LBO), desc_of the descriptor from
+ * it.  desc_lo(a) + o / 16 is desc_lo(a + o) for o a multiple of 16 while
+ * a + o < 256 KB (every shared address), so the loops' constant offsets
+ * fold into one add instead of the address arithmetic of each wgmma (ncu:
+ * about seven uniform instructions per wgmma before, the screen's issue
+ * slots).
  */
 __device__ __forceinline__ uint32_t desc_lo(uint32_t saddr, uint32_t slice = 16)
 {
@@ -707,10 +703,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 					for (int h = 0; h < 2; h++)
 					{
 						/* the thread's largest upper-bound score in the tile: most tiles hold no candidate of the row */
-						float pu[4] = {NEG_INF, NEG_INF, NEG_INF, NEG_INF};
-#pragma unroll
-						for (int j = 0; j < NT; j++)
-							pu[j & 3] = fmaxf(pu[j & 3], fmaxf(s2[h][j][0], s2[h][j][1]));
+						const float umax = h16::tile_max<NT>(s2[h]);
 						if constexpr (SCR == SCREEN_ONEPASS)
 						{
 							/*
@@ -732,7 +725,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 								thr[h] = fmaxf(fmaxf(sd[h], m[h]) - sc.w2, -FLT_MAX);
 						}
 						/* (warp-uniform) */
-						if (!__any_sync(0xffffffffu, fmaxf(fmaxf(pu[0], pu[1]), fmaxf(pu[2], pu[3])) >= thr[h]))
+						if (!__any_sync(0xffffffffu, umax >= thr[h]))
 							continue;
 						/* a bit per element at or above the threshold, then the (few) appends */
 						uint32_t cand = 0u;

@@ -45,8 +45,10 @@
  * the row's best, so r < e^-SPARSE_T; pairs with r < SPARSE_RMIN are left out
  * of the statistics (not of logZ).  Atomics: the statistics' summation order
  * varies run to run; gmm_fit_params.deterministic takes the dense pass.
- * Where it is the default (diag mixtures from K = 1024 on wgmma) and what it
- * measured: cuda/NOTES.md, v7.
+ * Where it is the default (on wgmma: diag mixtures from K = 1024, spherical
+ * ones from K = 2048, and not where the rows have many candidates: see
+ * want_sparse and SPARSE_CANDS_* in flashgmm_cuda.cu) and what it measured:
+ * cuda/NOTES.md, v7 to v9.
  */
 #pragma once
 #include "half.cuh"
@@ -415,7 +417,7 @@ flag_stats_atomic_kernel(const float *__restrict__ X, int64_t nrows, int D, Dire
 }
 
 /*
- * Exact scores and statistics (step 3 above).  A warp per row (rows strided
+ * Exact scores and statistics (step 2 above).  A warp per row (rows strided
  * over the grid); lane l holds the row's features 4l .. 4l + 3
  * (D <= 128).  Lane j keeps the scores of list entries j and 32 + j and of
  * screen-flagged components j and 32 + j (at most SPARSE_FMAX; with fold,
