@@ -50,7 +50,7 @@ extern "C" {
 static double g_peak_tf32 = 0, g_peak_bf16 = 0;
 static const char *(*g_variant_fn)(void) = NULL;	/* fgc_estep_variant of the loaded library */
 
-/* E pass of the next engine call: "default" (none asked: on an H100 sparse for diag, h16 for spherical), "h16"
+/* E pass of the next engine call: "default" (none asked: on an H100 sparse for diag K >= 1024 and spherical K >= 2048, else h16), "h16"
  * (dense, pass 1 on wgmma on an H100), "sparse", "h16mma" (pass 1 on mma.sync), "gemm" (cuBLAS over blocks of
  * rows) or "fused" */
 static const char *use_estep(const char *v)
@@ -94,6 +94,20 @@ static void add(const char *shape, const char *variant, double ms, double flops,
 	printf("  %-28s %-26s %10.3f ms %8.1f TFLOP/s %6.1f%% %10.1f MiB  %s\n", r.shape, r.variant, r.ms, r.tflops,
 		   100 * r.frac, r.peak_mib, r.note);
 	fflush(stdout);
+}
+
+/* the row of a call that failed: the engine's message */
+static void add_failed(const char *shape, const char *variant, const gmm_error &err)
+{
+	char note[96];
+	snprintf(note, sizeof(note), "error: %.80s", err.msg);
+	add(shape, variant, 0, 0, 0, note);
+}
+
+/* flops of one EM iteration: 12 N K D (diag), 8 N K D (spherical) */
+static double em_flops(gmm_cov_type cov, int64_t N, int K, int D)
+{
+	return (cov == GMM_COV_DIAG ? 12.0 : 8.0) * N * (double) K * D;
 }
 
 /* ---- cuBLAS peak ------------------------------------------------------------ */
@@ -325,14 +339,12 @@ static void engine_fit(const char *shape, const float *X, int64_t N, int K, int 
 	snprintf(variant, sizeof(variant), "%s %s%s", estep, cov == GMM_COV_DIAG ? "diag" : "sph", tag);
 	if (gmm_gpu_fit(X, N, D, &p, &m, &rep, &err) != GMM_OK)
 	{
-		char note[96];
-		snprintf(note, sizeof(note), "error: %.80s", err.msg);
-		add(shape, variant, 0, 0, 0, note);
+		add_failed(shape, variant, err);
 		return;
 	}
 	printf("    (E pass: %s)\n", used_estep());
 	gmm_gpu_last_stats(&gs, NULL);
-	double flops = (cov == GMM_COV_DIAG ? 12.0 : 8.0) * N * (double) K * D;
+	const double flops = em_flops(cov, N, K, D);
 	char note[96];
 	snprintf(note, sizeof(note), "E %.3f ms; seeding %.2f s; re-seeded %d; %d direct", gs.ms_estep, rep.seconds_init,
 			 rep.reseeded, gs.flagged);
@@ -359,15 +371,13 @@ static void engine_em(const char *shape, const float *X, int64_t N, int K, int D
 			 : !strcmp(estep, "default") ? "(see E pass)" : prec == GMM_GPU_PREC_3XTF32 ? "3xTF32" : "TF32", tag);
 	if (st != GMM_OK)
 	{
-		char note[96];
-		snprintf(note, sizeof(note), "error: %.80s", err.msg);
-		add(shape, variant, 0, 0, 0, note);
+		add_failed(shape, variant, err);
 		gmm_model_free(m);
 		return;
 	}
 	printf("    (E pass: %s)\n", used_estep());
 	gmm_gpu_last_stats(&gs, NULL);
-	double flops = (cov == GMM_COV_DIAG ? 12.0 : 8.0) * N * (double) K * D;
+	const double flops = em_flops(cov, N, K, D);
 	char note[96];
 	snprintf(note, sizeof(note), "E %.3f ms; X %.0f MiB;%s %d direct; wall %.1fs", gs.ms_estep, gs.x_bytes / 1048576.0,
 			 gs.streamed ? " streamed;" : "", gs.flagged, wall);
@@ -402,9 +412,7 @@ static void engine_assign(const char *shape, const float *X, int64_t N, int K, i
 		{
 			if (gmm_gpu_assign(m, X, N, mm, 1.0f / K, 1.0f, comp[v], resp, &err) != GMM_OK)
 			{
-				char note[96];
-				snprintf(note, sizeof(note), "error: %.80s", err.msg);
-				add(shape, "flash assign", 0, 0, 0, note);
+				add_failed(shape, "flash assign", err);
 				break;
 			}
 			gmm_gpu_last_stats(&gs, NULL);
@@ -454,7 +462,7 @@ static void cpu_em(const char *shape, const float *X, int64_t N, int K, int D, g
 	}
 	double ms = (rep.seconds_estep + rep.seconds_mstep) * 1000.0 / (rep.iterations + 1);
 	add(shape, cov == GMM_COV_DIAG ? "CPU engine diag" : "CPU engine sph", ms,
-		(cov == GMM_COV_DIAG ? 12.0 : 8.0) * N * (double) K * D, 0, "OpenBLAS sgemm, all cores");
+		em_flops(cov, N, K, D), 0, "OpenBLAS sgemm, all cores");
 	gmm_model_free(m);
 }
 
@@ -511,7 +519,7 @@ int main(int argc, char **argv)
 		/*
 		 * --sweep: where the sparse pass starts to pay (the first rows of one
 		 * 1M table): diag at K = 256, 512, 1024 (the default switches at
-		 * 1024), spherical at 1024, 2048, 4096 (it switches at 4096)
+		 * 1024), spherical at 1024, 2048, 4096 (it switches at 2048)
 		 */
 		const int64_t N = 1000000;
 		float *X = make_clustered(N, D, 2048, 1);

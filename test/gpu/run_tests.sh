@@ -25,18 +25,14 @@ if [ ${#data[@]} -eq 0 ]; then
 	exit $rc
 fi
 # every E pass: default (none asked: on an H100 the sparse pass for diag mixtures of K >= 1024
-# and spherical ones of K >= 4096, else h16; the test shapes take h16), h16 (FP16 tensor cores, dense, for D <= 128, pass 1 on wgmma on an H100;
+# and spherical ones of K >= 2048, else h16; the test shapes take h16), h16 (FP16 tensor cores, dense, for D <= 128, pass 1 on wgmma on an H100;
 # the 784-d data set and the streamed runs fall back to gemm), sparse (cuda/sparse.cuh, both
 # covariances), h16mma (h16 with pass 1 on mma.sync), gemm (cuBLAS over blocks of rows) and
 # fused (the fallback without cuBLAS); ESTEPS=h16 runs only that one
 for v in ${ESTEPS:-default h16 sparse h16mma gemm fused}; do
 	echo "=== E pass: $v"
-	if [ "$v" = default ]; then
-		env -u FLASHGMM_GPU_ESTEP OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)} \
-			"$B/gpu_test" "$B/flashgmm_cuda.so" "${data[@]}" || rc=1
-	else
-		FLASHGMM_GPU_ESTEP=$v OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)} \
-			"$B/gpu_test" "$B/flashgmm_cuda.so" "${data[@]}" || rc=1
-	fi
+	if [ "$v" = default ]; then estep=(-u FLASHGMM_GPU_ESTEP); else estep=("FLASHGMM_GPU_ESTEP=$v"); fi
+	env "${estep[@]}" OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)} \
+		"$B/gpu_test" "$B/flashgmm_cuda.so" "${data[@]}" || rc=1
 done
 exit $rc
