@@ -978,17 +978,22 @@ struct DevModel
 			 * the exact kernel makes their statistics), then the flagged
 			 * (flagged_stats makes theirs).
 			 */
-			for (int pass = 0; pass < 2; pass++)
-				for (int k = 0; k < K; k++)
+			for (int k = 0; k < K; k++)
+			{
+				const double b = sp::SCREEN_MARGIN +
+								 sp::SCREEN_SIGMAS * sp::U_FP16 * (std::isfinite(e[k]) ? e[k] : 1e300) / sq;
+				se[k] = (float) std::min(b, 1e30);
+				if (!f[k] && !(b <= sp::SCREEN_ERR_MAX))
 				{
-					const double b = sp::SCREEN_MARGIN +
-									 sp::SCREEN_SIGMAS * sp::U_FP16 * (std::isfinite(e[k]) ? e[k] : 1e300) / sq;
-					se[k] = (float) std::min(b, 1e30);
-					if (pass == 0 ? !f[k] && !(b <= sp::SCREEN_ERR_MAX) : f[k])
-					{
-						sf[k] = 1;
-						sfi.push_back(k);
-					}
+					sf[k] = 1;
+					sfi.push_back(k);
+				}
+			}
+			for (int k = 0; k < K; k++)	/* then the flagged */
+				if (f[k])
+				{
+					sf[k] = 1;
+					sfi.push_back(k);
 				}
 			CK(cudaMemcpyAsync(sflag, sf.data(), sizeof(int) * Kp, cudaMemcpyHostToDevice, g_s));
 			CK(cudaMemcpyAsync(serr, se.data(), sizeof(float) * Kp, cudaMemcpyHostToDevice, g_s));
@@ -1646,6 +1651,7 @@ struct EStep
 	 * (gmm_fit_params.deterministic) keeps the dense h16 pass.
 	 */
 	bool sparse = false;
+	bool sparse_auto = false;	/* sparse by the default (no FLASHGMM_GPU_ESTEP): it may back off on candidates */
 	bool deterministic = false;
 	struct SparseWork
 	{
@@ -1735,6 +1741,7 @@ struct EStep
 			return;
 		}
 		sparse = h16 && want_sparse(M->diag, M->Kp) && M->Kp % (M->diag ? wg::Cfg<true>::BN : wg::Cfg<false>::BN) == 0;
+		sparse_auto = sparse && !getenv("FLASHGMM_GPU_ESTEP");
 		/* h16: logZ of every row while small, as gemm; else one block's (pass 2 follows pass 1 per block) */
 		logz_rows = h16 && !(logz_rows_ >= src->N && src->N * 4 <= GEMM_LOGZ_FULL_MAX)
 						? std::max<int64_t>(hr.rows, sparse ? SPARSE_ROWS : 0) : logz_rows_;
@@ -1802,22 +1809,33 @@ struct EStep
 		unsigned nsum = nb;
 		if (mask)
 		{
-			/* the flagged components' scores from differences merged into logZ, SPARSE_FMAX at a time; the last
-			 * launch's block sums are those of the final logZ */
-			const size_t fbmax = sp::FlagSet::bytes(std::min(sp::SPARSE_FMAX, M->nflag), M->D, M->diag);
-			set_smem(sp::flag_lse_kernel, fbmax);
-			nsum = (unsigned) warp_rows_grid(nr, sp::flag_lse_kernel, fbmax);	/* (one grid: the last launch's sums count) */
-			for (int f0 = 0; f0 < M->nflag; f0 += sp::SPARSE_FMAX)
-			{
-				const int nf = std::min(sp::SPARSE_FMAX, M->nflag - f0);
-				const size_t fb = sp::FlagSet::bytes(nf, M->D, M->diag);
-				sp::flag_lse_kernel<<<nsum, sp::EXACT_WARPS * 32, fb, g_s>>>(x, nr, M->D, M->direct(), M->fidx + f0,
-																			  nf, lz, blockll);
-				CKL("flag_lse_kernel");
-			}
+			/* the flagged components' scores from differences merged into logZ (and its block sums) */
+			nsum = merge_flagged(x, nr, M->fidx, M->nflag, lz, blockll);
 		}
 		sum_kernel<<<1, 1024, 0, g_s>>>(blockll, nsum, ll, 1);
 		CKL("sum_kernel");
+	}
+	/*
+	 * Components fidx[0..n) scored from the differences and merged into lz
+	 * over rows x[0..nr) by flag_lse_kernel, SPARSE_FMAX at a time, every
+	 * launch on one grid, which it returns: the last launch's block sums
+	 * (blockll) are those of the final logZ.  best2: the screen's best lower
+	 * bounds, where lz holds nothing yet (the sparse pass).
+	 */
+	unsigned merge_flagged(const float *x, int64_t nr, const int *fidx, int n, float *lz, double *blockll,
+						   const float *best2 = nullptr)
+	{
+		const size_t fbmax = sp::FlagSet::bytes(std::min(sp::SPARSE_FMAX, n), M->D, M->diag);
+		set_smem(sp::flag_lse_kernel, fbmax);
+		const unsigned grid = (unsigned) warp_rows_grid(nr, sp::flag_lse_kernel, fbmax);
+		for (int f0 = 0; f0 < n; f0 += sp::SPARSE_FMAX)
+		{
+			const int nf = std::min(sp::SPARSE_FMAX, n - f0);
+			sp::flag_lse_kernel<<<grid, sp::EXACT_WARPS * 32, sp::FlagSet::bytes(nf, M->D, M->diag), g_s>>>(
+				x, nr, M->D, M->direct(), fidx + f0, nf, lz, blockll, best2);
+			CKL("flag_lse_kernel");
+		}
+		return grid;
 	}
 	/*
 	 * The dense h16 passes leave the flagged components out (constants -inf):
@@ -2058,15 +2076,7 @@ struct EStep
 			{
 				sp::neg_inf_kernel<<<256, 256, 0, g_s>>>(lzb, nr);
 				CKL("neg_inf_kernel");
-				for (int f0 = nse; f0 < nsf; f0 += sp::SPARSE_FMAX)
-				{
-					const int nf = std::min(sp::SPARSE_FMAX, nsf - f0);
-					const size_t fbl = sp::FlagSet::bytes(nf, D, M->diag);
-					set_smem(sp::flag_lse_kernel, fbl);
-					sp::flag_lse_kernel<<<warp_rows_grid(nr, sp::flag_lse_kernel, fbl), sp::EXACT_WARPS * 32, fbl, g_s>>>(
-						x, nr, D, dr, M->sfidx + f0, nf, lzb, nullptr, sc.best);
-					CKL("flag_lse_kernel");
-				}
+				merge_flagged(x, nr, M->sfidx + nse, nsf - nse, lzb, nullptr, sc.best);
 			}
 			const size_t fb = sp::FlagSet::bytes(nse, D, M->diag);
 			set_smem(sp::sparse_exact_kernel, fb);
@@ -2105,15 +2115,17 @@ struct EStep
 				flagged_stats(x, nr, lzb);
 			lap(3);
 		}
-		bool many = false;	/* candidates a row past SPARSE_CANDS_* (the default's choice only) */
-		if (last_chunk && !getenv("FLASHGMM_GPU_ESTEP") && dense_rows < nc)
+		/* the exact kernel's counts: [0] pairs in the statistics, [1] candidates scored */
+		unsigned long long np[2] = {0, 0};
+		const bool backoff_check = last_chunk && sparse_auto && dense_rows < nc;
+		if (backoff_check || profiling())
 		{
-			unsigned long long np[2] = {0, 0};
 			CK(cudaMemcpyAsync(np, sw.npairs, sizeof(np), cudaMemcpyDeviceToHost, g_s));
 			CK(cudaStreamSynchronize(g_s));
-			const double per = (M->diag ? SPARSE_CANDS_DIAG : SPARSE_CANDS_SPH) * Kp / 1024.0;
-			many = (double) np[1] > per * (double) (nc - dense_rows);
 		}
+		/* candidates a row past SPARSE_CANDS_* (the default's choice only) */
+		const bool many = backoff_check && (double) np[1] > (M->diag ? SPARSE_CANDS_DIAG : SPARSE_CANDS_SPH) * Kp /
+																 1024.0 * (double) (nc - dense_rows);
 		if ((dense_rows * 2 > nc || many) && last_chunk)
 		{
 			sparse_rest = sparse_backoff;
@@ -2125,9 +2137,6 @@ struct EStep
 			sw.seeded = true;
 		if (profiling())
 		{
-			unsigned long long np[2] = {0, 0};
-			CK(cudaMemcpyAsync(np, sw.npairs, sizeof(np), cudaMemcpyDeviceToHost, g_s));
-			CK(cudaStreamSynchronize(g_s));
 			fprintf(stderr, "flashgmm profile: sparse pass%s: screen max %.2f ms, collect (or one pass) %.2f, "
 					"collected again %.2f, exact %.2f, flush+flagged (+dense blocks) %.2f; %d screen-flagged components, "
 					"%lld rows overflowed, %lld rows dense, %lld collected again, %.2f candidates and %.2f pairs a row\n",
