@@ -3,6 +3,7 @@
  * never a test).
  *
  *   gpu_bench LIB [--quick] [--ten] [--big] [--core] [--small-d] [--assign] [--sparse] [--sweep] [--steady]
+ *             [--fit N K diag|sph]
  *     (1M-row shapes; --ten adds the 10M-row targets, --big N = 100M streamed;
  *      --quick leaves out the slow fused-kernel comparisons at 4096 and 10M;
  *      --small-d runs only h16 against gemm at D = 32, 64, 96; --assign only
@@ -10,7 +11,9 @@
  *      --sweep dense against sparse over rows and K, both covariances;
  *      --steady only 12-iteration fits at 1M rows, whose medians are past
  *      the first iterations' large moves from the random start, and the
- *      engine's own fit from its k-means++ seeding)
+ *      engine's own fit from its k-means++ seeding; --fit N K diag|sph only
+ *      that fit, 12 iterations, N rows (M suffix: millions) of --steady's
+ *      data, or --ten's from 10M rows, for FLASHGMM_GPU_PROFILE=1 and ncu)
  *
  * Per shape: ms per EM iteration (median of device-event times after a
  * warm-up iteration, X already on the device), TFLOP/s counting 12*N*K*D
@@ -466,17 +469,40 @@ static void cpu_em(const char *shape, const float *X, int64_t N, int K, int D, g
 	gmm_model_free(m);
 }
 
+/* the rows gathered so far, as a markdown table */
+static void print_table()
+{
+	printf("\n| shape | variant | ms/iter | TFLOP/s | of TF32 peak | peak dev MiB | note |\n|---|---|---:|---:|---:|---:|---|\n");
+	for (auto &r : rows)
+		printf("| %s | %s | %.3f | %.1f | %.1f%% | %.1f | %s |\n", r.shape, r.variant, r.ms, r.tflops, 100 * r.frac,
+			   r.peak_mib, r.note);
+	printf("\ncuBLAS peak on this card: TF32 %.1f, BF16 %.1f TFLOP/s\n", g_peak_tf32, g_peak_bf16);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2)
 	{
-		fprintf(stderr, "usage: %s LIB [--quick] [--ten] [--big] [--core] [--small-d] [--assign] [--sparse] [--sweep] [--steady]\n", argv[0]);
+		fprintf(stderr, "usage: %s LIB [--quick] [--ten] [--big] [--core] [--small-d] [--assign] [--sparse] [--sweep] [--steady] [--fit N K diag|sph]\n", argv[0]);
 		return 2;
 	}
 	bool quick = false, big = false, ten = false, core = false, small_d = false, assign = false, sparse = false, sweep = false,
 		 steady = false;
+	int64_t fit_n = 0;
+	int fit_k = 0;
+	gmm_cov_type fit_cov = GMM_COV_DIAG;
 	for (int i = 2; i < argc; i++)
 	{
+		if (!strcmp(argv[i], "--fit") && i + 3 < argc)
+		{
+			char *end;
+			fit_n = strtoll(argv[i + 1], &end, 10);
+			if (*end == 'M')
+				fit_n *= 1000000;
+			fit_k = atoi(argv[i + 2]);
+			fit_cov = !strcmp(argv[i + 3], "sph") ? GMM_COV_SPHERICAL : GMM_COV_DIAG;
+			i += 3;
+		}
 		if (!strcmp(argv[i], "--quick")) quick = true;
 		if (!strcmp(argv[i], "--ten")) ten = true;
 		if (!strcmp(argv[i], "--big")) big = true;
@@ -506,6 +532,18 @@ int main(int argc, char **argv)
 
 	const int D = 128;
 	const int P3 = GMM_GPU_PREC_3XTF32;
+	if (fit_n > 0 && fit_k > 0)
+	{
+		/* --fit: the engine's own fit of one shape (profiling) */
+		float *X = make_clustered(fit_n, D, fit_n >= 10000000 ? 4096 : 2048, fit_n >= 10000000 ? 2 : 1);
+		char sh[64];
+		snprintf(sh, sizeof(sh), "N=%lld K=%d D=128", (long long) fit_n, fit_k);
+		engine_fit(sh, X, fit_n, fit_k, D, fit_cov, 12, " (k-means++ start)");
+		free(X);
+		print_table();
+		cublasDestroy(h);
+		return 0;
+	}
 	if (assign)
 	{
 		/* --assign: only the h16 top-8 assignment of 1M rows (profiling) */
@@ -671,11 +709,7 @@ int main(int argc, char **argv)
 			printf("N=100M: could not allocate 51 GB of host memory\n");
 		free(X);
 	}
-	printf("\n| shape | variant | ms/iter | TFLOP/s | of TF32 peak | peak dev MiB | note |\n|---|---|---:|---:|---:|---:|---|\n");
-	for (auto &r : rows)
-		printf("| %s | %s | %.3f | %.1f | %.1f%% | %.1f | %s |\n", r.shape, r.variant, r.ms, r.tflops, 100 * r.frac,
-			   r.peak_mib, r.note);
-	printf("\ncuBLAS peak on this card: TF32 %.1f, BF16 %.1f TFLOP/s\n", g_peak_tf32, g_peak_bf16);
+	print_table();
 	cublasDestroy(h);
 	return 0;
 }
