@@ -831,6 +831,7 @@ struct DevModel
 	float h16_S = 0.f;			/* data scale; 0 = no h16 pass */
 	int h16_IN = 0;
 	__half *Wh = nullptr;
+	__half *Wst = nullptr;		/* W_hi as the one-product kernels' stage images (hopper.cuh, stage_images_kernel) */
 	float *colc16 = nullptr, *colp16 = nullptr;
 	float *c2l = nullptr;		/* [colc16 | colp16] x log2(e), for the one-product assignment */
 	int *h16bad = nullptr;
@@ -845,6 +846,7 @@ struct DevModel
 		h16_S = S;
 		h16_IN = h16::in_width(diag);
 		Wh = dalloc<__half>((size_t) Kp * 2 * h16_IN, "FP16 model");
+		Wst = dalloc<__half>((size_t) Kp * h16_IN, "FP16 model");	/* (O(K D): made whether or not wgmma runs) */
 		colc16 = dalloc<float>(Kp, "constants");
 		colp16 = dalloc<float>(Kp, "precisions");
 		h16bad = dalloc<int>(Kp, "flags");
@@ -950,6 +952,14 @@ struct DevModel
 			h16::prepare_h16_kernel<<<Kp, 128, 0, g_s>>>(mu, var, colc, K, Kp, D, diag, h16_S, h16_IN, Wh, colc16,
 														 colp16, h16bad);
 			CKL("prepare_h16_kernel");
+			if (Wst)
+			{
+				if (diag)
+					wg::stage_images_kernel<true><<<(Kp + 31) / 32, 256, 0, g_s>>>(Wh, Kp, Wst);
+				else
+					wg::stage_images_kernel<false><<<(Kp + 31) / 32, 256, 0, g_s>>>(Wh, Kp, Wst);
+				CKL("stage_images_kernel");
+			}
 			std::vector<int> bad(K);
 			CK(cudaMemcpyAsync(bad.data(), h16bad, sizeof(int) * K, cudaMemcpyDeviceToHost, g_s));
 			CK(cudaStreamSynchronize(g_s));
@@ -1987,7 +1997,7 @@ struct EStep
 			wg::Screen sc{sw.seed ? sw.seed + n0 + b0 : sw.smax, sw.cand, sw.count, sw.overflow, sw.orows,
 						  sp::SPARSE_CAP, sp::SPARSE_T * h16::L2E, slack * h16::L2E, sw.c2s + 3 * Kp};
 			/* the best from the lower bounds (c2s lo), the candidates from the upper bounds (c2s hi) */
-#define SCR_ARGS(LOHI) nullptr, nullptr, xs, ns, D, Kp, (const __half *) M->Wh, (const float *) sw.c2s + (LOHI) * Kp, \
+#define SCR_ARGS(LOHI) nullptr, nullptr, xs, ns, D, Kp, (const __half *) M->Wst, (const float *) sw.c2s + (LOHI) * Kp, \
 			(const float *) sw.c2s + 2 * Kp, 0, (float *) nullptr, (double *) nullptr, none, 1.f, 0, 0.f, \
 			(int32_t *) nullptr, (float *) nullptr, M->h16_S, s
 			/* rows xs[0..ns): one pass from the seeds, the best (c2s lo), or the candidates (c2s hi) */
@@ -3179,7 +3189,7 @@ void assign16(const DevModel &M, const __half *Xg, const float *xh, const float 
 	/* one product: the constants in log2 units */
 	const float *cc = one ? M.c2l : M.colc16, *cp = one ? M.c2l + M.Kp : M.colp16;
 #define AS16_ARGS                                                                                             \
-	nb, Xg, xh, x, nr, M.D, M.Kp, (const __half *) M.Wh, cc, cp, 0, (float *) nullptr, (double *) nullptr, dr, \
+	nb, Xg, xh, x, nr, M.D, M.Kp, (const __half *) (one ? M.Wst : M.Wh), cc, cp, 0, (float *) nullptr, (double *) nullptr, dr, \
 		invT, m, tau, comp, resp, M.h16_S
 #define AS16(DG, MM) \
 	(one ? launch_pass1<DG, MM, true>(AS16_ARGS) : launch_pass1<DG, MM, false>(AS16_ARGS))

@@ -126,6 +126,18 @@ __device__ __forceinline__ void fence_proxy_async()
 {
 	asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
+/* one arrival that also expects bytes more of asynchronous copies to complete on the mbarrier */
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes)
+{
+	asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+/* a bulk copy (the TMA unit, no tensor map) of bytes (a multiple of 16, both ends 16-byte aligned), completing on bar */
+__device__ __forceinline__ void bulk_g2s(uint32_t dst, const void *src, uint32_t bytes, uint32_t bar)
+{
+	asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
+				 "l"(src), "r"(bytes), "r"(bar)
+				 : "memory");
+}
 
 /* ---- wgmma ---- */
 /*
@@ -299,6 +311,29 @@ __device__ __forceinline__ void load_slice(uint8_t *dst, const __half *src, int6
 	{
 		const int r = i >> 3, q = i & 7;
 		h16::cp_async16(dst + r * 128 + ((q ^ (r & 7)) << 4), src + (int64_t) r * ld + q * 8);
+	}
+}
+
+/*
+ * The one-product kernels' model as the images of their ring stages
+ * (DevModel::Wst): stage (kt, c) is W_hi's rows kt BN .. kt BN + BN - 1,
+ * slice c (64 halves), in the 128-byte swizzle load_slice writes, so that
+ * one bulk copy of STAGE bytes by one producer thread fills a stage.  The
+ * 128 producer threads' cp.async and their address arithmetic were a
+ * quarter of the 1M x 1024 diag screen's warp samples (ncu, v10).
+ */
+template <bool DIAG>
+__global__ void stage_images_kernel(const __half *__restrict__ Wh, int Kp, __half *__restrict__ Wst)
+{
+	using G = Cfg<DIAG>;
+	constexpr int C = G::C, BN = G::BN;
+	for (int64_t i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < (int64_t) Kp * C * 8;
+		 i += (int64_t) gridDim.x * blockDim.x)
+	{
+		const int k = (int) (i / (C * 8)), c = (int) (i / 8 % C), q = (int) (i % 8), kt = k / BN, r = k % BN;
+		const uint4 v = *reinterpret_cast<const uint4 *>(Wh + (int64_t) k * 2 * G::IN + c * 64 + q * 8);
+		*reinterpret_cast<uint4 *>(reinterpret_cast<uint8_t *>(Wst) + ((int64_t) (kt * C + c) * BN + r) * 128 +
+								   ((q ^ (r & 7)) << 4)) = v;
 	}
 }
 
@@ -505,7 +540,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 	if (tid == 0)
 		for (int s = 0; s < NS; s++)
 		{
-			mbar_init(full(s), 128);		/* the producer's threads */
+			mbar_init(full(s), ONE ? 1 : 128);	/* the producer's threads (ONE: its bulk copies' thread) */
 			mbar_init(empty(s), 8);			/* the consumers' warps (lane 0 of each) */
 		}
 	if (SCREEN && tid < G::BM)
@@ -537,36 +572,61 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 	const int role = __shfl_sync(0xffffffffu, tid >> 7, 0);	/* warpgroup, provably warp-uniform */
 	if (role == 0)
 	{
-		setmaxnreg_dec<40>();
-		/* producer: stages in the consumers' order: per tile, per slice c: W_hi[c], W_lo[c] */
-		int n = 0;
-		for (int kt = 0; kt < ntiles; kt++)
-			for (int c = 0; c < C; c++)
-				for (int p = 0; p < PP; p++, n++)
-				{
-					const int slot = n % NS, use = n / NS;
-					if (use > 0)
-						mbar_wait(empty(slot), (use - 1) & 1);
-					/*
-					 * ONE: the tile's constants with its first stage.  Their slot
-					 * was last read NCT tiles ago: every consumer has released
-					 * this stage's previous use, NS / C <= 4 tiles back, so it is
-					 * past that tile's epilogue.
-					 */
-					if (ONE && c == 0)
+		if constexpr (ONE)
+		{
+			/*
+			 * ONE: Wh holds the stage images (stage_images_kernel); one thread
+			 * bulk-copies each stage, and with a tile's first stage its
+			 * constants, onto the stage's full barrier (the byte count expected
+			 * with its one arrival).  A constants slot was last read NCT tiles
+			 * ago: every consumer has released this stage's previous use, NS / C
+			 * <= 4 tiles back, so it is past that tile's epilogue.
+			 */
+			static_assert(!ONE || NS / C < NCT, "a constants slot outlives its tile's epilogue");
+			setmaxnreg_dec<40>();
+			if (tid == 0)
+			{
+				constexpr uint32_t CW = BN * 4;	/* bytes of one row of constants (colc, colp, cdl) */
+				constexpr uint32_t CBYTES = RG::CB0 + (SCR == SCREEN_ONEPASS ? CW : 0);
+				int n = 0;
+				for (int kt = 0; kt < ntiles; kt++)
+					for (int c = 0; c < C; c++, n++)
 					{
-						static_assert(!ONE || NS / C < NCT, "a constants slot outlives its tile's epilogue");
-						uint8_t *dst = gb + (sconst - base) + (kt % (NCT ? NCT : 1)) * CB;
-						constexpr int N0 = RG::CB0 / 16, N1 = N0 + (SCR == SCREEN_ONEPASS ? BN / 4 : 0);
-						for (int i = tid; i < N1; i += 128)
-							h16::cp_async16(dst + 16 * i, i < BN / 4 ? colc + kt * BN + 4 * i
-														  : i < N0 ? colp + kt * BN + 4 * (i - BN / 4)
-																   : sc.cdl + kt * BN + 4 * (i - N0));
+						const int slot = n % NS, use = n / NS;
+						if (use > 0)
+							mbar_wait(empty(slot), (use - 1) & 1);
+						const uint32_t bar = full(slot);
+						mbar_expect_tx(bar, G::STAGE + (c == 0 ? CBYTES : 0));
+						if (c == 0)
+						{
+							const uint32_t dst = sconst + (kt % (NCT ? NCT : 1)) * CB;
+							bulk_g2s(dst, colc + kt * BN, CW, bar);
+							if (!DIAG)
+								bulk_g2s(dst + CW, colp + kt * BN, CW, bar);
+							if (SCR == SCREEN_ONEPASS)
+								bulk_g2s(dst + RG::CB0, sc.cdl + kt * BN, CW, bar);
+						}
+						bulk_g2s(sring + slot * G::STAGE, Wh + ((int64_t) kt * C + c) * BN * 64, G::STAGE, bar);
 					}
-					load_slice(gb + G::ROWS + slot * G::STAGE, Wh + (int64_t) kt * BN * 2 * G::IN + p * G::IN + c * 64,
-							   2 * G::IN, BN, tid, 128);
-					cp_async_arrive(full(slot));	/* "full" once this thread's copies have landed */
-				}
+			}
+		}
+		else
+		{
+			setmaxnreg_dec<40>();
+			/* producer: stages in the consumers' order: per tile, per slice c: W_hi[c], W_lo[c] */
+			int n = 0;
+			for (int kt = 0; kt < ntiles; kt++)
+				for (int c = 0; c < C; c++)
+					for (int p = 0; p < PP; p++, n++)
+					{
+						const int slot = n % NS, use = n / NS;
+						if (use > 0)
+							mbar_wait(empty(slot), (use - 1) & 1);
+						load_slice(gb + G::ROWS + slot * G::STAGE, Wh + (int64_t) kt * BN * 2 * G::IN + p * G::IN + c * 64,
+								   2 * G::IN, BN, tid, 128);
+						cp_async_arrive(full(slot));	/* "full" once this thread's copies have landed */
+					}
+		}
 	}
 	else
 	{

@@ -13,7 +13,8 @@
  *      the first iterations' large moves from the random start, and the
  *      engine's own fit from its k-means++ seeding; --fit N K diag|sph only
  *      that fit, 12 iterations, N rows (M suffix: millions) of --steady's
- *      data, or --ten's from 10M rows, for FLASHGMM_GPU_PROFILE=1 and ncu)
+ *      data, or --ten's from 10M rows, with FLASHGMM_GPU_ESTEP's E pass if
+ *      set, for FLASHGMM_GPU_PROFILE=1 and ncu)
  *
  * Per shape: ms per EM iteration (median of device-event times after a
  * warm-up iteration, X already on the device), TFLOP/s counting 12*N*K*D
@@ -538,7 +539,8 @@ int main(int argc, char **argv)
 		float *X = make_clustered(fit_n, D, fit_n >= 10000000 ? 4096 : 2048, fit_n >= 10000000 ? 2 : 1);
 		char sh[64];
 		snprintf(sh, sizeof(sh), "N=%lld K=%d D=128", (long long) fit_n, fit_k);
-		engine_fit(sh, X, fit_n, fit_k, D, fit_cov, 12, " (k-means++ start)");
+		const char *e = getenv("FLASHGMM_GPU_ESTEP");	/* (use_estep sets it: read it first) */
+		engine_fit(sh, X, fit_n, fit_k, D, fit_cov, 12, " (k-means++ start)", e ? strdup(e) : "default");
 		free(X);
 		print_table();
 		cublasDestroy(h);
