@@ -831,7 +831,7 @@ struct DevModel
 	float h16_S = 0.f;			/* data scale; 0 = no h16 pass */
 	int h16_IN = 0;
 	__half *Wh = nullptr;
-	__half *Wst = nullptr;		/* W_hi as the one-product kernels' stage images (hopper.cuh, stage_images_kernel) */
+	__half *Wst = nullptr;		/* Wh as lse_wg_kernel's stage images (hopper.cuh, stage_images_kernel) */
 	float *colc16 = nullptr, *colp16 = nullptr;
 	float *c2l = nullptr;		/* [colc16 | colp16] x log2(e), for the one-product assignment */
 	int *h16bad = nullptr;
@@ -846,7 +846,7 @@ struct DevModel
 		h16_S = S;
 		h16_IN = h16::in_width(diag);
 		Wh = dalloc<__half>((size_t) Kp * 2 * h16_IN, "FP16 model");
-		Wst = dalloc<__half>((size_t) Kp * h16_IN, "FP16 model");	/* (O(K D): made whether or not wgmma runs) */
+		Wst = dalloc<__half>((size_t) Kp * 2 * h16_IN, "FP16 model");	/* (O(K D): made whether or not wgmma runs) */
 		colc16 = dalloc<float>(Kp, "constants");
 		colp16 = dalloc<float>(Kp, "precisions");
 		h16bad = dalloc<int>(Kp, "flags");
@@ -955,9 +955,9 @@ struct DevModel
 			if (Wst)
 			{
 				if (diag)
-					wg::stage_images_kernel<true><<<(Kp + 31) / 32, 256, 0, g_s>>>(Wh, Kp, Wst);
+					wg::stage_images_kernel<true><<<(Kp + 15) / 16, 256, 0, g_s>>>(Wh, Kp, Wst);
 				else
-					wg::stage_images_kernel<false><<<(Kp + 31) / 32, 256, 0, g_s>>>(Wh, Kp, Wst);
+					wg::stage_images_kernel<false><<<(Kp + 15) / 16, 256, 0, g_s>>>(Wh, Kp, Wst);
 				CKL("stage_images_kernel");
 			}
 			std::vector<int> bad(K);
@@ -1807,7 +1807,7 @@ struct EStep
 		Direct dr = M->direct();
 		if (mask)
 			dr.any = 0;
-#define A16 hr.Xg, (const float *) hr.xh, x, nr, M->D, M->Kp, (const __half *) M->Wh, \
+#define A16 hr.Xg, (const float *) hr.xh, x, nr, M->D, M->Kp, (const __half *) (use_wgmma() ? M->Wst : M->Wh), \
 			(const float *) (mask ? M->colc16m : M->colc16), (const float *) M->colp16, (int) hard, lz, blockll, dr, 1.f, \
 			0, 0.f, (int32_t *) nullptr, (float *) nullptr, M->h16_S
 		if (M->diag)
@@ -3189,7 +3189,7 @@ void assign16(const DevModel &M, const __half *Xg, const float *xh, const float 
 	/* one product: the constants in log2 units */
 	const float *cc = one ? M.c2l : M.colc16, *cp = one ? M.c2l + M.Kp : M.colp16;
 #define AS16_ARGS                                                                                             \
-	nb, Xg, xh, x, nr, M.D, M.Kp, (const __half *) (one ? M.Wst : M.Wh), cc, cp, 0, (float *) nullptr, (double *) nullptr, dr, \
+	nb, Xg, xh, x, nr, M.D, M.Kp, (const __half *) (use_wgmma() ? M.Wst : M.Wh), cc, cp, 0, (float *) nullptr, (double *) nullptr, dr, \
 		invT, m, tau, comp, resp, M.h16_S
 #define AS16(DG, MM) \
 	(one ? launch_pass1<DG, MM, true>(AS16_ARGS) : launch_pass1<DG, MM, false>(AS16_ARGS))

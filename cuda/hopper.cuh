@@ -6,7 +6,7 @@
  * defined, below):
  * Same inputs, outputs and precision as half.cuh's lse16_kernel, which it
  * replaces on cc 9.0 devices: the block's FP16 [hi | lo] rows (Xg, from
- * convert16_kernel), the FP16 [hi | lo] model (Wh), three products per score
+ * convert16_kernel), the FP16 [hi | lo] model (Wh, as stage images), three products per score
  * (x_hi.W_hi + x_lo.W_hi + x_hi.W_lo), the same epilogue (online
  * log-sum-exp in log2 units, flagged components scored from differences,
  * assign_kernel's top-m rules).  What differs is how the products run:
@@ -16,8 +16,10 @@
  *     moves registers from the producer (40) to the consumers (232).
  *   - The rows stay in shared memory for the whole walk over the components;
  *     the model streams through a ring of NS stages, one stage = one 64-half
- *     (128-byte) slice of the hi or the lo part of BN model rows.  The
- *     producer fills stages with cp.async and signals "full" mbarriers; the
+ *     (128-byte) slice of the hi or the lo part of BN model rows.  One
+ *     producer thread fills each stage with one bulk copy (cp.async.bulk)
+ *     of its image, the model laid out as the stages (Wst,
+ *     stage_images_kernel), completing on the stage's "full" mbarrier; the
  *     consumers signal "empty" when the wgmma reading a stage has completed.
  *   - Both operands are K-major in the 128-byte swizzled layout wgmma reads
  *     (16-byte chunk j of row r stored at chunk j ^ (r % 8)), so every k-step
@@ -35,9 +37,12 @@
  *     warpgroup, tile kt + 1's products issued before tile kt's epilogue
  *     (ptxas serialises the wgmma: C7514/C7515; 9.0-9.4 ms against 8.8).
  *
- * The producer's cp.async writes are generic-proxy writes: each consumer
- * thread runs fence.proxy.async after its "full" wait, before its wgmma
- * (async proxy) read them.
+ * The stages' bulk copies are async-proxy writes that complete on the
+ * mbarrier, which is all wgmma needs; each consumer thread still runs
+ * fence.proxy.async after its "full" wait, from when the producer wrote
+ * them with cp.async (generic proxy); ncu put 0.4% of the screen's samples
+ * on it.  The rows (prologue: generic stores) are fenced where written.
+ * Pass 2's producer still uses cp.async.
  */
 #pragma once
 #include "half.cuh"
@@ -315,25 +320,31 @@ __device__ __forceinline__ void load_slice(uint8_t *dst, const __half *src, int6
 }
 
 /*
- * The one-product kernels' model as the images of their ring stages
- * (DevModel::Wst): stage (kt, c) is W_hi's rows kt BN .. kt BN + BN - 1,
+ * The model as the images of lse_wg_kernel's ring stages (DevModel::Wst):
+ * image (kt, c, p) is part p (W_hi, W_lo) of rows kt BN .. kt BN + BN - 1,
  * slice c (64 halves), in the 128-byte swizzle load_slice writes, so that
- * one bulk copy of STAGE bytes by one producer thread fills a stage.  The
- * 128 producer threads' cp.async and their address arithmetic were a
- * quarter of the 1M x 1024 diag screen's warp samples (ncu, v10).
+ * one bulk copy of STAGE bytes by one producer thread fills a stage (the
+ * one-product kernels read the p = 0 images only).  The 128 producer
+ * threads' cp.async and their address arithmetic were a quarter of the
+ * 1M x 1024 diag screen's warp samples (ncu, v10).
  */
+template <bool DIAG>
+__device__ __forceinline__ int64_t stage_image(int kt, int c, int p)
+{
+	return (((int64_t) kt * Cfg<DIAG>::C + c) * 2 + p) * Cfg<DIAG>::BN * 64;	/* (halves) */
+}
 template <bool DIAG>
 __global__ void stage_images_kernel(const __half *__restrict__ Wh, int Kp, __half *__restrict__ Wst)
 {
 	using G = Cfg<DIAG>;
 	constexpr int C = G::C, BN = G::BN;
-	for (int64_t i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < (int64_t) Kp * C * 8;
+	for (int64_t i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < (int64_t) Kp * 2 * C * 8;
 		 i += (int64_t) gridDim.x * blockDim.x)
 	{
-		const int k = (int) (i / (C * 8)), c = (int) (i / 8 % C), q = (int) (i % 8), kt = k / BN, r = k % BN;
-		const uint4 v = *reinterpret_cast<const uint4 *>(Wh + (int64_t) k * 2 * G::IN + c * 64 + q * 8);
-		*reinterpret_cast<uint4 *>(reinterpret_cast<uint8_t *>(Wst) + ((int64_t) (kt * C + c) * BN + r) * 128 +
-								   ((q ^ (r & 7)) << 4)) = v;
+		const int k = (int) (i / (2 * C * 8)), p = (int) (i / (C * 8) % 2), c = (int) (i / 8 % C), q = (int) (i % 8);
+		const int kt = k / BN, r = k % BN;
+		const uint4 v = *reinterpret_cast<const uint4 *>(Wh + (int64_t) k * 2 * G::IN + p * G::IN + c * 64 + q * 8);
+		*reinterpret_cast<uint4 *>(Wst + stage_image<DIAG>(kt, c, p) + r * 64 + (((q ^ (r & 7)) << 4) >> 1)) = v;
 	}
 }
 
@@ -503,7 +514,7 @@ struct Screen
 template <bool DIAG, int MAXM, bool ONE = false, int SCR = SCREEN_NONE>
 __global__ void __launch_bounds__(Cfg<DIAG>::THREADS, 1)
 lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const float *__restrict__ X,
-			  int64_t nrows, int D, int Kp, const __half *__restrict__ Wh, const float *__restrict__ colc,
+			  int64_t nrows, int D, int Kp, const __half *__restrict__ Wst, const float *__restrict__ colc,
 			  const float *__restrict__ colp, int hard, float *__restrict__ logZ, double *__restrict__ blockll,
 			  Direct dr, float invT, int m_out, float tau, int32_t *__restrict__ out_comp,
 			  float *__restrict__ out_resp, float S, Screen sc = Screen())
@@ -540,7 +551,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 	if (tid == 0)
 		for (int s = 0; s < NS; s++)
 		{
-			mbar_init(full(s), ONE ? 1 : 128);	/* the producer's threads (ONE: its bulk copies' thread) */
+			mbar_init(full(s), 1);			/* the producer's bulk copies' thread */
 			mbar_init(empty(s), 8);			/* the consumers' warps (lane 0 of each) */
 		}
 	if (SCREEN && tid < G::BM)
@@ -572,48 +583,21 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 	const int role = __shfl_sync(0xffffffffu, tid >> 7, 0);	/* warpgroup, provably warp-uniform */
 	if (role == 0)
 	{
-		if constexpr (ONE)
+		/*
+		 * Producer: stages in the consumers' order, per tile, per slice c:
+		 * W_hi[c] (and W_lo[c]), from the stage images Wst (stage_images_kernel)
+		 * by one thread, each a bulk copy onto the stage's full barrier (the
+		 * byte count expected with its one arrival).  ONE: with a tile's
+		 * first stage, its constants.  A constants slot was last read NCT
+		 * tiles ago: every consumer has released this stage's previous use,
+		 * NS / C <= 4 tiles back, so it is past that tile's epilogue.
+		 */
+		static_assert(!ONE || NS / C < NCT, "a constants slot outlives its tile's epilogue");
+		setmaxnreg_dec<40>();
+		if (tid == 0)
 		{
-			/*
-			 * ONE: Wh holds the stage images (stage_images_kernel); one thread
-			 * bulk-copies each stage, and with a tile's first stage its
-			 * constants, onto the stage's full barrier (the byte count expected
-			 * with its one arrival).  A constants slot was last read NCT tiles
-			 * ago: every consumer has released this stage's previous use, NS / C
-			 * <= 4 tiles back, so it is past that tile's epilogue.
-			 */
-			static_assert(!ONE || NS / C < NCT, "a constants slot outlives its tile's epilogue");
-			setmaxnreg_dec<40>();
-			if (tid == 0)
-			{
-				constexpr uint32_t CW = BN * 4;	/* bytes of one row of constants (colc, colp, cdl) */
-				constexpr uint32_t CBYTES = RG::CB0 + (SCR == SCREEN_ONEPASS ? CW : 0);
-				int n = 0;
-				for (int kt = 0; kt < ntiles; kt++)
-					for (int c = 0; c < C; c++, n++)
-					{
-						const int slot = n % NS, use = n / NS;
-						if (use > 0)
-							mbar_wait(empty(slot), (use - 1) & 1);
-						const uint32_t bar = full(slot);
-						mbar_expect_tx(bar, G::STAGE + (c == 0 ? CBYTES : 0));
-						if (c == 0)
-						{
-							const uint32_t dst = sconst + (kt % (NCT ? NCT : 1)) * CB;
-							bulk_g2s(dst, colc + kt * BN, CW, bar);
-							if (!DIAG)
-								bulk_g2s(dst + CW, colp + kt * BN, CW, bar);
-							if (SCR == SCREEN_ONEPASS)
-								bulk_g2s(dst + RG::CB0, sc.cdl + kt * BN, CW, bar);
-						}
-						bulk_g2s(sring + slot * G::STAGE, Wh + ((int64_t) kt * C + c) * BN * 64, G::STAGE, bar);
-					}
-			}
-		}
-		else
-		{
-			setmaxnreg_dec<40>();
-			/* producer: stages in the consumers' order: per tile, per slice c: W_hi[c], W_lo[c] */
+			constexpr uint32_t CW = BN * 4;	/* bytes of one row of constants (colc, colp, cdl) */
+			constexpr uint32_t CBYTES = ONE ? RG::CB0 + (SCR == SCREEN_ONEPASS ? CW : 0) : 0;
 			int n = 0;
 			for (int kt = 0; kt < ntiles; kt++)
 				for (int c = 0; c < C; c++)
@@ -622,9 +606,18 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 						const int slot = n % NS, use = n / NS;
 						if (use > 0)
 							mbar_wait(empty(slot), (use - 1) & 1);
-						load_slice(gb + G::ROWS + slot * G::STAGE, Wh + (int64_t) kt * BN * 2 * G::IN + p * G::IN + c * 64,
-								   2 * G::IN, BN, tid, 128);
-						cp_async_arrive(full(slot));	/* "full" once this thread's copies have landed */
+						const uint32_t bar = full(slot);
+						mbar_expect_tx(bar, G::STAGE + (c == 0 ? CBYTES : 0));
+						if (ONE && c == 0)
+						{
+							const uint32_t dst = sconst + (kt % (NCT ? NCT : 1)) * CB;
+							bulk_g2s(dst, colc + kt * BN, CW, bar);
+							if (!DIAG)
+								bulk_g2s(dst + CW, colp + kt * BN, CW, bar);
+							if (SCR == SCREEN_ONEPASS)
+								bulk_g2s(dst + RG::CB0, sc.cdl + kt * BN, CW, bar);
+						}
+						bulk_g2s(sring + slot * G::STAGE, Wst + stage_image<DIAG>(kt, c, p), G::STAGE, bar);
 					}
 		}
 	}
