@@ -445,6 +445,24 @@ __device__ __forceinline__ void prefetch_l2(const void *p, int64_t bytes, int ti
 
 /* the two consumer warpgroups (threads 128..383) meet: named barrier 1 */
 __device__ __forceinline__ void consumers_sync() { asm volatile("bar.sync 1, 256;\n" ::: "memory"); }
+/*
+ * The consumer warpgroups take turns issuing their products (named barriers
+ * 2 and 3, one per warpgroup, 256 threads each: the waiting warpgroup's sync
+ * and the other's arrive), so that one's epilogue runs while the other's
+ * products keep the tensor cores busy, rather than both issuing, waiting
+ * and running their epilogues at the same time (FlashAttention-3's
+ * "ping-pong" scheduling).  Spherical only: H100, against both issuing
+ * together, the dense spherical pass 6.73 -> 6.45 ms an iteration at 1M x
+ * 1024 (k-means++ start 6.01 -> 5.76), its screen 1.94 -> 1.86 ms a pass,
+ * while the diag screens lost (1M x 4096: 6.00 -> 6.23 ms a pass; their
+ * epilogues are shorter than the two products' wait).  FGC_PINGPONG=0 at
+ * build time turns it off.
+ */
+#ifndef FGC_PINGPONG
+#define FGC_PINGPONG 1
+#endif
+__device__ __forceinline__ void turn_wait(int wgi) { asm volatile("bar.sync %0, 256;\n" ::"r"(2 + wgi) : "memory"); }
+__device__ __forceinline__ void turn_pass(int wgi) { asm volatile("bar.arrive %0, 256;\n" ::"r"(3 - wgi) : "memory"); }
 
 /* one arrival per warp on an mbarrier (a consumer warp is done with a stage) */
 __device__ __forceinline__ void warp_arrive(uint32_t bar, int lane)
@@ -854,9 +872,14 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 		{
 			/* d = x_hi.W_hi + x_lo.W_hi + x_hi.W_lo: one commit group per tile, stages released when it completes */
 			float d[NR];
+			constexpr bool PINGPONG = FGC_PINGPONG && !DIAG;
+			if (PINGPONG && wgi == 1)
+				turn_pass(wgi);	/* warpgroup 0 issues first */
 			for (int kt = 0; kt < ntiles; kt++)
 			{
 				const int n0 = kt * PP * C;
+				if (PINGPONG)
+					turn_wait(wgi);
 				wg_fence();
 #pragma unroll
 				for (int c = 0; c < C; c++)
@@ -877,6 +900,8 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 					}
 				}
 				wg_commit();
+				if (PINGPONG && !(wgi == 1 && kt == ntiles - 1))	/* (every turn_wait met by one turn_pass) */
+					turn_pass(wgi);
 				if constexpr (!ONE)
 					load_constants(kt);
 				wg_wait<0>();
