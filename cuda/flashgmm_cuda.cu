@@ -952,14 +952,11 @@ struct DevModel
 			h16::prepare_h16_kernel<<<Kp, 128, 0, g_s>>>(mu, var, colc, K, Kp, D, diag, h16_S, h16_IN, Wh, colc16,
 														 colp16, h16bad);
 			CKL("prepare_h16_kernel");
-			if (Wst)
-			{
-				if (diag)
-					wg::stage_images_kernel<true><<<(Kp + 15) / 16, 256, 0, g_s>>>(Wh, Kp, Wst);
-				else
-					wg::stage_images_kernel<false><<<(Kp + 15) / 16, 256, 0, g_s>>>(Wh, Kp, Wst);
-				CKL("stage_images_kernel");
-			}
+			if (diag)
+				wg::stage_images_kernel<true><<<(Kp + 15) / 16, 256, 0, g_s>>>(Wh, Kp, Wst);
+			else
+				wg::stage_images_kernel<false><<<(Kp + 15) / 16, 256, 0, g_s>>>(Wh, Kp, Wst);
+			CKL("stage_images_kernel");
 			std::vector<int> bad(K);
 			CK(cudaMemcpyAsync(bad.data(), h16bad, sizeof(int) * K, cudaMemcpyDeviceToHost, g_s));
 			CK(cudaStreamSynchronize(g_s));
@@ -1264,6 +1261,11 @@ bool assign_one_product(bool diag)
  * nblocks blocks of 128 rows; ONE: one product per score (assignment on
  * wgmma only).
  */
+/* the model as the kernel launch_pass1 picks reads it: stage images on wgmma, Wh on mma.sync */
+const __half *pass1_model(const DevModel &M)
+{
+	return use_wgmma() ? M.Wst : M.Wh;
+}
 template <bool DG, int MM, bool ONE = false, class... A>
 void launch_pass1(unsigned nblocks, A... args)
 {
@@ -1807,7 +1809,7 @@ struct EStep
 		Direct dr = M->direct();
 		if (mask)
 			dr.any = 0;
-#define A16 hr.Xg, (const float *) hr.xh, x, nr, M->D, M->Kp, (const __half *) (use_wgmma() ? M->Wst : M->Wh), \
+#define A16 hr.Xg, (const float *) hr.xh, x, nr, M->D, M->Kp, pass1_model(*M), \
 			(const float *) (mask ? M->colc16m : M->colc16), (const float *) M->colp16, (int) hard, lz, blockll, dr, 1.f, \
 			0, 0.f, (int32_t *) nullptr, (float *) nullptr, M->h16_S
 		if (M->diag)
@@ -3189,7 +3191,7 @@ void assign16(const DevModel &M, const __half *Xg, const float *xh, const float 
 	/* one product: the constants in log2 units */
 	const float *cc = one ? M.c2l : M.colc16, *cp = one ? M.c2l + M.Kp : M.colp16;
 #define AS16_ARGS                                                                                             \
-	nb, Xg, xh, x, nr, M.D, M.Kp, (const __half *) (use_wgmma() ? M.Wst : M.Wh), cc, cp, 0, (float *) nullptr, (double *) nullptr, dr, \
+	nb, Xg, xh, x, nr, M.D, M.Kp, pass1_model(M), cc, cp, 0, (float *) nullptr, (double *) nullptr, dr, \
 		invT, m, tau, comp, resp, M.h16_S
 #define AS16(DG, MM) \
 	(one ? launch_pass1<DG, MM, true>(AS16_ARGS) : launch_pass1<DG, MM, false>(AS16_ARGS))
