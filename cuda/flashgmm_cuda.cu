@@ -2005,7 +2005,12 @@ struct EStep
 			/* rows xs[0..ns): one pass from the seeds, the best (c2s lo), or the candidates (c2s hi) */
 			auto screen = [&](auto kd, auto kf, int lohi, const char *what, const float *xs, int64_t ns,
 							  const wg::Screen &s) {
-				const unsigned nb = (unsigned) (H16Rows::padded(ns) / h16::BM1);
+				unsigned nb = (unsigned) (H16Rows::padded(ns) / h16::BM1);
+				/* persistent (hopper.cuh): one CTA an SM looping over the row blocks; FLASHGMM_GPU_SCREEN_PERSIST=0: one a block */
+				static const bool persist =
+					!(getenv("FLASHGMM_GPU_SCREEN_PERSIST") && atoi(getenv("FLASHGMM_GPU_SCREEN_PERSIST")) == 0);
+				if (persist)
+					nb = std::min<unsigned>(nb, (unsigned) g_prop.multiProcessorCount);
 				if (M->diag)
 					kd<<<nb, wg::Cfg<true>::THREADS, smw, g_s>>>(SCR_ARGS(lohi));
 				else

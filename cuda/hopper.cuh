@@ -81,8 +81,8 @@ struct Ring
 	static constexpr int NCT = ONE ? 8 : 0;						/* tiles of constants */
 	static constexpr int CB0 = (DIAG ? 4 : 8) * Cfg<DIAG>::BN;	/* colc [, colp] of one tile */
 	static constexpr int CB = CB0 + (ONE ? 4 * Cfg<DIAG>::BN : 0);	/* bytes of one tile's constants */
-	static constexpr int XH = ONE ? 4 * Cfg<DIAG>::BM : 0;		/* the rows' ||x S||^2 / 2 */
-	static constexpr size_t BYTES = (size_t) NS * Cfg<DIAG>::STAGE + (size_t) NCT * CB + XH + 2 * NS * 8;
+	static constexpr int XH = ONE ? 8 * Cfg<DIAG>::BM : 0;		/* the rows' ||x S||^2 / 2, two buffers (persistent screens) */
+	static constexpr size_t BYTES = (size_t) NS * Cfg<DIAG>::STAGE + (size_t) NCT * CB + XH + 2 * NS * 8 + (ONE ? 32 : 0);
 };
 
 template <bool DIAG, bool ONE = false>
@@ -443,6 +443,107 @@ __device__ __forceinline__ void prefetch_l2(const void *p, int64_t bytes, int ti
 		asm volatile("prefetch.global.L2 [%0];" ::"l"(c + o));
 }
 
+/*
+ * A persistent screen's next row block (row0: its first row) converted by
+ * the producer warpgroup's warps 1..3 (cw: 0..2) into a second rows buffer
+ * while the consumers work on the current block: the same values in the
+ * same places as convert_rows (dst, xhs: that buffer's), with all of a
+ * batch's loads issued first (the producer's 40 registers).  Three warps
+ * have few loads in flight, and at K = 1024 a block's products take about
+ * as long as 128 rows' loads one batch after another (v11: two scalar rows
+ * a warp lost 7% there), so where rows are 16-byte aligned (D % 4 == 0)
+ * one float4 a lane covers a row and a batch is RB4 rows.  The caller
+ * fences and arrives once its rows are written.
+ */
+template <bool DIAG>
+__device__ __forceinline__ void convert_rows_next(uint8_t *dst, float *xhs, const float *__restrict__ X, int64_t row0,
+												  int64_t nrows, int D, float S, int cw, int lane)
+{
+	using G = Cfg<DIAG>;
+	auto put = [&](int r, int c, __half2 h) {
+		const int sl = c >> 6, q = (c & 63) >> 3;
+		*reinterpret_cast<__half2 *>(dst + (sl * G::BM + r) * 128 + ((q ^ (r & 7)) << 4) + (c & 7) * 2) = h;
+	};
+	/* a row's ||x S||^2 / 2 from its lanes' parts */
+	auto norm = [&](int r, float n2) {
+#pragma unroll
+		for (int o = 16; o > 0; o >>= 1)
+			n2 += __shfl_xor_sync(0xffffffffu, n2, o);
+		if (lane == 0 && r < G::BM)
+			xhs[r] = 0.5f * n2;
+	};
+	if ((D & 3) == 0 && (reinterpret_cast<uintptr_t>(X) & 15) == 0)
+	{
+		constexpr int RB4 = 4;
+		const int c = 4 * lane;	/* (c, c + 2: one 16-byte chunk of the swizzled row) */
+		for (int rb = cw * RB4; rb < G::BM; rb += 3 * RB4)
+		{
+			float4 v[RB4];
+#pragma unroll
+			for (int i = 0; i < RB4; i++)
+			{
+				const int64_t gr = row0 + rb + i;
+				v[i] = (rb + i < G::BM && gr < nrows && c < D) ? __ldg(reinterpret_cast<const float4 *>(X + gr * D + c))
+															 : make_float4(0.f, 0.f, 0.f, 0.f);
+			}
+#pragma unroll
+			for (int i = 0; i < RB4; i++)
+			{
+				const int r = rb + i;
+				const float x0 = v[i].x * S, x1 = v[i].y * S, x2 = v[i].z * S, x3 = v[i].w * S;
+				if (r < G::BM)
+				{
+					put(r, c, __floats2half2_rn(x0, x1));
+					put(r, c + 2, __floats2half2_rn(x2, x3));
+					if (DIAG)
+					{
+						put(r, h16::DMAX + c, __floats2half2_rn(x0 * x0, x1 * x1));
+						put(r, h16::DMAX + c + 2, __floats2half2_rn(x2 * x2, x3 * x3));
+					}
+				}
+				norm(r, fmaf(x0, x0, fmaf(x1, x1, fmaf(x2, x2, x3 * x3))));
+			}
+		}
+		return;
+	}
+	constexpr int RB = 2;
+	for (int rb = cw * RB; rb < G::BM; rb += 3 * RB)
+	{
+		float v[RB][4];
+#pragma unroll
+		for (int i = 0; i < RB; i++)
+		{
+			const int64_t gr = row0 + rb + i;
+#pragma unroll
+			for (int u = 0; u < 4; u++)
+			{
+				const int c = 2 * lane + (u >> 1) * 64 + (u & 1);
+				v[i][u] = (rb + i < G::BM && gr < nrows && c < D) ? __ldg(X + gr * D + c) * S : 0.f;
+			}
+		}
+#pragma unroll
+		for (int i = 0; i < RB; i++)
+		{
+			const int r = rb + i;
+			float n2 = 0.f;
+#pragma unroll
+			for (int p = 0; p < 2; p++)
+			{
+				const float v0 = v[i][2 * p], v1 = v[i][2 * p + 1];
+				const int c = 2 * lane + p * 64;
+				n2 = fmaf(v0, v0, fmaf(v1, v1, n2));
+				if (r < G::BM)
+				{
+					put(r, c, __floats2half2_rn(v0, v1));
+					if (DIAG)
+						put(r, h16::DMAX + c, __floats2half2_rn(v0 * v0, v1 * v1));
+				}
+			}
+			norm(r, n2);
+		}
+	}
+}
+
 /* the two consumer warpgroups (threads 128..383) meet: named barrier 1 */
 __device__ __forceinline__ void consumers_sync() { asm volatile("bar.sync 1, 256;\n" ::: "memory"); }
 /*
@@ -528,6 +629,16 @@ struct Screen
  * with the tiles' constants (colc, colp: here already in log2 units, the
  * model's c2l); the rows' unused lo part holds the insertion scratch of
  * rows_tile_compact.
+ *
+ * The screens (SCR != SCREEN_NONE) are persistent when launched with fewer
+ * blocks than row blocks: a CTA takes row blocks blockIdx.x, + gridDim.x,
+ * ..., and while the consumers work on one, the producer warpgroup's warps
+ * 1..3 (idle since one thread streams the ring) convert the next one's rows
+ * into the other rows buffer (the lo half, which one product leaves free),
+ * so no prologue stands between blocks (ncu: 17-22% of the screen's warp
+ * samples; cuda/NOTES.md v9, v10).  rows_full[b]: buffer b converted (the
+ * three warps); rows_free[b]: the consumers are done with buffer b (their
+ * eight warps).  Stage and constants-slot numbering run on across blocks.
  */
 template <bool DIAG, int MAXM, bool ONE = false, int SCR = SCREEN_NONE>
 __global__ void __launch_bounds__(Cfg<DIAG>::THREADS, 1)
@@ -559,9 +670,12 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 	float *xhs = reinterpret_cast<float *>(gb + (sxh - base));	/* ONE: the rows' ||x S||^2 / 2 */
 	auto full = [&](int s) { return sbar + 8 * s; };
 	auto empty = [&](int s) { return sbar + 8 * (NS + s); };
+	auto rows_full = [&](int b) { return sbar + 8 * (2 * NS + b); };	/* persistent screens (above) */
+	auto rows_free = [&](int b) { return sbar + 8 * (2 * NS + 2 + b); };
 
 	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
-	const int64_t row0 = (int64_t) blockIdx.x * G::BM;
+	const int64_t row0 = (int64_t) blockIdx.x * G::BM;	/* (the CTA's first row block) */
+	const int64_t nblk = (nrows + G::BM - 1) / G::BM;
 	const int ntiles = Kp / BN;
 	if (!ASSIGN)
 		invT = 1.f;
@@ -571,6 +685,12 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 		{
 			mbar_init(full(s), 1);			/* the producer's bulk copies' thread */
 			mbar_init(empty(s), 8);			/* the consumers' warps (lane 0 of each) */
+		}
+	if (SCREEN && tid == 0)
+		for (int b = 0; b < 2; b++)
+		{
+			mbar_init(rows_full(b), 3);		/* the converting warps (lane 0 of each) */
+			mbar_init(rows_free(b), 8);		/* the consumers' warps */
 		}
 	if (SCREEN && tid < G::BM)
 		scnt[tid] = 0;	/* (every row's count is written before it is read; kept as measured) */
@@ -616,27 +736,54 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 		{
 			constexpr uint32_t CW = BN * 4;	/* bytes of one row of constants (colc, colp, cdl) */
 			constexpr uint32_t CBYTES = ONE ? RG::CB0 + (SCR == SCREEN_ONEPASS ? CW : 0) : 0;
-			int n = 0;
-			for (int kt = 0; kt < ntiles; kt++)
-				for (int c = 0; c < C; c++)
-					for (int p = 0; p < PP; p++, n++)
-					{
-						const int slot = n % NS, use = n / NS;
-						if (use > 0)
-							mbar_wait(empty(slot), (use - 1) & 1);
-						const uint32_t bar = full(slot);
-						mbar_expect_tx(bar, G::STAGE + (c == 0 ? CBYTES : 0));
-						if (ONE && c == 0)
+			int n = 0, nt = 0;	/* stages, tiles so far (persistent screens: over the CTA's row blocks) */
+			for (int64_t blk = blockIdx.x; blk < nblk; blk += gridDim.x)
+			{
+				for (int kt = 0; kt < ntiles; kt++, nt++)
+					for (int c = 0; c < C; c++)
+						for (int p = 0; p < PP; p++, n++)
 						{
-							const uint32_t dst = sconst + (kt % (NCT ? NCT : 1)) * CB;
-							bulk_g2s(dst, colc + kt * BN, CW, bar);
-							if (!DIAG)
-								bulk_g2s(dst + CW, colp + kt * BN, CW, bar);
-							if (SCR == SCREEN_ONEPASS)
-								bulk_g2s(dst + RG::CB0, sc.cdl + kt * BN, CW, bar);
+							const int slot = n % NS, use = n / NS;
+							if (use > 0)
+								mbar_wait(empty(slot), (use - 1) & 1);
+							const uint32_t bar = full(slot);
+							mbar_expect_tx(bar, G::STAGE + (c == 0 ? CBYTES : 0));
+							if (ONE && c == 0)
+							{
+								const uint32_t dst = sconst + (nt % (NCT ? NCT : 1)) * CB;
+								bulk_g2s(dst, colc + kt * BN, CW, bar);
+								if (!DIAG)
+									bulk_g2s(dst + CW, colp + kt * BN, CW, bar);
+								if (SCR == SCREEN_ONEPASS)
+									bulk_g2s(dst + RG::CB0, sc.cdl + kt * BN, CW, bar);
+							}
+							bulk_g2s(sring + slot * G::STAGE, Wst + stage_image<DIAG>(kt, c, p), G::STAGE, bar);
 						}
-						bulk_g2s(sring + slot * G::STAGE, Wst + stage_image<DIAG>(kt, c, p), G::STAGE, bar);
-					}
+				if (!SCREEN)
+					break;
+			}
+		}
+		else if (SCREEN && warp > 0)
+		{
+			/* warps 1..3: the CTA's next row block into the other rows buffer, once the consumers are done with it */
+			for (int it = 0;; it++)
+			{
+				const int64_t nxt = blockIdx.x + (int64_t) (it + 1) * gridDim.x, nn = nxt + gridDim.x;
+				if (nxt >= nblk)
+					break;
+				const int nb = (it + 1) & 1;
+				if (it >= 1)
+					mbar_wait(rows_free(nb), ((it - 1) >> 1) & 1);	/* block it - 1 (buffer nb's use (it - 1) / 2) done */
+				if (nn < nblk)	/* (the one after into L2; the prologue prefetched this one) */
+					prefetch_l2(X + nn * G::BM * D, (min((nn + 1) * G::BM, nrows) - nn * G::BM) * D * (int64_t) sizeof(float),
+								tid - 32, 96);
+				convert_rows_next<DIAG>(gb + nb * C * G::BM * 128, xhs + nb * G::BM, X, nxt * G::BM, nrows, D, S, warp - 1,
+										lane);
+				fence_proxy_async();	/* generic-proxy writes before the consumers' wgmma reads */
+				__syncwarp();
+				if (lane == 0)
+					mbar_arrive(rows_full(nb));
+			}
 		}
 	}
 	else
@@ -654,10 +801,24 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 			fence_proxy_async();
 		};
 		auto release = [&](int n) { warp_arrive(empty(n % NS), lane); };
+		for (int it = 0;; it++)
+		{
+		const int64_t blk = blockIdx.x + (int64_t) it * gridDim.x;
+		if (blk >= nblk)
+			break;
+		const int64_t row0 = blk * G::BM;		/* this block's first row */
+		const int buf = SCREEN ? it & 1 : 0;	/* its rows buffer (persistent screens: the other one is being filled) */
+		const int nt0 = it * ntiles;			/* tiles before this block's (stage and constants numbering) */
+		if (SCREEN && it > 0)
+		{
+			/* buffer buf's fills: blocks 1, 3, .. (buffer 1) and 2, 4, .. (buffer 0; the prologue filled it first) */
+			mbar_wait(rows_full(buf), ((it - (buf ? 1 : 2)) >> 1) & 1);
+			fence_proxy_async();
+		}
 		float hx[2];
 #pragma unroll
 		for (int h = 0; h < 2; h++)
-			hx[h] = DIAG ? 0.f : ONE ? xhs[lrow(h)] : __ldg(xh + row0 + lrow(h));
+			hx[h] = DIAG ? 0.f : ONE ? xhs[buf * G::BM + lrow(h)] : __ldg(xh + row0 + lrow(h));
 		float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f}, lz2[2];
 		/* SCREEN_COLLECT: the rows' thresholds, the screened maximum less the window (log2 units) */
 		float thr[2] = {INFINITY, INFINITY}, sd[2] = {INFINITY, INFINITY};
@@ -743,7 +904,8 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 			if constexpr (ONE)
 			{
 				/* the tile's constants (already in log2 units) from the ring, once for both rows */
-				const float *cs = reinterpret_cast<const float *>(gb + (sconst - base)) + (kt % (NCT ? NCT : 1)) * (CB / 4);
+				const float *cs =
+					reinterpret_cast<const float *>(gb + (sconst - base)) + ((nt0 + kt) % (NCT ? NCT : 1)) * (CB / 4);
 #pragma unroll
 				for (int j = 0; j < NT; j++)
 				{
@@ -877,7 +1039,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 				turn_pass(wgi);	/* warpgroup 0 issues first */
 			for (int kt = 0; kt < ntiles; kt++)
 			{
-				const int n0 = kt * PP * C;
+				const int n0 = (nt0 + kt) * PP * C;
 				if (PINGPONG)
 					turn_wait(wgi);
 				wg_fence();
@@ -887,7 +1049,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 					wait_full(n0 + PP * c);
 #pragma unroll
 					for (int kk = 0; kk < 4; kk++)
-						wgmma_bn<BN>(d, adesc(0, c, kk), bdesc(n0 + PP * c, kk), c | kk);
+						wgmma_bn<BN>(d, adesc(buf, c, kk), bdesc(n0 + PP * c, kk), c | kk);
 					if constexpr (!ONE)
 					{
 #pragma unroll
@@ -918,7 +1080,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 			float d[NR], part[NR], acc2[NR], err[NR];
 			for (int kt = 0; kt < ntiles; kt++)
 			{
-				const int n0 = kt * PP * C;
+				const int n0 = (nt0 + kt) * PP * C;
 				if constexpr (!ONE)
 					load_constants(kt);
 #pragma unroll 1
@@ -1043,6 +1205,12 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 			consumers_sync();
 			mine = h16::merge_rows<MM>(cv, ci, lzs, G::BM, tid - 128, row0, nrows, invT, m_out, tau, out_comp,
 									   out_resp);
+		}
+		if (!SCREEN)
+			break;
+		if constexpr (SCR == SCREEN_COLLECT || SCR == SCREEN_ONEPASS)
+			consumers_sync();	/* scnt read before the next block writes it */
+		warp_arrive(rows_free(buf), lane);	/* done with rows buffer buf */
 		}
 	}
 	block_sum_fixed<G::THREADS / 32>(mine, lsum, blockll ? blockll + blockIdx.x : nullptr);
