@@ -1304,9 +1304,25 @@ bool want_sparse(bool diag, int Kp)
 		return false;
 	return e ? strcmp(e, "sparse") == 0 : Kp >= (diag ? SPARSE_KMIN : SPARSE_KMIN_SPH);
 }
-constexpr int64_t SPARSE_ROWS = 1 << 16;	/* rows per screened block (its lists: 16 MiB) */
-/* overflowed lists in a block (5%): beyond, the dense pass takes the whole block; below, just those rows */
-constexpr int64_t SPARSE_OVERFLOW_ROWS = SPARSE_ROWS / 20;
+/*
+ * Rows per screened block: 2^16 (its lists: 16 MiB), 2^17 for tables of at
+ * most 2M rows.  Each block costs a host sync (the overflow count) and a
+ * few small launches, about 15 us of an idle device (v11); the larger block
+ * halves them where memory past X stays small (at 2M rows: logZ 8 MiB, the
+ * block's buffers 37 MiB), and the 10M-row tables keep X + 64 MiB.
+ */
+constexpr int64_t SPARSE_ROWS = 1 << 16, SPARSE_ROWS_SMALL_N = 1 << 17, SPARSE_SMALL_N = 2ll << 20;
+/* (N: the table's rows; 0: unknown, as for a large one) */
+inline int64_t sparse_rows_for(int64_t N) { return N > 0 && N <= SPARSE_SMALL_N ? SPARSE_ROWS_SMALL_N : SPARSE_ROWS; }
+/*
+ * Sparse rows whose FP32 sums around the means (sparse.cuh) build up before
+ * flush_sparse_kernel adds them into the FP64 statistics: four blocks, as a
+ * flush a block was a fixed 8 us launch (v11).  FP32 sums of r (x - mu) over
+ * about 2^18 / K rows a component stay far inside the means' 1e-3.
+ */
+constexpr int64_t SPARSE_FLUSH_ROWS = 4 * SPARSE_ROWS;
+/* overflowed lists in a block of srows (5%): beyond, the dense pass takes the whole block; below, just those rows */
+inline int64_t sparse_overflow_rows(int64_t srows) { return srows / 20; }
 constexpr int SPARSE_REST = 2, SPARSE_REST_MAX = 64;	/* dense passes after one that was mostly dense: 2, 4, .. 64 */
 /*
  * Candidates a row (per 1024 components) past which the sparse pass, where
@@ -1320,9 +1336,9 @@ constexpr int SPARSE_REST = 2, SPARSE_REST_MAX = 64;	/* dense passes after one t
  */
 constexpr double SPARSE_CANDS_DIAG = 10.0, SPARSE_CANDS_SPH = 5.0;
 /* its device bytes: a block's best scores, candidate lists and counts; the screen's constants; the FP32 sums */
-int64_t sparse_bytes(int Kp, int D)
+int64_t sparse_bytes(int Kp, int D, int64_t srows)
 {
-	return SPARSE_ROWS * (4 + 4 * sp::SPARSE_CAP + 4 + 8) + SPARSE_OVERFLOW_ROWS * (4 * D + 4 + 8) + 64 +
+	return srows * (4 + 4 * sp::SPARSE_CAP + 4 + 8) + sparse_overflow_rows(srows) * (4 * D + 4 + 8) + 64 +
 		   (int64_t) Kp * (16 + 16 + 4 * 2 * D);
 }
 
@@ -1652,6 +1668,7 @@ struct EStep
 	float *fmu = nullptr;
 	int fn = 0;					/* flagged components in the last stats pass */
 	int64_t logz_rows;
+	int64_t srows = SPARSE_ROWS;	/* rows per sparse block (sparse_rows_for) */
 
 	bool gemm = false;			/* chunked GEMM pass (chunked.cuh) instead of the fused kernels */
 	bool h16 = false;			/* FP16 pass (half.cuh) instead of the fused kernels */
@@ -1699,7 +1716,7 @@ struct EStep
 			other = acc + GemmWork::bytes(M, GemmWork::ws_for(budget, lzb), std::max<int64_t>(rows, 1ll << 20));
 		}
 		/* the h16 pass's buffers, when X will be resident (else gemm or fused runs): the larger */
-		int64_t h16 = want_h16(D, diag) ? fused + h16_bytes(Kp, diag) + (want_sparse(diag, Kp) ? sparse_bytes(Kp, D) : 0) : 0;
+		int64_t h16 = want_h16(D, diag) ? fused + h16_bytes(Kp, diag) + (want_sparse(diag, Kp) ? sparse_bytes(Kp, D, sparse_rows_for(rows)) : 0) : 0;
 		if (h16 > 0 && budget > 0 && rows * ((int64_t) D * 4 + 4) + h16 > budget)
 			h16 = 0;
 		return std::max(other, h16);
@@ -1754,9 +1771,10 @@ struct EStep
 		}
 		sparse = h16 && want_sparse(M->diag, M->Kp) && M->Kp % (M->diag ? wg::Cfg<true>::BN : wg::Cfg<false>::BN) == 0;
 		sparse_auto = sparse && !getenv("FLASHGMM_GPU_ESTEP");
+		srows = sparse_rows_for(logz_rows_ >= src->N ? src->N : 0);	/* (as bytes_needed counted it) */
 		/* h16: logZ of every row while small, as gemm; else one block's (pass 2 follows pass 1 per block) */
 		logz_rows = h16 && !(logz_rows_ >= src->N && src->N * 4 <= GEMM_LOGZ_FULL_MAX)
-						? std::max<int64_t>(hr.rows, sparse ? SPARSE_ROWS : 0) : logz_rows_;
+						? std::max<int64_t>(hr.rows, sparse ? srows : 0) : logz_rows_;
 		logZ = dalloc<float>(logz_rows, "logZ");
 		nsplit_max = (int) std::max<int64_t>(1, std::min<int64_t>(PART_BYTES_MAX / per_split, 4 * g_prop.multiProcessorCount));
 		blockll = dalloc<double>((src->max_rows() + 63) / 64 + 1, "row sums");	/* blocks of >= 64 rows */
@@ -1915,8 +1933,9 @@ struct EStep
 
 	/*
 	 * The sparse pass (sparse.cuh) over rows dX[0..nc), blocks of
-	 * SPARSE_ROWS: screen (best score, then the candidates), exact scores
-	 * and statistics, the block's FP32 sums flushed into the FP64 ones.
+	 * srows: screen (best score, then the candidates), exact scores
+	 * and statistics, the FP32 sums flushed into the FP64 ones every
+	 * SPARSE_FLUSH_ROWS rows.
 	 */
 	void run_sparse(const float *dX, int64_t nc, float *lz, bool stats, bool last_chunk)
 	{
@@ -1925,14 +1944,14 @@ struct EStep
 				 "data scale 2^%d)", (int) std::lround(std::log2((double) M->h16_S)));
 		if (!sw.smax)
 		{
-			sw.smax = dalloc<float>(SPARSE_ROWS, "sparse pass");
-			sw.cand = dalloc<int32_t>((size_t) SPARSE_ROWS * sp::SPARSE_CAP, "sparse pass");
-			sw.count = dalloc<int32_t>(SPARSE_ROWS, "sparse pass");
+			sw.smax = dalloc<float>(srows, "sparse pass");
+			sw.cand = dalloc<int32_t>((size_t) srows * sp::SPARSE_CAP, "sparse pass");
+			sw.count = dalloc<int32_t>(srows, "sparse pass");
 			sw.overflow = dalloc<int>(2, "sparse pass");
-			sw.orows = dalloc<int64_t>(SPARSE_ROWS, "sparse pass");
-			sw.orows2 = dalloc<int64_t>(SPARSE_OVERFLOW_ROWS, "sparse pass");
-			sw.xo = dalloc<float>((size_t) SPARSE_OVERFLOW_ROWS * D, "sparse pass");
-			sw.lzo = dalloc<float>(SPARSE_OVERFLOW_ROWS, "sparse pass");
+			sw.orows = dalloc<int64_t>(srows, "sparse pass");
+			sw.orows2 = dalloc<int64_t>(sparse_overflow_rows(srows), "sparse pass");
+			sw.xo = dalloc<float>((size_t) sparse_overflow_rows(srows) * D, "sparse pass");
+			sw.lzo = dalloc<float>(sparse_overflow_rows(srows), "sparse pass");
 			sw.c2s = dalloc<float>(4 * (size_t) Kp, "sparse pass");
 			sw.npairs = dalloc<unsigned long long>(2, "sparse pass");
 			sw.psx = dalloc<float>((size_t) Kp * Wd, "sparse pass");
@@ -1956,7 +1975,7 @@ struct EStep
 		 * (their best fell more than SPARSE_SLACK since the last pass, or
 		 * their lists overflowed) are collected again from the full
 		 * maximum it left: gathered, or the whole block where they are
-		 * more than SPARSE_OVERFLOW_ROWS (and two passes for the blocks
+		 * more than sparse_overflow_rows(srows) (and two passes for the blocks
 		 * after it).  (Before, they went to the dense pass, whose error
 		 * took SIFT diag's means from 5.2e-5 to 7.6e-4 of float64: v7.)
 		 * FLASHGMM_GPU_SPARSE_PASSES=1 or 2 forces either.
@@ -1989,9 +2008,16 @@ struct EStep
 		if (pt)
 			pt->start();
 		int64_t dense_rows = 0, over_rows = 0;
-		for (int64_t b0 = 0; b0 < nc; b0 += SPARSE_ROWS)
+		/* the FP32 sums around the means into the FP64 statistics, every SPARSE_FLUSH_ROWS sparse rows and at the end */
+		int64_t unflushed = 0;
+		auto flush = [&]() {
+			sp::flush_sparse_kernel<<<Kp, 128, 0, g_s>>>(M->mu, D, (int) M->diag, sw.psx, sw.bnk, sw.bsxn, sx, nk, sxn);
+			CKL("flush_sparse_kernel");
+			unflushed = 0;
+		};
+		for (int64_t b0 = 0; b0 < nc; b0 += srows)
 		{
-			const int64_t nr = std::min<int64_t>(SPARSE_ROWS, nc - b0);
+			const int64_t nr = std::min<int64_t>(srows, nc - b0);
 			CK(cudaMemsetAsync(sw.overflow, 0, 2 * sizeof(int), g_s));
 			const float *x = dX + b0 * D;
 			float *lzb = logz_rows >= src->N ? lz + b0 : logZ;
@@ -2035,7 +2061,7 @@ struct EStep
 					   wg::lse_wg_kernel<false, 0, true, wg::SCREEN_ONEPASS>, 1, "screen (SCREEN_ONEPASS)", x, nr, sc);
 				lap(1);
 				ov = overflowed(0);
-				if (ov > SPARSE_OVERFLOW_ROWS)
+				if (ov > sparse_overflow_rows(srows))
 				{
 					/* the model moved too far for the seeds: this block collected again, two passes from here on */
 					onepass = false;
@@ -2076,7 +2102,7 @@ struct EStep
 			 * this block, and on the next passes (the model moves slowly).
 			 */
 			over_rows += ov;
-			if (ov > SPARSE_OVERFLOW_ROWS)
+			if (ov > sparse_overflow_rows(srows))
 			{
 				run_h16(x, nr, logz_rows >= src->N ? lz + b0 : lz, stats, false);
 				dense_rows += nr;
@@ -2122,16 +2148,15 @@ struct EStep
 				CKL("scatter_logz_kernel");
 				lap(3);
 			}
-			if (stats)
-			{
-				sp::flush_sparse_kernel<<<Kp, 128, 0, g_s>>>(M->mu, D, (int) M->diag, sw.psx, sw.bnk, sw.bsxn, sx, nk,
-															  sxn);
-				CKL("flush_sparse_kernel");
-			}
+			unflushed += nr;
+			if (stats && unflushed >= SPARSE_FLUSH_ROWS)
+				flush();
 			if (fn > 0 && logz_rows < src->N)	/* else once per source chunk (run) */
 				flagged_stats(x, nr, lzb);
 			lap(3);
 		}
+		if (stats && unflushed > 0)
+			flush();
 		/* the exact kernel's counts: [0] pairs in the statistics, [1] candidates scored */
 		unsigned long long np[2] = {0, 0};
 		const bool backoff_check = last_chunk && sparse_auto && dense_rows < nc;

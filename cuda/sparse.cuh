@@ -37,7 +37,7 @@
  *      SPARSE_RMIN the statistics around the component's mean: sum r (x - mu)
  *      [and sum r (x - mu)^2] by 16-byte FP32 atomics into psx, sum r and
  *      (spherical) sum r ||x - mu||^2 by FP64 atomics; flush_sparse_kernel
- *      turns them into the FP64 sums of x after each block.  Components
+ *      turns them into the FP64 sums of x every four blocks.  Components
  *      flagged for three products keep flag_stats_kernel's statistics.
  *
  * What is left out, and its bound: when the screen's error stays within the
@@ -437,7 +437,7 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr
 	__shared__ double lsum[EXACT_WARPS];
 	FlagSet fs;
 	fs.load(reinterpret_cast<float *>(fsm4), dr, sfidx, nsf, D);
-	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	const int lane = threadIdx.x & 31;
 	double mine = 0.0;
 	unsigned long long pairs = 0, cands = 0;
 	/*
