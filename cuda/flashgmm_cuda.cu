@@ -1305,22 +1305,37 @@ bool want_sparse(bool diag, int Kp)
 	return e ? strcmp(e, "sparse") == 0 : Kp >= (diag ? SPARSE_KMIN : SPARSE_KMIN_SPH);
 }
 /*
- * Rows per screened block: 2^16 (its lists: 16 MiB), 2^17 for tables of at
- * most 2M rows.  Each block costs a host sync (the overflow count) and a
- * few small launches, about 15 us of an idle device (v11); the larger block
- * halves them where memory past X stays small (at 2M rows: logZ 8 MiB, the
- * block's buffers 37 MiB), and the 10M-row tables keep X + 64 MiB.
+ * Rows per screened block: 2^16 (its buffers: 17 MiB), 2^18 for tables of
+ * at most 2M rows (75 MiB).  Each block costs a host sync (the overflow
+ * count), a few small launches and each kernel's ramp and tail; at 1M x 1024
+ * diag from k-means++ an iteration took 3.65 ms in blocks of 2^16, 3.20 in
+ * 2^17 and 3.01 in 2^18 (H100, v11).  Past 2M rows the blocks stay at 2^16
+ * so that 10M rows keep X + 64 MiB.
  */
-constexpr int64_t SPARSE_ROWS = 1 << 16, SPARSE_ROWS_SMALL_N = 1 << 17, SPARSE_SMALL_N = 2ll << 20;
-/* (N: the table's rows; 0: unknown, as for a large one) */
-inline int64_t sparse_rows_for(int64_t N) { return N > 0 && N <= SPARSE_SMALL_N ? SPARSE_ROWS_SMALL_N : SPARSE_ROWS; }
+constexpr int64_t SPARSE_ROWS = 1 << 16, SPARSE_ROWS_SMALL_N = 1 << 18, SPARSE_SMALL_N = 2ll << 20;
 /*
- * Sparse rows whose FP32 sums around the means (sparse.cuh) build up before
- * flush_sparse_kernel adds them into the FP64 statistics: four blocks, as a
- * flush a block was a fixed 8 us launch (v11).  FP32 sums of r (x - mu) over
- * about 2^18 / K rows a component stay far inside the means' 1e-3.
+ * (N: the table's rows; 0: unknown, as for a large one.)  FLASHGMM_GPU_SPARSE_ROWS
+ * (a power of two, 2^10 to 2^18) sets it instead: the tests' 100k-row tables
+ * take several blocks and flushes with 16384.
  */
-constexpr int64_t SPARSE_FLUSH_ROWS = 4 * SPARSE_ROWS;
+inline int64_t sparse_rows_for(int64_t N)
+{
+	static const int64_t forced = [] {
+		const char *e = getenv("FLASHGMM_GPU_SPARSE_ROWS");
+		const int64_t v = e ? atoll(e) : 0;
+		return v >= 1024 && v <= SPARSE_ROWS_SMALL_N && (v & (v - 1)) == 0 ? v : 0;
+	}();
+	if (forced)
+		return forced;
+	return N > 0 && N <= SPARSE_SMALL_N ? SPARSE_ROWS_SMALL_N : SPARSE_ROWS;
+}
+/*
+ * Sparse blocks whose FP32 sums around the means (sparse.cuh) build up before
+ * flush_sparse_kernel adds them into the FP64 statistics: two, as a flush a
+ * block was a fixed 8 us launch (v11).  FP32 sums of r (x - mu) over about
+ * 2^19 / K rows a component stay far inside the means' 1e-3.
+ */
+constexpr int SPARSE_FLUSH_BLOCKS = 2;
 /* overflowed lists in a block of srows (5%): beyond, the dense pass takes the whole block; below, just those rows */
 inline int64_t sparse_overflow_rows(int64_t srows) { return srows / 20; }
 constexpr int SPARSE_REST = 2, SPARSE_REST_MAX = 64;	/* dense passes after one that was mostly dense: 2, 4, .. 64 */
@@ -1935,7 +1950,7 @@ struct EStep
 	 * The sparse pass (sparse.cuh) over rows dX[0..nc), blocks of
 	 * srows: screen (best score, then the candidates), exact scores
 	 * and statistics, the FP32 sums flushed into the FP64 ones every
-	 * SPARSE_FLUSH_ROWS rows.
+	 * SPARSE_FLUSH_BLOCKS blocks.
 	 */
 	void run_sparse(const float *dX, int64_t nc, float *lz, bool stats, bool last_chunk)
 	{
@@ -2008,8 +2023,8 @@ struct EStep
 		if (pt)
 			pt->start();
 		int64_t dense_rows = 0, over_rows = 0;
-		/* the FP32 sums around the means into the FP64 statistics, every SPARSE_FLUSH_ROWS sparse rows and at the end */
-		int64_t unflushed = 0;
+		/* the FP32 sums around the means into the FP64 statistics, every SPARSE_FLUSH_BLOCKS sparse blocks and at the end */
+		int unflushed = 0;
 		auto flush = [&]() {
 			sp::flush_sparse_kernel<<<Kp, 128, 0, g_s>>>(M->mu, D, (int) M->diag, sw.psx, sw.bnk, sw.bsxn, sx, nk, sxn);
 			CKL("flush_sparse_kernel");
@@ -2148,8 +2163,8 @@ struct EStep
 				CKL("scatter_logz_kernel");
 				lap(3);
 			}
-			unflushed += nr;
-			if (stats && unflushed >= SPARSE_FLUSH_ROWS)
+			unflushed++;
+			if (stats && unflushed >= SPARSE_FLUSH_BLOCKS)
 				flush();
 			if (fn > 0 && logz_rows < src->N)	/* else once per source chunk (run) */
 				flagged_stats(x, nr, lzb);

@@ -37,7 +37,7 @@
  *      SPARSE_RMIN the statistics around the component's mean: sum r (x - mu)
  *      [and sum r (x - mu)^2] by 16-byte FP32 atomics into psx, sum r and
  *      (spherical) sum r ||x - mu||^2 by FP64 atomics; flush_sparse_kernel
- *      turns them into the FP64 sums of x every four blocks.  Components
+ *      turns them into the FP64 sums of x every two blocks.  Components
  *      flagged for three products keep flag_stats_kernel's statistics.
  *
  * What is left out, and its bound: when the screen's error stays within the

@@ -78,7 +78,7 @@ struct Row
 	double tflops;
 	double frac;
 	double peak_mib;
-	char note[96];
+	char note[128];
 };
 static std::vector<Row> rows;
 
@@ -349,9 +349,9 @@ static void engine_fit(const char *shape, const float *X, int64_t N, int K, int 
 	printf("    (E pass: %s)\n", used_estep());
 	gmm_gpu_last_stats(&gs, NULL);
 	const double flops = em_flops(cov, N, K, D);
-	char note[96];
-	snprintf(note, sizeof(note), "E %.3f ms; seeding %.2f s; re-seeded %d; %d direct", gs.ms_estep, rep.seconds_init,
-			 rep.reseeded, gs.flagged);
+	char note[128];
+	snprintf(note, sizeof(note), "E %.3f ms; seeding %.2f s; re-seeded %d; %d direct; LL %.6f, %d it.", gs.ms_estep,
+			 rep.seconds_init, rep.reseeded, gs.flagged, rep.mean_loglik, rep.iterations);
 	add(shape, variant, gs.ms_per_iter, flops, gs.peak_bytes / 1048576.0, note);
 	gmm_model_free(m);
 }

@@ -28,10 +28,16 @@ fi
 # and spherical ones of K >= 2048, else h16; the test shapes take h16), h16 (FP16 tensor cores, dense, for D <= 128, pass 1 on wgmma on an H100;
 # the 784-d data set and the streamed runs fall back to gemm), sparse (cuda/sparse.cuh, both
 # covariances), h16mma (h16 with pass 1 on mma.sync), gemm (cuBLAS over blocks of rows) and
-# fused (the fallback without cuBLAS); ESTEPS=h16 runs only that one
-for v in ${ESTEPS:-default h16 sparse h16mma gemm fused}; do
+# fused (the fallback without cuBLAS); sparse-blocks is sparse in blocks of 16384 rows (the tables
+# here fit one block of the default 2^17: this runs the per-block overflow checks and flushes);
+# ESTEPS=h16 runs only that one
+for v in ${ESTEPS:-default h16 sparse sparse-blocks h16mma gemm fused}; do
 	echo "=== E pass: $v"
-	if [ "$v" = default ]; then estep=(-u FLASHGMM_GPU_ESTEP); else estep=("FLASHGMM_GPU_ESTEP=$v"); fi
+	case "$v" in
+		default) estep=(-u FLASHGMM_GPU_ESTEP) ;;
+		sparse-blocks) estep=(FLASHGMM_GPU_ESTEP=sparse FLASHGMM_GPU_SPARSE_ROWS=16384) ;;
+		*) estep=("FLASHGMM_GPU_ESTEP=$v") ;;
+	esac
 	env "${estep[@]}" OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)} \
 		"$B/gpu_test" "$B/flashgmm_cuda.so" "${data[@]}" || rc=1
 done
