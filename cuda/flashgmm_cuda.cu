@@ -1290,19 +1290,21 @@ void launch_pass1(unsigned nblocks, A... args)
  * at K = 1024 from 100k to 1M rows, 1.4-2.0x, and 2.4-2.7x at 4096; slower
  * at K = 256 from 100k to 1M, 0.52-0.68x; SIFT means 5e-5 of float64 against
  * 5.5e-4; at K = 512 slower, 0.77-0.98x, v9), and for spherical ones of
- * K >= 2048 (v9 sweep: 1.3-1.5x faster at K = 2048 from 100k to 1M rows,
- * 1.5-1.9x at 4096; at K = 1024 0.66-0.78x from the benchmark's random
- * start, even from k-means++ seeding);
+ * K >= 1024 (v9 sweep: 1.3-1.5x faster at K = 2048 from 100k to 1M rows,
+ * 1.5-1.9x at 4096; at K = 1024, from 2048 since v9, v11: 1M rows from
+ * k-means++ seeding, the model CREATE INDEX trains, 3.70 ms an iteration
+ * against 5.81 dense; from the benchmark's random start 7.01 against 6.44,
+ * its first passes scoring 9-10 candidates a row);
  * FLASHGMM_GPU_ESTEP=sparse asks for it for every mixture, =h16 (or any
  * other) for none.  Deterministic fits take the dense pass (EStep::sparse_now).
  */
-constexpr int SPARSE_KMIN = 1024, SPARSE_KMIN_SPH = 2048;
-bool want_sparse(bool diag, int Kp)
+constexpr int SPARSE_KMIN = 1024;	/* both covariances */
+bool want_sparse(int Kp)
 {
 	const char *e = getenv("FLASHGMM_GPU_ESTEP");
 	if (!use_wgmma())
 		return false;
-	return e ? strcmp(e, "sparse") == 0 : Kp >= (diag ? SPARSE_KMIN : SPARSE_KMIN_SPH);
+	return e ? strcmp(e, "sparse") == 0 : Kp >= SPARSE_KMIN;
 }
 /*
  * Rows per screened block: 2^16 (its buffers: 17 MiB), 2^18 for tables of
@@ -1346,10 +1348,13 @@ constexpr int SPARSE_REST = 2, SPARSE_REST_MAX = 64;	/* dense passes after one t
  * Measured (H100, v9): 10M x 1024 diag from k-means++ seeding, 11 a row,
  * sparse 191 ms a pass against dense 139; 1M x 1024 diag at 9.2 a row
  * (the second pass from the random start) 15.9 against 15.5.  Spherical
- * passes cost about as much per candidate against a dense pass of half
- * the cost.  FLASHGMM_GPU_ESTEP=sparse keeps the pass whatever the count.
+ * (v11, blocks of 2^18 rows): 1M x 1024 at 5.7 a row 3.7 ms an iteration
+ * against 5.8 dense, at 9.2 a row 7.0 against 5.6, so 8 (5 before; 12
+ * measured the same as 8 at 5.7 a row, 3.8).  10M x 1024 spherical from
+ * k-means++ (4096 clusters) overflows and backs off: 55.2 against 54.9.
+ * FLASHGMM_GPU_ESTEP=sparse keeps the pass whatever the count.
  */
-constexpr double SPARSE_CANDS_DIAG = 10.0, SPARSE_CANDS_SPH = 5.0;
+constexpr double SPARSE_CANDS_DIAG = 10.0, SPARSE_CANDS_SPH = 8.0;
 /* its device bytes: a block's best scores, candidate lists and counts; the screen's constants; the FP32 sums */
 int64_t sparse_bytes(int Kp, int D, int64_t srows)
 {
@@ -1731,7 +1736,7 @@ struct EStep
 			other = acc + GemmWork::bytes(M, GemmWork::ws_for(budget, lzb), std::max<int64_t>(rows, 1ll << 20));
 		}
 		/* the h16 pass's buffers, when X will be resident (else gemm or fused runs): the larger */
-		int64_t h16 = want_h16(D, diag) ? fused + h16_bytes(Kp, diag) + (want_sparse(diag, Kp) ? sparse_bytes(Kp, D, sparse_rows_for(rows)) : 0) : 0;
+		int64_t h16 = want_h16(D, diag) ? fused + h16_bytes(Kp, diag) + (want_sparse(Kp) ? sparse_bytes(Kp, D, sparse_rows_for(rows)) : 0) : 0;
 		if (h16 > 0 && budget > 0 && rows * ((int64_t) D * 4 + 4) + h16 > budget)
 			h16 = 0;
 		return std::max(other, h16);
@@ -1784,7 +1789,7 @@ struct EStep
 			logZ = dalloc<float>(logz_rows, "logZ");
 			return;
 		}
-		sparse = h16 && want_sparse(M->diag, M->Kp) && M->Kp % (M->diag ? wg::Cfg<true>::BN : wg::Cfg<false>::BN) == 0;
+		sparse = h16 && want_sparse(M->Kp) && M->Kp % (M->diag ? wg::Cfg<true>::BN : wg::Cfg<false>::BN) == 0;
 		sparse_auto = sparse && !getenv("FLASHGMM_GPU_ESTEP");
 		srows = sparse_rows_for(logz_rows_ >= src->N ? src->N : 0);	/* (as bytes_needed counted it) */
 		/* h16: logZ of every row while small, as gemm; else one block's (pass 2 follows pass 1 per block) */

@@ -45,10 +45,10 @@
  * the row's best, so r < e^-SPARSE_T; pairs with r < SPARSE_RMIN are left out
  * of the statistics (not of logZ).  Atomics: the statistics' summation order
  * varies run to run; gmm_fit_params.deterministic takes the dense pass.
- * Where it is the default (on wgmma: diag mixtures from K = 1024, spherical
- * ones from K = 2048, and not where the rows have many candidates: see
+ * Where it is the default (on wgmma: mixtures of K >= 1024 components of
+ * either covariance, and not where the rows have many candidates: see
  * want_sparse and SPARSE_CANDS_* in flashgmm_cuda.cu) and what it measured:
- * cuda/NOTES.md, v7 to v9.
+ * cuda/NOTES.md, v7 to v11.
  */
 #pragma once
 #include "half.cuh"

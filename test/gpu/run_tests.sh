@@ -24,8 +24,8 @@ if [ ${#data[@]} -eq 0 ]; then
 	echo "SKIP gpu accuracy tests: no data (.gpu/data/*.u8.gz or $DATA/{sift-opencv-100k,fashion-mnist-784}/base.fvecs)"
 	exit $rc
 fi
-# every E pass: default (none asked: on an H100 the sparse pass for diag mixtures of K >= 1024
-# and spherical ones of K >= 2048, else h16; the test shapes take h16), h16 (FP16 tensor cores, dense, for D <= 128, pass 1 on wgmma on an H100;
+# every E pass: default (none asked: on an H100 the sparse pass for mixtures of K >= 1024
+# (either covariance), else h16; the test shapes take h16), h16 (FP16 tensor cores, dense, for D <= 128, pass 1 on wgmma on an H100;
 # the 784-d data set and the streamed runs fall back to gemm), sparse (cuda/sparse.cuh, both
 # covariances), h16mma (h16 with pass 1 on mma.sync), gemm (cuBLAS over blocks of rows) and
 # fused (the fallback without cuBLAS); sparse-blocks is sparse in blocks of 16384 rows (the tables
