@@ -2052,10 +2052,15 @@ struct EStep
 			auto screen = [&](auto kd, auto kf, int lohi, const char *what, const float *xs, int64_t ns,
 							  const wg::Screen &s) {
 				unsigned nb = (unsigned) (H16Rows::padded(ns) / h16::BM1);
-				/* persistent (hopper.cuh): one CTA an SM looping over the row blocks; FLASHGMM_GPU_SCREEN_PERSIST=0: one a block */
+				/*
+				 * Persistent (hopper.cuh): one CTA an SM looping over the row
+				 * blocks, its spare warps reading the next rows as float4s, so
+				 * only where rows are 16-byte aligned; else (and with
+				 * FLASHGMM_GPU_SCREEN_PERSIST=0) a CTA a block.
+				 */
 				static const bool persist =
 					!(getenv("FLASHGMM_GPU_SCREEN_PERSIST") && atoi(getenv("FLASHGMM_GPU_SCREEN_PERSIST")) == 0);
-				if (persist)
+				if (persist && D % 4 == 0 && (reinterpret_cast<uintptr_t>(xs) & 15) == 0)
 					nb = std::min<unsigned>(nb, (unsigned) g_prop.multiProcessorCount);
 				if (M->diag)
 					kd<<<nb, wg::Cfg<true>::THREADS, smw, g_s>>>(SCR_ARGS(lohi));

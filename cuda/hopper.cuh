@@ -446,100 +446,63 @@ __device__ __forceinline__ void prefetch_l2(const void *p, int64_t bytes, int ti
 /*
  * A persistent screen's next row block (row0: its first row) converted by
  * the producer warpgroup's warps 1..3 (cw: 0..2) into a second rows buffer
- * while the consumers work on the current block: the same values in the
+ * while the consumers work on the current block: the same halves in the
  * same places as convert_rows (dst, xhs: that buffer's), with all of a
- * batch's loads issued first (the producer's 40 registers).  Three warps
- * have few loads in flight, and at K = 1024 a block's products take about
- * as long as 128 rows' loads one batch after another (v11: two scalar rows
- * a warp lost 7% there), so where rows are 16-byte aligned (D % 4 == 0)
- * one float4 a lane covers a row and a batch is RB4 rows.  The caller
- * fences and arrives once its rows are written.
+ * batch's loads issued first (the producer's 40 registers); ||x S||^2 / 2
+ * is summed in another order (an FP32 rounding apart, far inside the
+ * screen's margins).  Three warps have few loads in flight, and at K = 1024
+ * a block's products take about as long as 128 rows' loads one batch after
+ * another (v11: two scalar rows a warp lost 7% there), so one float4 a lane
+ * covers a row and a batch is RB4 rows: rows must be 16-byte aligned
+ * (D % 4 == 0; the host launches a CTA a block otherwise, and a persistent
+ * launch without it traps rather than leave the consumers waiting).  The
+ * caller fences and arrives once its rows are written.
  */
 template <bool DIAG>
 __device__ __forceinline__ void convert_rows_next(uint8_t *dst, float *xhs, const float *__restrict__ X, int64_t row0,
 												  int64_t nrows, int D, float S, int cw, int lane)
 {
 	using G = Cfg<DIAG>;
+	if ((D & 3) != 0 || (reinterpret_cast<uintptr_t>(X) & 15) != 0)
+		__trap();
 	auto put = [&](int r, int c, __half2 h) {
 		const int sl = c >> 6, q = (c & 63) >> 3;
 		*reinterpret_cast<__half2 *>(dst + (sl * G::BM + r) * 128 + ((q ^ (r & 7)) << 4) + (c & 7) * 2) = h;
 	};
-	/* a row's ||x S||^2 / 2 from its lanes' parts */
-	auto norm = [&](int r, float n2) {
-#pragma unroll
-		for (int o = 16; o > 0; o >>= 1)
-			n2 += __shfl_xor_sync(0xffffffffu, n2, o);
-		if (lane == 0 && r < G::BM)
-			xhs[r] = 0.5f * n2;
-	};
-	if ((D & 3) == 0 && (reinterpret_cast<uintptr_t>(X) & 15) == 0)
+	constexpr int RB4 = 4;
+	const int c = 4 * lane;	/* (c, c + 2: one 16-byte chunk of the swizzled row) */
+	for (int rb = cw * RB4; rb < G::BM; rb += 3 * RB4)
 	{
-		constexpr int RB4 = 4;
-		const int c = 4 * lane;	/* (c, c + 2: one 16-byte chunk of the swizzled row) */
-		for (int rb = cw * RB4; rb < G::BM; rb += 3 * RB4)
-		{
-			float4 v[RB4];
+		float4 v[RB4];
 #pragma unroll
-			for (int i = 0; i < RB4; i++)
-			{
-				const int64_t gr = row0 + rb + i;
-				v[i] = (rb + i < G::BM && gr < nrows && c < D) ? __ldg(reinterpret_cast<const float4 *>(X + gr * D + c))
-															 : make_float4(0.f, 0.f, 0.f, 0.f);
-			}
-#pragma unroll
-			for (int i = 0; i < RB4; i++)
-			{
-				const int r = rb + i;
-				const float x0 = v[i].x * S, x1 = v[i].y * S, x2 = v[i].z * S, x3 = v[i].w * S;
-				if (r < G::BM)
-				{
-					put(r, c, __floats2half2_rn(x0, x1));
-					put(r, c + 2, __floats2half2_rn(x2, x3));
-					if (DIAG)
-					{
-						put(r, h16::DMAX + c, __floats2half2_rn(x0 * x0, x1 * x1));
-						put(r, h16::DMAX + c + 2, __floats2half2_rn(x2 * x2, x3 * x3));
-					}
-				}
-				norm(r, fmaf(x0, x0, fmaf(x1, x1, fmaf(x2, x2, x3 * x3))));
-			}
-		}
-		return;
-	}
-	constexpr int RB = 2;
-	for (int rb = cw * RB; rb < G::BM; rb += 3 * RB)
-	{
-		float v[RB][4];
-#pragma unroll
-		for (int i = 0; i < RB; i++)
+		for (int i = 0; i < RB4; i++)
 		{
 			const int64_t gr = row0 + rb + i;
-#pragma unroll
-			for (int u = 0; u < 4; u++)
-			{
-				const int c = 2 * lane + (u >> 1) * 64 + (u & 1);
-				v[i][u] = (rb + i < G::BM && gr < nrows && c < D) ? __ldg(X + gr * D + c) * S : 0.f;
-			}
+			v[i] = (rb + i < G::BM && gr < nrows && c < D) ? __ldg(reinterpret_cast<const float4 *>(X + gr * D + c))
+														 : make_float4(0.f, 0.f, 0.f, 0.f);
 		}
 #pragma unroll
-		for (int i = 0; i < RB; i++)
+		for (int i = 0; i < RB4; i++)
 		{
 			const int r = rb + i;
-			float n2 = 0.f;
-#pragma unroll
-			for (int p = 0; p < 2; p++)
+			const float x0 = v[i].x * S, x1 = v[i].y * S, x2 = v[i].z * S, x3 = v[i].w * S;
+			if (r < G::BM)
 			{
-				const float v0 = v[i][2 * p], v1 = v[i][2 * p + 1];
-				const int c = 2 * lane + p * 64;
-				n2 = fmaf(v0, v0, fmaf(v1, v1, n2));
-				if (r < G::BM)
+				put(r, c, __floats2half2_rn(x0, x1));
+				put(r, c + 2, __floats2half2_rn(x2, x3));
+				if (DIAG)
 				{
-					put(r, c, __floats2half2_rn(v0, v1));
-					if (DIAG)
-						put(r, h16::DMAX + c, __floats2half2_rn(v0 * v0, v1 * v1));
+					put(r, h16::DMAX + c, __floats2half2_rn(x0 * x0, x1 * x1));
+					put(r, h16::DMAX + c + 2, __floats2half2_rn(x2 * x2, x3 * x3));
 				}
 			}
-			norm(r, n2);
+			/* the row's ||x S||^2 / 2 from its lanes' parts */
+			float n2 = fmaf(x0, x0, fmaf(x1, x1, fmaf(x2, x2, x3 * x3)));
+#pragma unroll
+			for (int o = 16; o > 0; o >>= 1)
+				n2 += __shfl_xor_sync(0xffffffffu, n2, o);
+			if (lane == 0 && r < G::BM)
+				xhs[r] = 0.5f * n2;
 		}
 	}
 }
