@@ -326,6 +326,14 @@ static gmm_fit_params bench_params(int K, gmm_cov_type cov, int iters, const cha
 }
 
 /*
+ * The benchmark's data sets, D = 128: the 1M-row shapes' (2048 clusters,
+ * seed 1; also their N-row prefixes) and the 10M-row ones' (4096 clusters,
+ * seed 2), so that --fit, --steady, --ten and --sparse fit the same rows.
+ */
+static float *data_1m(int64_t N) { return make_clustered(N, 128, 2048, 1); }
+static float *data_10m(int64_t N) { return make_clustered(N, 128, 4096, 2); }
+
+/*
  * The engine's whole fit as CREATE INDEX runs it (gmm_gpu_fit: seeding on
  * the device, then EM), iters EM iterations; ms per iteration as engine_em
  * reports it (the median of the EM iterations, the seeding not in it).
@@ -536,7 +544,7 @@ int main(int argc, char **argv)
 	if (fit_n > 0 && fit_k > 0)
 	{
 		/* --fit: the engine's own fit of one shape (profiling) */
-		float *X = make_clustered(fit_n, D, fit_n >= 10000000 ? 4096 : 2048, fit_n >= 10000000 ? 2 : 1);
+		float *X = fit_n >= 10000000 ? data_10m(fit_n) : data_1m(fit_n);
 		char sh[64];
 		snprintf(sh, sizeof(sh), "N=%lld K=%d D=128", (long long) fit_n, fit_k);
 		const char *e = getenv("FLASHGMM_GPU_ESTEP");	/* (use_estep sets it: read it first) */
@@ -550,7 +558,7 @@ int main(int argc, char **argv)
 	{
 		/* --assign: only the h16 top-8 assignment of 1M rows (profiling) */
 		const int64_t N = 1000000;
-		float *X = make_clustered(N, D, 2048, 1);
+		float *X = data_1m(N);
 		engine_assign("N=1M K=1024 D=128", X, N, 1024, D, 8, "h16");
 		free(X);
 	}
@@ -562,7 +570,7 @@ int main(int argc, char **argv)
 		 * 1024), spherical at 1024, 2048, 4096 (it switches at 2048)
 		 */
 		const int64_t N = 1000000;
-		float *X = make_clustered(N, D, 2048, 1);
+		float *X = data_1m(N);
 		for (gmm_cov_type cov : {GMM_COV_DIAG, GMM_COV_SPHERICAL})
 			for (int K : cov == GMM_COV_DIAG ? std::vector<int>{256, 512, 1024} : std::vector<int>{1024, 2048, 4096})
 				for (int64_t n : {100000ll, 250000ll, 500000ll, 1000000ll})
@@ -578,7 +586,7 @@ int main(int argc, char **argv)
 	{
 		/* --sparse: the sparse E pass (sparse.cuh) against the default: spherical 1M and 10M rows, diag 1M */
 		const int64_t N = 1000000;
-		float *X = make_clustered(N, D, 2048, 1);
+		float *X = data_1m(N);
 		const char *s1 = "N=1M K=1024 D=128";
 		engine_em(s1, X, N, 1024, D, GMM_COV_SPHERICAL, P3, 0, 6, " (dense)", "h16");
 		engine_em(s1, X, N, 1024, D, GMM_COV_SPHERICAL, P3, 0, 6, "", "sparse");
@@ -590,7 +598,7 @@ int main(int argc, char **argv)
 		engine_em("N=1M K=4096 D=128", X, N, 4096, D, GMM_COV_DIAG, P3, 0, 4, "", "sparse");
 		free(X);
 		const int64_t N10 = 10000000;
-		float *X10 = make_clustered(N10, D, 4096, 2);
+		float *X10 = data_10m(N10);
 		engine_em("N=10M K=1024 D=128", X10, N10, 1024, D, GMM_COV_SPHERICAL, P3, 0, 4, " (dense)", "h16");
 		engine_em("N=10M K=1024 D=128", X10, N10, 1024, D, GMM_COV_SPHERICAL, P3, 0, 4, "", "sparse");
 		free(X10);
@@ -608,7 +616,7 @@ int main(int argc, char **argv)
 		 * K = 4096, which the flagged-component paths pay for
 		 */
 		const int64_t N = 1000000;
-		float *X = make_clustered(N, D, 2048, 1);
+		float *X = data_1m(N);
 		for (int K : {1024, 4096})
 		{
 			char sh[64];
@@ -629,7 +637,7 @@ int main(int argc, char **argv)
 	if (!small_d && !assign && !sparse && !sweep && !steady)
 	{
 		const int64_t N = 1000000;
-		float *X = make_clustered(N, D, 2048, 1);
+		float *X = data_1m(N);
 		const char *s1 = "N=1M K=1024 D=128";
 		engine_em(s1, X, N, 1024, D, GMM_COV_SPHERICAL, P3, 0, 4, "", "default");
 		engine_em(s1, X, N, 1024, D, GMM_COV_SPHERICAL, P3, 0, 4, " (dense)", "h16");
@@ -680,7 +688,7 @@ int main(int argc, char **argv)
 	{
 		/* the 10M-row targets: diag EM, spherical EM, top-8 assignment, streaming under a budget */
 		const int64_t N = 10000000;
-		float *X = make_clustered(N, D, 4096, 2);
+		float *X = data_10m(N);
 		const char *s10 = "N=10M K=1024 D=128";
 		engine_em(s10, X, N, 1024, D, GMM_COV_DIAG, P3, 0, 3, "", "default");
 		engine_em(s10, X, N, 1024, D, GMM_COV_DIAG, P3, 0, 3, " (dense)", "h16");
