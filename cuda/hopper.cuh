@@ -367,6 +367,18 @@ __device__ __forceinline__ void load_resident(uint8_t *dst, const __half *src, i
 }
 
 /*
+ * The half pair at columns c, c + 1 of row r of a block of BM rows, in the
+ * slices convert_rows and convert_rows_next write: slice c / 64, 16-byte
+ * chunk (c % 64) / 8 swizzled by r % 8 (the 128-byte swizzle wgmma reads)
+ */
+template <int BM>
+__device__ __forceinline__ void put_row_half2(uint8_t *dst, int r, int c, __half2 h)
+{
+	const int sl = c >> 6, q = (c & 63) >> 3;
+	*reinterpret_cast<__half2 *>(dst + (sl * BM + r) * 128 + ((q ^ (r & 7)) << 4) + (c & 7) * 2) = h;
+}
+
+/*
  * The one-product assignment's rows, converted here instead of by
  * convert16_kernel (whose launch was a tenth of the assignment's time): the
  * BM rows from row0 of X (N x D, FP32) as FP16 hi of [x S] (diag [x S |
@@ -395,11 +407,7 @@ __device__ __forceinline__ void convert_rows(uint8_t *dst, float *xhs, const flo
 			v[i][u] = (r < G::BM && gr < nrows && c < D) ? __ldg(X + gr * D + c) * S : 0.f;
 		}
 	}
-	/* the half at column c of row r: slice c / 64, 16-byte chunk (c % 64) / 8 swizzled by r % 8 */
-	auto put = [&](int r, int c, __half2 h) {
-		const int sl = c >> 6, q = (c & 63) >> 3;
-		*reinterpret_cast<__half2 *>(dst + (sl * G::BM + r) * 128 + ((q ^ (r & 7)) << 4) + (c & 7) * 2) = h;
-	};
+	auto put = [&](int r, int c, __half2 h) { put_row_half2<G::BM>(dst, r, c, h); };
 #pragma unroll
 	for (int i = 0; i < RPW; i++)
 	{
@@ -465,10 +473,7 @@ __device__ __forceinline__ void convert_rows_next(uint8_t *dst, float *xhs, cons
 	using G = Cfg<DIAG>;
 	if ((D & 3) != 0 || (reinterpret_cast<uintptr_t>(X) & 15) != 0)
 		__trap();
-	auto put = [&](int r, int c, __half2 h) {
-		const int sl = c >> 6, q = (c & 63) >> 3;
-		*reinterpret_cast<__half2 *>(dst + (sl * G::BM + r) * 128 + ((q ^ (r & 7)) << 4) + (c & 7) * 2) = h;
-	};
+	auto put = [&](int r, int c, __half2 h) { put_row_half2<G::BM>(dst, r, c, h); };
 	constexpr int RB4 = 4;
 	const int c = 4 * lane;	/* (c, c + 2: one 16-byte chunk of the swizzled row) */
 	for (int rb = cw * RB4; rb < G::BM; rb += 3 * RB4)

@@ -417,8 +417,8 @@ flag_stats_atomic_kernel(const float *__restrict__ X, int64_t nrows, int D, Dire
 }
 
 /*
- * Exact scores and statistics (step 2 above).  A warp per row (rows strided
- * over the grid); lane l holds the row's features 4l .. 4l + 3
+ * Exact scores and statistics (step 2 above).  A warp per row (rows handed out
+ * by tickets, below); lane l holds the row's features 4l .. 4l + 3
  * (D <= 128).  Lane j keeps the scores of list entries j and 32 + j and of
  * screen-flagged components j and 32 + j (at most SPARSE_FMAX; with fold,
  * logZ already holds the log-sum-exp of the others, flagged ones); scores are computed four at a time
