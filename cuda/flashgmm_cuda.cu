@@ -840,6 +840,7 @@ struct DevModel
 	float *serr = nullptr;		/* the screen's error bound per component, nats */
 	int nsflag = 0;
 	float *colc16m = nullptr;	/* colc16, -inf at the flagged components (dense passes; flag_lse_kernel) */
+	int *hp = nullptr;			/* prepare's pinned host buffers (7 Kp words) */
 
 	void enable_h16(float S)
 	{
@@ -922,30 +923,27 @@ struct DevModel
 	void prepare(double inv_wsum)
 	{
 		const double ERR_OK = 0.01, U_TF32 = 1.0 / 2048.0, U_3X = 1.0 / 4194304.0;
+		/*
+		 * One host sync: the device work that needs no host decision first
+		 * (the constants, the FP16 model and its stage images), then e_k and
+		 * the FP16 range flags read back together; the flags go back from
+		 * pinned buffers (hp), so those copies do not sync the stream as
+		 * pageable ones do.  hp is rewritten only after the next prepare's
+		 * sync, by when these copies are done.  (Before: eight syncs, about
+		 * 0.19 ms of a 3 ms iteration at 1M x 1024 diag: cuda/NOTES.md v11.)
+		 */
+		if (!hp)
+			hp = reinterpret_cast<int *>(pinned(7 * (size_t) Kp));
+		float *e = reinterpret_cast<float *>(hp);				/* [K] e_k */
+		int *bad = hp + Kp;										/* [K] FP16 range flags */
+		int *f = hp + 2 * Kp, *fi = hp + 3 * Kp;				/* [Kp] flags, [K] flagged */
+		int *sf = hp + 4 * Kp, *sfi = hp + 5 * Kp;				/* [Kp] screen flags, [Kp] screen-flagged */
+		float *se = reinterpret_cast<float *>(hp + 6 * Kp);		/* [Kp] screen error bounds */
 		moment_kernel<<<(D + 127) / 128, 128, 0, g_s>>>(mu, var, wraw, inv_wsum, K, D, diag, m2);
 		CKL("moment_kernel");
 		prepare_kernel<<<Kp, 256, 0, g_s>>>(mu, var, wraw, inv_wsum, K, D, Dp, Dp2, diag, Wm, colc, colp, w, m2,
 											cdir, ek);
 		CKL("prepare_kernel");
-		std::vector<float> e(K);
-		CK(cudaMemcpyAsync(e.data(), ek, sizeof(float) * K, cudaMemcpyDeviceToHost, g_s));
-		CK(cudaStreamSynchronize(g_s));
-		double emax = 0.0, sq = std::sqrt((double) D);
-		for (int k = 0; k < K; k++)
-			emax = std::max(emax, std::isfinite(e[k]) ? (double) e[k] : 1e300);
-		/* default: 3xTF32 (cuda/NOTES.md: TF32 scores moved SIFT means by 1.5e-3 over 10 iterations) */
-		prec_used = g_prec == GMM_GPU_PREC_DEFAULT ? GMM_GPU_PREC_3XTF32 : g_prec;
-		/* flag by what even 3xTF32 cannot score accurately: a forced TF32 keeps its speed */
-		double u = U_3X;
-		std::vector<int> f(Kp, 0), fi;
-		int nf = 0;
-		for (int k = 0; k < K; k++)
-			if (!(u * (std::isfinite(e[k]) ? e[k] : 1e300) / sq <= ERR_OK))
-			{
-				f[k] = 1;
-				fi.push_back(k);
-				nf++;
-			}
 		if (h16_S > 0.f)
 		{
 			/* FP16 operands; a component whose operands leave FP16's range is scored from differences */
@@ -957,23 +955,41 @@ struct DevModel
 			else
 				wg::stage_images_kernel<false><<<(Kp + 15) / 16, 256, 0, g_s>>>(Wh, Kp, Wst);
 			CKL("stage_images_kernel");
-			std::vector<int> bad(K);
-			CK(cudaMemcpyAsync(bad.data(), h16bad, sizeof(int) * K, cudaMemcpyDeviceToHost, g_s));
-			CK(cudaStreamSynchronize(g_s));
+			CK(cudaMemcpyAsync(bad, h16bad, sizeof(int) * K, cudaMemcpyDeviceToHost, g_s));
+		}
+		CK(cudaMemcpyAsync(e, ek, sizeof(float) * K, cudaMemcpyDeviceToHost, g_s));
+		CK(cudaStreamSynchronize(g_s));
+		double emax = 0.0, sq = std::sqrt((double) D);
+		for (int k = 0; k < K; k++)
+			emax = std::max(emax, std::isfinite(e[k]) ? (double) e[k] : 1e300);
+		/* default: 3xTF32 (cuda/NOTES.md: TF32 scores moved SIFT means by 1.5e-3 over 10 iterations) */
+		prec_used = g_prec == GMM_GPU_PREC_DEFAULT ? GMM_GPU_PREC_3XTF32 : g_prec;
+		/*
+		 * flag by what even 3xTF32 cannot score accurately (a forced TF32
+		 * keeps its speed), then, with FP16 operands, the components whose
+		 * operands leave FP16's range
+		 */
+		double u = U_3X;
+		std::fill(f, f + Kp, 0);
+		int nf = 0;
+		for (int k = 0; k < K; k++)
+			if (!(u * (std::isfinite(e[k]) ? e[k] : 1e300) / sq <= ERR_OK))
+			{
+				f[k] = 1;
+				fi[nf++] = k;
+			}
+		if (h16_S > 0.f)
 			for (int k = 0; k < K; k++)
 				if (bad[k] && !f[k])
 				{
 					f[k] = 1;
-					fi.push_back(k);
-					nf++;
+					fi[nf++] = k;
 				}
-		}
 		if (nf > 0 || nflag > 0)
-			CK(cudaMemcpyAsync(cflag, f.data(), sizeof(int) * Kp, cudaMemcpyHostToDevice, g_s));
+			CK(cudaMemcpyAsync(cflag, f, sizeof(int) * Kp, cudaMemcpyHostToDevice, g_s));
 		if (nf > 0)
-			CK(cudaMemcpyAsync(fidx, fi.data(), sizeof(int) * nf, cudaMemcpyHostToDevice, g_s));
-		std::vector<int> sf(Kp, 0), sfi;
-		std::vector<float> se(Kp, 0.f);
+			CK(cudaMemcpyAsync(fidx, fi, sizeof(int) * nf, cudaMemcpyHostToDevice, g_s));
+		int nsf = 0;
 		if (h16_S > 0.f)
 		{
 			/* the dense passes' constants without the flagged components (flag_lse_kernel scores them) */
@@ -985,6 +1001,8 @@ struct DevModel
 			 * the exact kernel makes their statistics), then the flagged
 			 * (flagged_stats makes theirs).
 			 */
+			std::fill(sf, sf + Kp, 0);
+			std::fill(se, se + Kp, 0.f);
 			for (int k = 0; k < K; k++)
 			{
 				const double b = sp::SCREEN_MARGIN +
@@ -993,22 +1011,21 @@ struct DevModel
 				if (!f[k] && !(b <= sp::SCREEN_ERR_MAX))
 				{
 					sf[k] = 1;
-					sfi.push_back(k);
+					sfi[nsf++] = k;
 				}
 			}
 			for (int k = 0; k < K; k++)	/* then the flagged */
 				if (f[k])
 				{
 					sf[k] = 1;
-					sfi.push_back(k);
+					sfi[nsf++] = k;
 				}
-			CK(cudaMemcpyAsync(sflag, sf.data(), sizeof(int) * Kp, cudaMemcpyHostToDevice, g_s));
-			CK(cudaMemcpyAsync(serr, se.data(), sizeof(float) * Kp, cudaMemcpyHostToDevice, g_s));
-			if (!sfi.empty())
-				CK(cudaMemcpyAsync(sfidx, sfi.data(), sizeof(int) * sfi.size(), cudaMemcpyHostToDevice, g_s));
+			CK(cudaMemcpyAsync(sflag, sf, sizeof(int) * Kp, cudaMemcpyHostToDevice, g_s));
+			CK(cudaMemcpyAsync(serr, se, sizeof(float) * Kp, cudaMemcpyHostToDevice, g_s));
+			if (nsf > 0)
+				CK(cudaMemcpyAsync(sfidx, sfi, sizeof(int) * nsf, cudaMemcpyHostToDevice, g_s));
 		}
-		CK(cudaStreamSynchronize(g_s));
-		nsflag = (int) sfi.size();
+		nsflag = nsf;
 		nflag = nf;
 		worst_err = (prec_used == GMM_GPU_PREC_TF32 ? U_TF32 : U_3X) * emax / sq;
 	}
