@@ -1331,10 +1331,11 @@ bool want_sparse(int Kp)
  * 2^17 and 3.01 in 2^18 (H100, v11).  Past 2M rows the blocks stay at 2^16
  * so that 10M rows keep X + 64 MiB.
  */
-constexpr int64_t SPARSE_ROWS = 1 << 16, SPARSE_ROWS_SMALL_N = 1 << 18, SPARSE_SMALL_N = 2ll << 20;
+constexpr int64_t SPARSE_ROWS = 1 << 16, SPARSE_ROWS_SMALL_N = 1 << 18, SPARSE_SMALL_N = 2ll << 20,
+				  SPARSE_ROWS_FORCED_MAX = 1 << 20;
 /*
  * (N: the table's rows; 0: unknown, as for a large one.)  FLASHGMM_GPU_SPARSE_ROWS
- * (a power of two, 2^10 to 2^18) sets it instead: the tests' 100k-row tables
+ * (a power of two, 2^10 to 2^20) sets it instead: the tests' 100k-row tables
  * take several blocks and flushes with 16384.
  */
 inline int64_t sparse_rows_for(int64_t N)
@@ -1342,11 +1343,26 @@ inline int64_t sparse_rows_for(int64_t N)
 	static const int64_t forced = [] {
 		const char *e = getenv("FLASHGMM_GPU_SPARSE_ROWS");
 		const int64_t v = e ? atoll(e) : 0;
-		return v >= 1024 && v <= SPARSE_ROWS_SMALL_N && (v & (v - 1)) == 0 ? v : 0;
+		return v >= 1024 && v <= SPARSE_ROWS_FORCED_MAX && (v & (v - 1)) == 0 ? v : 0;
 	}();
 	if (forced)
 		return forced;
 	return N > 0 && N <= SPARSE_SMALL_N ? SPARSE_ROWS_SMALL_N : SPARSE_ROWS;
+}
+/*
+ * Rows a ticket of the exact kernel's global counter hands a warp (sparse.cuh:
+ * sparse_exact_kernel); 0: a contiguous share of rows a block, one row a
+ * ticket from a shared counter.  FLASHGMM_GPU_EXACT_CHUNK (0 to 1024) sets it.
+ */
+constexpr int EXACT_CHUNK = 0;
+inline int exact_chunk()
+{
+	static const int c = [] {
+		const char *e = getenv("FLASHGMM_GPU_EXACT_CHUNK");
+		const int v = e ? atoi(e) : EXACT_CHUNK;
+		return v >= 0 && v <= 1024 ? v : EXACT_CHUNK;
+	}();
+	return c;
 }
 /*
  * Sparse blocks whose FP32 sums around the means (sparse.cuh) build up before
@@ -1724,6 +1740,7 @@ struct EStep
 		float *smax = nullptr, *c2s = nullptr, *psx = nullptr;
 		double *bnk = nullptr, *bsxn = nullptr;	/* a block's sum r and sum r ||x - mu||^2 */
 		unsigned long long *npairs = nullptr;
+		unsigned int *tick = nullptr;	/* the exact kernel's row tickets (exact_chunk) */
 		int32_t *cand = nullptr, *count = nullptr;
 		int *overflow = nullptr;	/* [2]: rows in orows, in orows2 */
 		int64_t *orows = nullptr;	/* the block's rows whose lists overflowed */
@@ -1991,6 +2008,7 @@ struct EStep
 			sw.lzo = dalloc<float>(sparse_overflow_rows(srows), "sparse pass");
 			sw.c2s = dalloc<float>(4 * (size_t) Kp, "sparse pass");
 			sw.npairs = dalloc<unsigned long long>(2, "sparse pass");
+			sw.tick = dalloc<unsigned int>(1, "sparse pass");
 			sw.psx = dalloc<float>((size_t) Kp * Wd, "sparse pass");
 			sw.bnk = dalloc<double>(Kp, "sparse pass");
 			sw.bsxn = dalloc<double>(Kp, "sparse pass");
@@ -2166,9 +2184,12 @@ struct EStep
 			const size_t fb = sp::FlagSet::bytes(nse, D, M->diag);
 			set_smem(sp::sparse_exact_kernel, fb);
 			const int eg = warp_rows_grid(nr, sp::sparse_exact_kernel, fb);	/* (the sums: sum_kernel below) */
+			const int chunk = exact_chunk();
+			if (chunk > 0)
+				CK(cudaMemsetAsync(sw.tick, 0, sizeof(unsigned int), g_s));
 			sp::sparse_exact_kernel<<<eg, sp::EXACT_WARPS * 32, fb, g_s>>>(
 				x, nr, D, dr, M->sfidx, nse, (int) (nsf > nse), sw.cand, sw.count, lzb, blockll, (int) stats, sw.psx,
-				sw.bnk, sw.bsxn, sw.npairs);
+				sw.bnk, sw.bsxn, sw.npairs, sw.tick, chunk);
 			CKL("sparse_exact_kernel");
 			sum_kernel<<<1, 1024, 0, g_s>>>(blockll, eg, ll, 1);
 			CKL("sum_kernel");
