@@ -1324,30 +1324,33 @@ bool want_sparse(int Kp)
 	return e ? strcmp(e, "sparse") == 0 : Kp >= SPARSE_KMIN;
 }
 /*
- * Rows per screened block: 2^16 (its buffers: 17 MiB), 2^18 for tables of
- * at most 2M rows (75 MiB).  Each block costs a host sync (the overflow
- * count), a few small launches and each kernel's ramp and tail; at 1M x 1024
- * diag from k-means++ an iteration took 3.65 ms in blocks of 2^16, 3.20 in
- * 2^17 and 3.01 in 2^18 (H100, v11).  Past 2M rows the blocks stay at 2^16
+ * Rows per screened block: 2^16 (its buffers: 17 MiB); for tables of at most
+ * 2M rows, 2^18 (75 MiB) spherical and 2^20 (280 MiB) diag, but no more
+ * than the table's rows.  Each block costs a host sync (the overflow count),
+ * a few small launches and each kernel's ramp and tail; at 1M x 1024 diag
+ * from k-means++ an iteration took 3.65 ms in blocks of 2^16, 3.20 in 2^17,
+ * 3.01 in 2^18 (v11) and 2.77-2.82 in 2^20 (v12).  Spherical took 3.7-3.8
+ * in 2^18 and 4.3-4.4 in 2^20 (v12).  Past 2M rows the blocks stay at 2^16
  * so that 10M rows keep X + 64 MiB.
  */
-constexpr int64_t SPARSE_ROWS = 1 << 16, SPARSE_ROWS_SMALL_N = 1 << 18, SPARSE_SMALL_N = 2ll << 20,
-				  SPARSE_ROWS_FORCED_MAX = 1 << 20;
+constexpr int64_t SPARSE_ROWS = 1 << 16, SPARSE_ROWS_SMALL_N_SPH = 1 << 18, SPARSE_ROWS_SMALL_N_DIAG = 1 << 20,
+				  SPARSE_SMALL_N = 2ll << 20, SPARSE_ROWS_FORCED_MAX = 1 << 20;
 /*
  * (N: the table's rows; 0: unknown, as for a large one.)  FLASHGMM_GPU_SPARSE_ROWS
  * (a power of two, 2^10 to 2^20) sets it instead: the tests' 100k-row tables
  * take several blocks and flushes with 16384.
  */
-inline int64_t sparse_rows_for(int64_t N)
+inline int64_t sparse_rows_for(int64_t N, bool diag)
 {
 	static const int64_t forced = [] {
 		const char *e = getenv("FLASHGMM_GPU_SPARSE_ROWS");
 		const int64_t v = e ? atoll(e) : 0;
 		return v >= 1024 && v <= SPARSE_ROWS_FORCED_MAX && (v & (v - 1)) == 0 ? v : 0;
 	}();
-	if (forced)
-		return forced;
-	return N > 0 && N <= SPARSE_SMALL_N ? SPARSE_ROWS_SMALL_N : SPARSE_ROWS;
+	const int64_t r = forced ? forced
+							 : N > 0 && N <= SPARSE_SMALL_N ? (diag ? SPARSE_ROWS_SMALL_N_DIAG : SPARSE_ROWS_SMALL_N_SPH)
+															: SPARSE_ROWS;
+	return N > 0 ? std::min(r, (N + 1023) / 1024 * 1024) : r;
 }
 /*
  * Rows a ticket of the exact kernel's global counter hands a warp (sparse.cuh:
@@ -1365,12 +1368,14 @@ inline int exact_chunk()
 	return c;
 }
 /*
- * Sparse blocks whose FP32 sums around the means (sparse.cuh) build up before
- * flush_sparse_kernel adds them into the FP64 statistics: two, as a flush a
- * block was a fixed 8 us launch (v11).  FP32 sums of r (x - mu) over about
+ * Rows whose FP32 sums around the means (sparse.cuh) build up before
+ * flush_sparse_kernel adds them into the FP64 statistics: two blocks, as a
+ * flush a block was a fixed 8 us launch (v11), but at most 2^19 rows (one
+ * diag block of 2^20 rows: each).  FP32 sums of r (x - mu) over about
  * 2^19 / K rows a component stay far inside the means' 1e-3.
  */
-constexpr int SPARSE_FLUSH_BLOCKS = 2;
+constexpr int64_t SPARSE_FLUSH_ROWS = 1 << 19;
+inline int64_t sparse_flush_rows(int64_t srows) { return std::max<int64_t>(srows, std::min<int64_t>(2 * srows, SPARSE_FLUSH_ROWS)); }
 /* overflowed lists in a block of srows (5%): beyond, the dense pass takes the whole block; below, just those rows */
 inline int64_t sparse_overflow_rows(int64_t srows) { return srows / 20; }
 constexpr int SPARSE_REST = 2, SPARSE_REST_MAX = 64;	/* dense passes after one that was mostly dense: 2, 4, .. 64 */
@@ -1770,7 +1775,7 @@ struct EStep
 			other = acc + GemmWork::bytes(M, GemmWork::ws_for(budget, lzb), std::max<int64_t>(rows, 1ll << 20));
 		}
 		/* the h16 pass's buffers, when X will be resident (else gemm or fused runs): the larger */
-		int64_t h16 = want_h16(D, diag) ? fused + h16_bytes(Kp, diag) + (want_sparse(Kp) ? sparse_bytes(Kp, D, sparse_rows_for(rows)) : 0) : 0;
+		int64_t h16 = want_h16(D, diag) ? fused + h16_bytes(Kp, diag) + (want_sparse(Kp) ? sparse_bytes(Kp, D, sparse_rows_for(rows, diag)) : 0) : 0;
 		if (h16 > 0 && budget > 0 && rows * ((int64_t) D * 4 + 4) + h16 > budget)
 			h16 = 0;
 		return std::max(other, h16);
@@ -1825,7 +1830,7 @@ struct EStep
 		}
 		sparse = h16 && want_sparse(M->Kp) && M->Kp % (M->diag ? wg::Cfg<true>::BN : wg::Cfg<false>::BN) == 0;
 		sparse_auto = sparse && !getenv("FLASHGMM_GPU_ESTEP");
-		srows = sparse_rows_for(logz_rows_ >= src->N ? src->N : 0);	/* (as bytes_needed counted it) */
+		srows = sparse_rows_for(logz_rows_ >= src->N ? src->N : 0, M->diag);	/* (as bytes_needed counted it) */
 		/* h16: logZ of every row while small, as gemm; else one block's (pass 2 follows pass 1 per block) */
 		logz_rows = h16 && !(logz_rows_ >= src->N && src->N * 4 <= GEMM_LOGZ_FULL_MAX)
 						? std::max<int64_t>(hr.rows, sparse ? srows : 0) : logz_rows_;
@@ -1989,7 +1994,7 @@ struct EStep
 	 * The sparse pass (sparse.cuh) over rows dX[0..nc), blocks of
 	 * srows: screen (best score, then the candidates), exact scores
 	 * and statistics, the FP32 sums flushed into the FP64 ones every
-	 * SPARSE_FLUSH_BLOCKS blocks.
+	 * sparse_flush_rows(srows) rows.
 	 */
 	void run_sparse(const float *dX, int64_t nc, float *lz, bool stats, bool last_chunk)
 	{
@@ -2063,8 +2068,8 @@ struct EStep
 		if (pt)
 			pt->start();
 		int64_t dense_rows = 0, over_rows = 0;
-		/* the FP32 sums around the means into the FP64 statistics, every SPARSE_FLUSH_BLOCKS sparse blocks and at the end */
-		int unflushed = 0;
+		/* the FP32 sums around the means into the FP64 statistics, every sparse_flush_rows(srows) rows and at the end */
+		int64_t unflushed = 0;	/* rows */
 		auto flush = [&]() {
 			sp::flush_sparse_kernel<<<Kp, 128, 0, g_s>>>(M->mu, D, (int) M->diag, sw.psx, sw.bnk, sw.bsxn, sx, nk, sxn);
 			CKL("flush_sparse_kernel");
@@ -2211,8 +2216,8 @@ struct EStep
 				CKL("scatter_logz_kernel");
 				lap(3);
 			}
-			unflushed++;
-			if (stats && unflushed >= SPARSE_FLUSH_BLOCKS)
+			unflushed += nr;
+			if (stats && unflushed >= sparse_flush_rows(srows))
 				flush();
 			if (fn > 0 && logz_rows < src->N)	/* else once per source chunk (run) */
 				flagged_stats(x, nr, lzb);

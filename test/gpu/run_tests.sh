@@ -29,7 +29,7 @@ fi
 # the 784-d data set and the streamed runs fall back to gemm), sparse (cuda/sparse.cuh, both
 # covariances), h16mma (h16 with pass 1 on mma.sync), gemm (cuBLAS over blocks of rows) and
 # fused (the fallback without cuBLAS); sparse-blocks is sparse in blocks of 16384 rows (the tables
-# here fit one block of the default 2^18: this runs the per-block overflow checks and flushes);
+# here fit one block of the default: this runs the per-block overflow checks and flushes);
 # ESTEPS=h16 runs only that one
 for v in ${ESTEPS:-default h16 sparse sparse-blocks h16mma gemm fused}; do
 	echo "=== E pass: $v"
