@@ -2187,12 +2187,14 @@ struct EStep
 				merge_flagged(x, nr, M->sfidx + nse, nsf - nse, lzb, nullptr, sc.best);
 			}
 			const size_t fb = sp::FlagSet::bytes(nse, D, M->diag);
-			set_smem(sp::sparse_exact_kernel, fb);
-			const int eg = warp_rows_grid(nr, sp::sparse_exact_kernel, fb);	/* (the sums: sum_kernel below) */
+			auto exact = M->diag ? (D == 128 ? sp::sparse_exact_kernel<true, 128> : sp::sparse_exact_kernel<true, 0>)
+								 : (D == 128 ? sp::sparse_exact_kernel<false, 128> : sp::sparse_exact_kernel<false, 0>);
+			set_smem(exact, fb);
+			const int eg = warp_rows_grid(nr, exact, fb);	/* (the sums: sum_kernel below) */
 			const int chunk = exact_chunk();
 			if (chunk > 0)
 				CK(cudaMemsetAsync(sw.tick, 0, sizeof(unsigned int), g_s));
-			sp::sparse_exact_kernel<<<eg, sp::EXACT_WARPS * 32, fb, g_s>>>(
+			exact<<<eg, sp::EXACT_WARPS * 32, fb, g_s>>>(
 				x, nr, D, dr, M->sfidx, nse, (int) (nsf > nse), sw.cand, sw.count, lzb, blockll, (int) stats, sw.psx,
 				sw.bnk, sw.bsxn, sw.npairs, sw.tick, chunk);
 			CKL("sparse_exact_kernel");

@@ -136,6 +136,18 @@ __device__ __forceinline__ void each_row(const float *__restrict__ X, int64_t nr
 	}
 }
 
+/*
+ * The exact kernel's divisions: __fdividef (2 ulp; FGC_EXACT_FASTDIV=0 at
+ * build time: IEEE).  An IEEE division is a reciprocal, four FMAs and a
+ * checked slow path; diag scores take four a lane per candidate.  Seeded
+ * 1M x 1024 diag, --steady (H100, v12): 2.70 / 2.52 -> 2.46 / 2.48 ms an
+ * iteration; the GPU tests pass with either.
+ */
+#ifndef FGC_EXACT_FASTDIV
+#define FGC_EXACT_FASTDIV 1
+#endif
+__device__ __forceinline__ float exact_div(float a, float b) { return FGC_EXACT_FASTDIV ? __fdividef(a, b) : a / b; }
+
 /* four independent warp sums at once (their shuffles interleave), on every lane */
 __device__ __forceinline__ void warp_sum4(float (&q)[4])
 {
@@ -426,14 +438,20 @@ flag_stats_atomic_kernel(const float *__restrict__ X, int64_t nrows, int D, Dire
  * shared memory (read by every row).  At most 64 registers, for four blocks
  * (32 warps) an SM: ncu found it latency-bound at three (71 registers; 12.6
  * cycles per issued instruction, 55% of cycles with no eligible warp).
+ * DIAG: the covariance (dr.diag); DC: the row length when fixed at compile
+ * time (128: a float4 a lane, no bounds checks), else 0 (D_ at run time).
+ * ncu (v12): the run-time D and covariance cost 1220 warp instructions a
+ * spherical row (5.7 candidates, 3.6 pairs), issue-bound (61% of slots).
  */
+template <bool DIAG, int DC>
 __global__ void __launch_bounds__(EXACT_WARPS * 32, 4)
-sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr, const int *__restrict__ sfidx, int nsf,
+sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D_, Direct dr, const int *__restrict__ sfidx, int nsf,
 					int fold, const int32_t *__restrict__ cand, const int32_t *__restrict__ count, float *__restrict__ logZ,
 					double *__restrict__ blockll, int stats, float *__restrict__ psx, double *__restrict__ bnk,
 					double *__restrict__ bsxn, unsigned long long *__restrict__ npairs, unsigned int *__restrict__ gtick,
 					int chunk)
 {
+	const int D = DC > 0 ? DC : D_;
 	extern __shared__ float4 fsm4[];
 	__shared__ double lsum[EXACT_WARPS];
 	FlagSet fs;
@@ -495,14 +513,14 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr
 				{
 					float mv[4], vv[4];
 					load4(dr.mu + (int64_t) ks[u] * D, D, lane, mv);
-					if (dr.diag)
+					if (DIAG)
 						load4(dr.var + (int64_t) ks[u] * D, D, lane, vv);
 #pragma unroll
 					for (int i = 0; i < 4; i++)
 					{
 						const float t = x[i] - mv[i];	/* (0 past D) */
-						if (dr.diag)	/* (direct_score's arithmetic) */
-							q[u] += 4 * lane + i < D ? t * t / vv[i] : 0.f;
+						if (DIAG)	/* (direct_score's arithmetic) */
+							q[u] += 4 * lane + i < D ? exact_div(t * t, vv[i]) : 0.f;
 						else
 							q[u] = fmaf(t, t, q[u]);
 					}
@@ -512,7 +530,7 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr
 #pragma unroll
 			for (int u = 0; u < 4; u++)
 				s[u] = ks[u] < 0 ? NEG_INF
-						: __ldg(dr.cdir + ks[u]) - 0.5f * (dr.diag ? q[u] : q[u] / __ldg(dr.var + ks[u]));
+						: __ldg(dr.cdir + ks[u]) - 0.5f * (DIAG ? q[u] : exact_div(q[u], __ldg(dr.var + ks[u])));
 		};
 		const int n = __ldg(count + row);
 		if (n > SPARSE_CAP)
@@ -605,7 +623,7 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr
 		 * block of rows; flush_sparse_kernel turns them into sums of x.
 		 * Sums around the mean keep the variance's cancellation out of FP32.
 		 */
-		const int Wd = dr.diag ? 2 * D : D;
+		const int Wd = DIAG ? 2 * D : D;
 		const bool vec4 = D % 4 == 0;	/* rows of psx 16-byte aligned */
 		auto accumulate = [&](int k, float r) {
 			float mv[4];
@@ -626,7 +644,7 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr
 				if (4 * lane < D)
 				{
 					atomicAdd(reinterpret_cast<float4 *>(o), make_float4(rt[0], rt[1], rt[2], rt[3]));
-					if (dr.diag)
+					if (DIAG)
 						atomicAdd(reinterpret_cast<float4 *>(o + D), make_float4(rtt[0], rtt[1], rtt[2], rtt[3]));
 				}
 			}
@@ -637,15 +655,15 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D, Direct dr
 					if (4 * lane + i < D)
 					{
 						atomicAdd(o + i, rt[i]);
-						if (dr.diag)
+						if (DIAG)
 							atomicAdd(o + D + i, rtt[i]);
 					}
-			if (!dr.diag)
+			if (!DIAG)
 				tt = warp_sum(tt);
 			if (lane == 0)
 			{
 				atomicAdd(bnk + k, (double) r);
-				if (!dr.diag)
+				if (!DIAG)
 					atomicAdd(bsxn + k, (double) r * (double) tt);
 			}
 		};

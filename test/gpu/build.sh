@@ -1,6 +1,7 @@
 #!/bin/bash
 # build.sh [BUILD_DIR] - builds the CUDA library, the GPU test and the GPU benchmark
 # without PostgreSQL (plain nvcc/gcc), into BUILD_DIR (default .gpu/build, git-ignored).
+# NVCC_EXTRA: more nvcc flags for the library (an A/B build: -DFGC_...=1).
 # Works here and on the GPU machine; needs nvcc, gcc, cblas.h + libopenblas (see setup_device.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,7 +17,7 @@ if ! ls /usr/lib/x86_64-linux-gnu/libopenblas.so >/dev/null 2>&1; then
 fi
 CFLAGS="-O2 -std=gnu11 -fopenmp -Isrc/engine $BLAS_INC"
 if [ -n "$(find cuda src/engine/gmm.h -newer "$B/flashgmm_cuda.so" 2>/dev/null)" ] || [ ! -f "$B/flashgmm_cuda.so" ]; then
-	$NVCC -O3 -std=c++17 -Xcompiler -fPIC -Xcompiler -fvisibility=hidden $ARCH -shared \
+	$NVCC -O3 -std=c++17 -Xcompiler -fPIC -Xcompiler -fvisibility=hidden $ARCH ${NVCC_EXTRA:-} -shared \
 		-o "$B/flashgmm_cuda.so" cuda/flashgmm_cuda.cu -cudart static -Xlinker --exclude-libs,ALL
 fi
 for f in gmm_model gmm_cpu gmm_gpu; do
