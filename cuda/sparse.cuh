@@ -578,7 +578,8 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D_, Direct d
 						if (lane == j + v)
 							sc[u] = s4[v];
 				}
-				add(sc[u]);
+				if (lim > 0)	/* (warp-uniform: n is the row's) */
+					add(sc[u]);
 			}
 		}
 		if (nsf > 0)
@@ -680,15 +681,18 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D_, Direct d
 				accumulate(__shfl_sync(0xffffffffu, k, j), __shfl_sync(0xffffffffu, r, j));
 			}
 		};
+		/* (only the slots that hold entries: each emit is an exp, a flag load and a vote) */
 #pragma unroll
 		for (int u = 0; u < 2; u++)
-			emit(kc[u], sc[u]);
+			if (n > 32 * u)
+				emit(kc[u], sc[u]);
 #pragma unroll
 		for (int u = 0; u < 2; u++)
-		{
-			const int f = 32 * u + lane;
-			emit(f < nsf ? __ldg(sfidx + f) : -1, sf[u]);
-		}
+			if (nsf > 32 * u)
+			{
+				const int f = 32 * u + lane;
+				emit(f < nsf ? __ldg(sfidx + f) : -1, sf[u]);
+			}
 	}
 	block_sum_fixed<EXACT_WARPS>(mine, lsum, blockll ? blockll + blockIdx.x : nullptr);
 	if (npairs && lane == 0)	/* [0]: pairs in the statistics, [1]: candidates scored (profiling; [1] the back-off too) */
