@@ -2045,6 +2045,9 @@ struct EStep
 		/* FLASHGMM_GPU_SPARSE_SLACK (nats) overrides SPARSE_SLACK (tuning) */
 		static const float slack = getenv("FLASHGMM_GPU_SPARSE_SLACK") ? (float) atof(getenv("FLASHGMM_GPU_SPARSE_SLACK"))
 																	   : (float) sp::SPARSE_SLACK;
+		/* FLASHGMM_GPU_SPARSE_T (nats) overrides SPARSE_T, the window below the row's best (tuning) */
+		static const float window = getenv("FLASHGMM_GPU_SPARSE_T") ? (float) atof(getenv("FLASHGMM_GPU_SPARSE_T"))
+																	: sp::SPARSE_T;
 		int64_t redone_rows = 0;	/* rows collected again after a one-pass screen failed them */
 		const int64_t n0 = sw.seed ? lz - logZ : 0;	/* this chunk's first row */
 		sp::screen_constants_kernel<<<(Kp + 255) / 256, 256, 0, g_s>>>(M->colc16, M->colp16, M->serr, M->sflag, Kp,
@@ -2083,7 +2086,7 @@ struct EStep
 			float *lzb = logz_rows >= src->N ? lz + b0 : logZ;
 			/* the rows' best lower bounds: kept for every row where seeds are, else this block's */
 			wg::Screen sc{sw.seed ? sw.seed + n0 + b0 : sw.smax, sw.cand, sw.count, sw.overflow, sw.orows,
-						  sp::SPARSE_CAP, sp::SPARSE_T * h16::L2E, slack * h16::L2E, sw.c2s + 3 * Kp};
+						  sp::SPARSE_CAP, window * h16::L2E, slack * h16::L2E, sw.c2s + 3 * Kp};
 			/* the best from the lower bounds (c2s lo), the candidates from the upper bounds (c2s hi) */
 #define SCR_ARGS(LOHI) nullptr, nullptr, xs, ns, D, Kp, (const __half *) M->Wst, (const float *) sw.c2s + (LOHI) * Kp, \
 			(const float *) sw.c2s + 2 * Kp, 0, (float *) nullptr, (double *) nullptr, none, 1.f, 0, 0.f, \
