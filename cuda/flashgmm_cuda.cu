@@ -1390,6 +1390,9 @@ constexpr int SPARSE_REST = 2, SPARSE_REST_MAX = 64;	/* dense passes after one t
  * against 5.8 dense, at 9.2 a row 7.0 against 5.6, so 8 (5 before; 12
  * measured the same as 8 at 5.7 a row, 3.8).  10M x 1024 spherical from
  * k-means++ (4096 clusters) overflows and backs off: 55.2 against 54.9.
+ * These were measured with a window (sp::SPARSE_T) of 22 nats; at 16 (v12)
+ * rows have fewer candidates (10M x 1024 diag from k-means++: 5.0 instead of
+ * 10.1, and the pass now stays sparse: 111 ms against 137 dense).
  * FLASHGMM_GPU_ESTEP=sparse keeps the pass whatever the count.
  */
 constexpr double SPARSE_CANDS_DIAG = 10.0, SPARSE_CANDS_SPH = 8.0;

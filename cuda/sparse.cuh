@@ -451,8 +451,10 @@ flag_stats_atomic_kernel(const float *__restrict__ X, int64_t nrows, int D, Dire
  * cycles per issued instruction, 55% of cycles with no eligible warp).
  * DIAG: the covariance (dr.diag); DC: the row length when fixed at compile
  * time (128: a float4 a lane, no bounds checks), else 0 (D_ at run time).
- * ncu (v12): the run-time D and covariance cost 1220 warp instructions a
- * spherical row (5.7 candidates, 3.6 pairs), issue-bound (61% of slots).
+ * ncu (v12): with D and the covariance at run time, 1220 warp instructions
+ * a spherical row (5.7 candidates, 3.6 pairs), issue-bound (61% of slots);
+ * templated, seeded diag 1M x 1024 went 2.81 -> 2.46 ms an iteration with
+ * exact_div.
  */
 template <bool DIAG, int DC>
 __global__ void __launch_bounds__(EXACT_WARPS * 32, 4)
@@ -479,9 +481,9 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D_, Direct d
 	 * counter a row helped the spherical fits (exact step 4.06 -> 3.62 ms)
 	 * and slowed the diag ones (1.34 -> 1.68: 65k atomics on one address a
 	 * launch).  chunk > 0: pieces of chunk rows for any warp of the launch
-	 * from the global counter gtick (zeroed before the launch): a block
-	 * whose share holds more rows with long lists than others' no longer
-	 * keeps the launch waiting (v12).
+	 * from the global counter gtick (zeroed before the launch), against a
+	 * block whose share holds more long lists than others': measured no
+	 * faster (pieces of 4 or 16 rows, v12), so an A/B switch, default off.
 	 */
 	__shared__ int rtick;
 	if (threadIdx.x == 0)
