@@ -1324,16 +1324,17 @@ bool want_sparse(int Kp)
 	return e ? strcmp(e, "sparse") == 0 : Kp >= SPARSE_KMIN;
 }
 /*
- * Rows per screened block: 2^16 (its buffers: 17 MiB); for tables of at most
- * 2M rows, 2^18 (75 MiB) spherical and 2^20 (280 MiB) diag, but no more
- * than the table's rows.  Each block costs a host sync (the overflow count),
+ * Rows per screened block: 2^17 (its buffers: 22 MiB with lists of 32
+ * candidates, sparse_cap_for); for tables of at most 2M rows, 2^18 (75 MiB)
+ * spherical and 2^20 (280 MiB) diag, but no more than the table's rows.  Each block costs a host sync (the overflow count),
  * a few small launches and each kernel's ramp and tail; at 1M x 1024 diag
  * from k-means++ an iteration took 3.65 ms in blocks of 2^16, 3.20 in 2^17,
  * 3.01 in 2^18 (v11) and 2.77-2.82 in 2^20 (v12).  Spherical took 3.7-3.8
- * in 2^18 and 4.3-4.4 in 2^20 (v12).  Past 2M rows the blocks stay at 2^16
- * so that 10M rows keep X + 64 MiB.
+ * in 2^18 and 4.3-4.4 in 2^20 (v12).  Past 2M rows the blocks are small,
+ * so that 10M rows keep X + 64 MiB: 10M x 1024 diag from k-means++ took
+ * 110.2 ms an iteration in blocks of 2^16, 97.8 in 2^17 (v12).
  */
-constexpr int64_t SPARSE_ROWS = 1 << 16, SPARSE_ROWS_SMALL_N_SPH = 1 << 18, SPARSE_ROWS_SMALL_N_DIAG = 1 << 20,
+constexpr int64_t SPARSE_ROWS = 1 << 17, SPARSE_ROWS_SMALL_N_SPH = 1 << 18, SPARSE_ROWS_SMALL_N_DIAG = 1 << 20,
 				  SPARSE_SMALL_N = 2ll << 20, SPARSE_ROWS_FORCED_MAX = 1 << 20;
 /*
  * (N: the table's rows; 0: unknown, as for a large one.)  FLASHGMM_GPU_SPARSE_ROWS
@@ -1351,6 +1352,25 @@ inline int64_t sparse_rows_for(int64_t N, bool diag)
 							 : N > 0 && N <= SPARSE_SMALL_N ? (diag ? SPARSE_ROWS_SMALL_N_DIAG : SPARSE_ROWS_SMALL_N_SPH)
 															: SPARSE_ROWS;
 	return N > 0 ? std::min(r, (N + 1023) / 1024 * 1024) : r;
+}
+/*
+ * Candidates a row's list holds: 64 (sp::SPARSE_CAP) for tables of at most
+ * 2M rows, else 32, where the lists are most of a block's buffers (4 bytes
+ * each a row): with 32, blocks of 2^17 rows take 22 MiB, 2^16 took 19.  A
+ * row with more overflows (its block's dense pass scores it; v12: 10M x 1024
+ * diag from k-means++ has 5.0 a row).  FLASHGMM_GPU_SPARSE_CAP (32 or 64)
+ * sets it (the tests' sparse-blocks pass runs 32).
+ */
+inline int sparse_cap_for(int64_t N)
+{
+	static const int forced = [] {
+		const char *e = getenv("FLASHGMM_GPU_SPARSE_CAP");
+		const int v = e ? atoi(e) : 0;
+		return v == 32 || v == sp::SPARSE_CAP ? v : 0;
+	}();
+	if (forced)
+		return forced;
+	return N > 0 && N <= SPARSE_SMALL_N ? sp::SPARSE_CAP : 32;
 }
 /*
  * Rows a ticket of the exact kernel's global counter hands a warp (sparse.cuh:
@@ -1397,9 +1417,9 @@ constexpr int SPARSE_REST = 2, SPARSE_REST_MAX = 64;	/* dense passes after one t
  */
 constexpr double SPARSE_CANDS_DIAG = 10.0, SPARSE_CANDS_SPH = 8.0;
 /* its device bytes: a block's best scores, candidate lists and counts; the screen's constants; the FP32 sums */
-int64_t sparse_bytes(int Kp, int D, int64_t srows)
+int64_t sparse_bytes(int Kp, int D, int64_t srows, int cap)
 {
-	return srows * (4 + 4 * sp::SPARSE_CAP + 4 + 8) + sparse_overflow_rows(srows) * (4 * D + 4 + 8) + 64 +
+	return srows * (4 + 4 * (int64_t) cap + 4 + 8) + sparse_overflow_rows(srows) * (4 * D + 4 + 8) + 64 +
 		   (int64_t) Kp * (16 + 16 + 4 * 2 * D);
 }
 
@@ -1730,6 +1750,7 @@ struct EStep
 	int fn = 0;					/* flagged components in the last stats pass */
 	int64_t logz_rows;
 	int64_t srows = SPARSE_ROWS;	/* rows per sparse block (sparse_rows_for) */
+	int scap = sp::SPARSE_CAP;		/* candidates a row's list holds (sparse_cap_for) */
 
 	bool gemm = false;			/* chunked GEMM pass (chunked.cuh) instead of the fused kernels */
 	bool h16 = false;			/* FP16 pass (half.cuh) instead of the fused kernels */
@@ -1778,7 +1799,7 @@ struct EStep
 			other = acc + GemmWork::bytes(M, GemmWork::ws_for(budget, lzb), std::max<int64_t>(rows, 1ll << 20));
 		}
 		/* the h16 pass's buffers, when X will be resident (else gemm or fused runs): the larger */
-		int64_t h16 = want_h16(D, diag) ? fused + h16_bytes(Kp, diag) + (want_sparse(Kp) ? sparse_bytes(Kp, D, sparse_rows_for(rows, diag)) : 0) : 0;
+		int64_t h16 = want_h16(D, diag) ? fused + h16_bytes(Kp, diag) + (want_sparse(Kp) ? sparse_bytes(Kp, D, sparse_rows_for(rows, diag), sparse_cap_for(rows)) : 0) : 0;
 		if (h16 > 0 && budget > 0 && rows * ((int64_t) D * 4 + 4) + h16 > budget)
 			h16 = 0;
 		return std::max(other, h16);
@@ -1834,6 +1855,7 @@ struct EStep
 		sparse = h16 && want_sparse(M->Kp) && M->Kp % (M->diag ? wg::Cfg<true>::BN : wg::Cfg<false>::BN) == 0;
 		sparse_auto = sparse && !getenv("FLASHGMM_GPU_ESTEP");
 		srows = sparse_rows_for(logz_rows_ >= src->N ? src->N : 0, M->diag);	/* (as bytes_needed counted it) */
+		scap = sparse_cap_for(logz_rows_ >= src->N ? src->N : 0);
 		/* h16: logZ of every row while small, as gemm; else one block's (pass 2 follows pass 1 per block) */
 		logz_rows = h16 && !(logz_rows_ >= src->N && src->N * 4 <= GEMM_LOGZ_FULL_MAX)
 						? std::max<int64_t>(hr.rows, sparse ? srows : 0) : logz_rows_;
@@ -2007,7 +2029,7 @@ struct EStep
 		if (!sw.smax)
 		{
 			sw.smax = dalloc<float>(srows, "sparse pass");
-			sw.cand = dalloc<int32_t>((size_t) srows * sp::SPARSE_CAP, "sparse pass");
+			sw.cand = dalloc<int32_t>((size_t) srows * scap, "sparse pass");
 			sw.count = dalloc<int32_t>(srows, "sparse pass");
 			sw.overflow = dalloc<int>(2, "sparse pass");
 			sw.orows = dalloc<int64_t>(srows, "sparse pass");
@@ -2089,7 +2111,7 @@ struct EStep
 			float *lzb = logz_rows >= src->N ? lz + b0 : logZ;
 			/* the rows' best lower bounds: kept for every row where seeds are, else this block's */
 			wg::Screen sc{sw.seed ? sw.seed + n0 + b0 : sw.smax, sw.cand, sw.count, sw.overflow, sw.orows,
-						  sp::SPARSE_CAP, window * h16::L2E, slack * h16::L2E, sw.c2s + 3 * Kp};
+						  scap, window * h16::L2E, slack * h16::L2E, sw.c2s + 3 * Kp};
 			/* the best from the lower bounds (c2s lo), the candidates from the upper bounds (c2s hi) */
 #define SCR_ARGS(LOHI) nullptr, nullptr, xs, ns, D, Kp, (const __half *) M->Wst, (const float *) sw.c2s + (LOHI) * Kp, \
 			(const float *) sw.c2s + 2 * Kp, 0, (float *) nullptr, (double *) nullptr, none, 1.f, 0, 0.f, \
@@ -2169,7 +2191,7 @@ struct EStep
 #undef SCR_ARGS
 			/*
 			 * Too many long lists (responsibilities spread over more than
-			 * SPARSE_CAP components within the window): the dense pass on
+			 * scap components within the window): the dense pass on
 			 * this block, and on the next passes (the model moves slowly).
 			 */
 			over_rows += ov;
@@ -2202,7 +2224,7 @@ struct EStep
 				CK(cudaMemsetAsync(sw.tick, 0, sizeof(unsigned int), g_s));
 			exact<<<eg, sp::EXACT_WARPS * 32, fb, g_s>>>(
 				x, nr, D, dr, M->sfidx, nse, (int) (nsf > nse), sw.cand, sw.count, lzb, blockll, (int) stats, sw.psx,
-				sw.bnk, sw.bsxn, sw.npairs, sw.tick, chunk);
+				sw.bnk, sw.bsxn, sw.npairs, sw.tick, chunk, scap);
 			CKL("sparse_exact_kernel");
 			sum_kernel<<<1, 1024, 0, g_s>>>(blockll, eg, ll, 1);
 			CKL("sum_kernel");

@@ -81,7 +81,7 @@ constexpr double SCREEN_ERR_MAX = 8.0;
 constexpr double U_FP16 = 1.0 / 2048.0;	/* the screen operands' unit roundoff */
 /* one screen pass (SCREEN_ONEPASS) from the last pass's bounds: how far a row's best may fall meanwhile, nats */
 constexpr double SPARSE_SLACK = 3.0;
-constexpr int SPARSE_CAP = 64;			/* candidates per row (two per lane) */
+constexpr int SPARSE_CAP = 64;			/* candidates a row's list may hold (two per lane; the host picks 32 or 64) */
 constexpr int SPARSE_FMAX = 64;			/* screen-flagged components the exact kernel holds (shared memory) */
 constexpr float SPARSE_RMIN = 9.3132257e-10f;	/* 2^-30: smaller responsibilities stay out of the statistics */
 constexpr int EXACT_WARPS = 8;
@@ -462,7 +462,7 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D_, Direct d
 					int fold, const int32_t *__restrict__ cand, const int32_t *__restrict__ count, float *__restrict__ logZ,
 					double *__restrict__ blockll, int stats, float *__restrict__ psx, double *__restrict__ bnk,
 					double *__restrict__ bsxn, unsigned long long *__restrict__ npairs, unsigned int *__restrict__ gtick,
-					int chunk)
+					int chunk, int cap)
 {
 	const int D = DC > 0 ? DC : D_;
 	extern __shared__ float4 fsm4[];
@@ -546,7 +546,7 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D_, Direct d
 						: __ldg(dr.cdir + ks[u]) - 0.5f * (DIAG ? q[u] : exact_div(q[u], __ldg(dr.var + ks[u])));
 		};
 		const int n = __ldg(count + row);
-		if (n > SPARSE_CAP)
+		if (n > cap)	/* (cap <= SPARSE_CAP: the lists' stride) */
 			continue;	/* an overflowed list: the dense pass scores this row (EStep::run_sparse) */
 		cands += n;
 		/* the lane's entries: list slots lane, lane + 32; screen-flagged lane, lane + 32 */
@@ -556,7 +556,7 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D_, Direct d
 		for (int u = 0; u < 2; u++)
 		{
 			const int j = lane + 32 * u;
-			kc[u] = j < n ? __ldg(cand + row * SPARSE_CAP + j) : -1;
+			kc[u] = j < n ? __ldg(cand + row * cap + j) : -1;
 			sc[u] = NEG_INF;
 			sf[u] = NEG_INF;
 		}
