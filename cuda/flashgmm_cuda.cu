@@ -2070,9 +2070,12 @@ struct EStep
 		/* FLASHGMM_GPU_SPARSE_SLACK (nats) overrides SPARSE_SLACK (tuning) */
 		static const float slack = getenv("FLASHGMM_GPU_SPARSE_SLACK") ? (float) atof(getenv("FLASHGMM_GPU_SPARSE_SLACK"))
 																	   : (float) sp::SPARSE_SLACK;
-		/* FLASHGMM_GPU_SPARSE_T (nats) overrides SPARSE_T, the window below the row's best (tuning) */
-		static const float window = getenv("FLASHGMM_GPU_SPARSE_T") ? (float) atof(getenv("FLASHGMM_GPU_SPARSE_T"))
-																	: sp::SPARSE_T;
+		/* FLASHGMM_GPU_SPARSE_T (nats, 8 to 40) overrides SPARSE_T, the window below the row's best (tuning) */
+		static const float window = [] {
+			const char *e = getenv("FLASHGMM_GPU_SPARSE_T");
+			const float v = e ? (float) atof(e) : 0.f;
+			return v >= 8.f && v <= 40.f ? v : sp::SPARSE_T;
+		}();
 		int64_t redone_rows = 0;	/* rows collected again after a one-pass screen failed them */
 		const int64_t n0 = sw.seed ? lz - logZ : 0;	/* this chunk's first row */
 		sp::screen_constants_kernel<<<(Kp + 255) / 256, 256, 0, g_s>>>(M->colc16, M->colp16, M->serr, M->sflag, Kp,
