@@ -1373,21 +1373,6 @@ inline int sparse_cap_for(int64_t N)
 	return N > 0 && N <= SPARSE_SMALL_N ? sp::SPARSE_CAP : 32;
 }
 /*
- * Rows a ticket of the exact kernel's global counter hands a warp (sparse.cuh:
- * sparse_exact_kernel); 0: a contiguous share of rows a block, one row a
- * ticket from a shared counter.  FLASHGMM_GPU_EXACT_CHUNK (0 to 1024) sets it.
- */
-constexpr int EXACT_CHUNK = 0;
-inline int exact_chunk()
-{
-	static const int c = [] {
-		const char *e = getenv("FLASHGMM_GPU_EXACT_CHUNK");
-		const int v = e ? atoi(e) : EXACT_CHUNK;
-		return v >= 0 && v <= 1024 ? v : EXACT_CHUNK;
-	}();
-	return c;
-}
-/*
  * Rows whose FP32 sums around the means (sparse.cuh) build up before
  * flush_sparse_kernel adds them into the FP64 statistics: two blocks, as a
  * flush a block was a fixed 8 us launch (v11), but at most 2^19 rows (one
@@ -1769,7 +1754,6 @@ struct EStep
 		float *smax = nullptr, *c2s = nullptr, *psx = nullptr;
 		double *bnk = nullptr, *bsxn = nullptr;	/* a block's sum r and sum r ||x - mu||^2 */
 		unsigned long long *npairs = nullptr;
-		unsigned int *tick = nullptr;	/* the exact kernel's row tickets (exact_chunk) */
 		int32_t *cand = nullptr, *count = nullptr;
 		int *overflow = nullptr;	/* [2]: rows in orows, in orows2 */
 		int64_t *orows = nullptr;	/* the block's rows whose lists overflowed */
@@ -2038,7 +2022,6 @@ struct EStep
 			sw.lzo = dalloc<float>(sparse_overflow_rows(srows), "sparse pass");
 			sw.c2s = dalloc<float>(4 * (size_t) Kp, "sparse pass");
 			sw.npairs = dalloc<unsigned long long>(2, "sparse pass");
-			sw.tick = dalloc<unsigned int>(1, "sparse pass");
 			sw.psx = dalloc<float>((size_t) Kp * Wd, "sparse pass");
 			sw.bnk = dalloc<double>(Kp, "sparse pass");
 			sw.bsxn = dalloc<double>(Kp, "sparse pass");
@@ -2222,12 +2205,9 @@ struct EStep
 								 : (D == 128 ? sp::sparse_exact_kernel<false, 128> : sp::sparse_exact_kernel<false, 0>);
 			set_smem(exact, fb);
 			const int eg = warp_rows_grid(nr, exact, fb);	/* (the sums: sum_kernel below) */
-			const int chunk = exact_chunk();
-			if (chunk > 0)
-				CK(cudaMemsetAsync(sw.tick, 0, sizeof(unsigned int), g_s));
 			exact<<<eg, sp::EXACT_WARPS * 32, fb, g_s>>>(
 				x, nr, D, dr, M->sfidx, nse, (int) (nsf > nse), sw.cand, sw.count, lzb, blockll, (int) stats, sw.psx,
-				sw.bnk, sw.bsxn, sw.npairs, sw.tick, chunk, scap);
+				sw.bnk, sw.bsxn, sw.npairs, scap);
 			CKL("sparse_exact_kernel");
 			sum_kernel<<<1, 1024, 0, g_s>>>(blockll, eg, ll, 1);
 			CKL("sum_kernel");

@@ -461,8 +461,7 @@ __global__ void __launch_bounds__(EXACT_WARPS * 32, 4)
 sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D_, Direct dr, const int *__restrict__ sfidx, int nsf,
 					int fold, const int32_t *__restrict__ cand, const int32_t *__restrict__ count, float *__restrict__ logZ,
 					double *__restrict__ blockll, int stats, float *__restrict__ psx, double *__restrict__ bnk,
-					double *__restrict__ bsxn, unsigned long long *__restrict__ npairs, unsigned int *__restrict__ gtick,
-					int chunk, int cap)
+					double *__restrict__ bsxn, unsigned long long *__restrict__ npairs, int cap)
 {
 	const int D = DC > 0 ? DC : D_;
 	extern __shared__ float4 fsm4[];
@@ -473,46 +472,32 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D_, Direct d
 	double mine = 0.0;
 	unsigned long long pairs = 0, cands = 0;
 	/*
-	 * Rows handed out in pieces by tickets, the next ticket taken while the
-	 * piece's last row is scored.  chunk = 0: the block's rows (a contiguous
-	 * share of the launch's) one at a time from a shared counter.  With a
-	 * fixed stride, rows' varying candidates left a quarter of the warp
-	 * samples waiting at the block's final barrier (ncu, v10); one global
-	 * counter a row helped the spherical fits (exact step 4.06 -> 3.62 ms)
-	 * and slowed the diag ones (1.34 -> 1.68: 65k atomics on one address a
-	 * launch).  chunk > 0: pieces of chunk rows for any warp of the launch
-	 * from the global counter gtick (zeroed before the launch), against a
-	 * block whose share holds more long lists than others': measured no
-	 * faster (pieces of 4 or 16 rows, v12), so an A/B switch, default off.
+	 * The block's rows (a contiguous share of the launch's) handed out to
+	 * its warps one at a time by a shared counter, the next one taken while
+	 * this one is scored.  With a fixed stride, rows' varying candidates
+	 * left a quarter of the warp samples waiting at the block's final
+	 * barrier (ncu, v10); one global counter for the whole launch instead
+	 * helped the spherical fits (exact step 4.06 -> 3.62 ms) and slowed the
+	 * diag ones (1.34 -> 1.68: 65k atomics on one address a launch); global
+	 * pieces of 4 or 16 rows a ticket were no faster (v12).
 	 */
 	__shared__ int rtick;
 	if (threadIdx.x == 0)
 		rtick = 0;
 	__syncthreads();
-	const bool glob = chunk > 0;
-	const int64_t share = (nrows + gridDim.x - 1) / gridDim.x;
-	const int64_t base = glob ? 0 : (int64_t) blockIdx.x * share, lim = glob ? nrows : min(nrows, base + share);
-	const int step = glob ? chunk : 1;
+	const int64_t share = (nrows + gridDim.x - 1) / gridDim.x, r0 = (int64_t) blockIdx.x * share,
+				  r1 = min(nrows, r0 + share);
+	int tn = 0;
 	auto ticket = [&]() {
 		int t = 0;
 		if (lane == 0)
-			t = glob ? (int) atomicAdd(gtick, 1u) : atomicAdd(&rtick, 1);
-		return __shfl_sync(0xffffffffu, t, 0);
+			t = atomicAdd(&rtick, 1);
+		return t;
 	};
-	int64_t row = base + (int64_t) ticket() * step, pend = row + step;	/* the piece [row, pend) */
-	int tn = 0;
-	auto next_row = [&]() {
-		if (++row == pend)
-		{
-			row = base + (int64_t) tn * step;
-			pend = row + step;
-		}
-		return row;
-	};
-	for (; row < lim; next_row())
+	auto row_of = [&](int t) { return r0 + __shfl_sync(0xffffffffu, t, 0); };
+	for (int64_t row = row_of(ticket()); row < r1; row = row_of(tn))
 	{
-		if (row + 1 == pend)
-			tn = ticket();
+		tn = ticket();
 		float x[4];
 		load4(X + row * D, D, lane, x);
 		/* exact scores of the (warp-uniform) components ks[0..4), -1 = none: every lane gets them */
