@@ -84,6 +84,14 @@ bool profiling()
 	return on;
 }
 
+/* an integer tuning switch from the environment: its value where it lies in [lo, hi], else dflt */
+int64_t env_int(const char *name, int64_t lo, int64_t hi, int64_t dflt)
+{
+	const char *e = getenv(name);
+	const int64_t v = e ? atoll(e) : dflt;
+	return v >= lo && v <= hi ? v : dflt;
+}
+
 bool is_sticky(cudaError_t e)
 {
 	switch (e)
@@ -1341,16 +1349,15 @@ constexpr int64_t SPARSE_ROWS = 1 << 17, SPARSE_ROWS_SMALL_N_SPH = 1 << 18, SPAR
  * (a power of two, 2^10 to 2^20) sets it instead: the tests' 100k-row tables
  * take several blocks and flushes with 16384.
  */
+inline bool small_table(int64_t N) { return N > 0 && N <= SPARSE_SMALL_N; }
 inline int64_t sparse_rows_for(int64_t N, bool diag)
 {
 	static const int64_t forced = [] {
-		const char *e = getenv("FLASHGMM_GPU_SPARSE_ROWS");
-		const int64_t v = e ? atoll(e) : 0;
-		return v >= 1024 && v <= SPARSE_ROWS_FORCED_MAX && (v & (v - 1)) == 0 ? v : 0;
+		const int64_t v = env_int("FLASHGMM_GPU_SPARSE_ROWS", 1024, SPARSE_ROWS_FORCED_MAX, 0);
+		return (v & (v - 1)) == 0 ? v : 0;
 	}();
-	const int64_t r = forced ? forced
-							 : N > 0 && N <= SPARSE_SMALL_N ? (diag ? SPARSE_ROWS_SMALL_N_DIAG : SPARSE_ROWS_SMALL_N_SPH)
-															: SPARSE_ROWS;
+	const int64_t small = diag ? SPARSE_ROWS_SMALL_N_DIAG : SPARSE_ROWS_SMALL_N_SPH;
+	const int64_t r = forced ? forced : small_table(N) ? small : SPARSE_ROWS;
 	return N > 0 ? std::min(r, (N + 1023) / 1024 * 1024) : r;
 }
 /*
@@ -1364,13 +1371,12 @@ inline int64_t sparse_rows_for(int64_t N, bool diag)
 inline int sparse_cap_for(int64_t N)
 {
 	static const int forced = [] {
-		const char *e = getenv("FLASHGMM_GPU_SPARSE_CAP");
-		const int v = e ? atoi(e) : 0;
-		return v == 32 || v == sp::SPARSE_CAP ? v : 0;
+		const int64_t v = env_int("FLASHGMM_GPU_SPARSE_CAP", 32, sp::SPARSE_CAP, 0);
+		return v == 32 || v == sp::SPARSE_CAP ? (int) v : 0;
 	}();
 	if (forced)
 		return forced;
-	return N > 0 && N <= SPARSE_SMALL_N ? sp::SPARSE_CAP : 32;
+	return small_table(N) ? sp::SPARSE_CAP : 32;
 }
 /*
  * Rows whose FP32 sums around the means (sparse.cuh) build up before
@@ -1502,16 +1508,13 @@ constexpr int64_t GEMM_WS_MAX = 60ll << 20;		/* workspace + logZ, within "X + 64
 /* one block's scores: 16 MiB stays in L2 (50 MiB on an H100); FLASHGMM_GPU_BLOCK_MIB overrides (tuning) */
 int64_t gemm_s_max()
 {
-	const char *e = getenv("FLASHGMM_GPU_BLOCK_MIB");
-	int v = e ? atoi(e) : 0;
-	return (v >= 1 && v <= 256 ? v : 16) * (1ll << 20);
+	return env_int("FLASHGMM_GPU_BLOCK_MIB", 1, 256, 16) * (1ll << 20);
 }
 /* partial statistics products; FLASHGMM_GPU_SPLITS overrides (tuning) */
 int gemm_splits_env()
 {
-	const char *e = getenv("FLASHGMM_GPU_SPLITS");
-	int v = e ? atoi(e) : 0;
-	return v >= 1 && v <= 64 && (v & (v - 1)) == 0 ? v : 0;	/* divides the 256-row multiples */
+	const int v = (int) env_int("FLASHGMM_GPU_SPLITS", 1, 64, 0);
+	return (v & (v - 1)) == 0 ? v : 0;	/* divides the 256-row multiples */
 }
 constexpr int64_t GEMM_GROUP_ROWS = 65536;		/* rows summed in FP32 before the FP64 flush */
 constexpr int64_t GEMM_LOGZ_FULL_MAX = 16ll << 20;	/* per-row logZ of all N rows kept up to this size */
@@ -2112,8 +2115,7 @@ struct EStep
 				 * only where rows are 16-byte aligned; else (and with
 				 * FLASHGMM_GPU_SCREEN_PERSIST=0) a CTA a block.
 				 */
-				static const bool persist =
-					!(getenv("FLASHGMM_GPU_SCREEN_PERSIST") && atoi(getenv("FLASHGMM_GPU_SCREEN_PERSIST")) == 0);
+				static const bool persist = env_int("FLASHGMM_GPU_SCREEN_PERSIST", 0, 1, 1) != 0;
 				if (persist && D % 4 == 0 && (reinterpret_cast<uintptr_t>(xs) & 15) == 0)
 					nb = std::min<unsigned>(nb, (unsigned) g_prop.multiProcessorCount);
 				if (M->diag)
