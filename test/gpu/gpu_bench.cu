@@ -567,7 +567,7 @@ int main(int argc, char **argv)
 		/*
 		 * --sweep: where the sparse pass starts to pay (the first rows of one
 		 * 1M table): diag at K = 256, 512, 1024 (the default switches at
-		 * 1024), spherical at 1024, 2048, 4096 (it switches at 2048)
+		 * 1024), spherical at 1024, 2048, 4096 (it switched at 2048 until v11, now at 1024)
 		 */
 		const int64_t N = 1000000;
 		float *X = data_1m(N);
