@@ -310,6 +310,15 @@ __device__ __forceinline__ void row_tile(float &m, float &l, float (&tv)[MM], in
  * not be chosen are left out of the lists.  The tile's maximum, candidate
  * and sum of exponentials are built in four interleaved partials (the sum's
  * rounding differs from online_lse's).
+ *
+ * ltau (log2 units, <= -1, or -inf: no such bound) prunes by gmm_assign's
+ * tau: an entry after the first is kept only where exp(v / T - lz) > tau,
+ * and lz is at least the row's running maximum of v / T (mnew), so an
+ * element with v / T < mnew + ltau, ltau = log2(tau) less one (a factor of
+ * two against rounding), has responsibility below tau / 2 and is output as
+ * (-1, 0) whether or not it is in a list: the same outputs, far fewer
+ * insertions (the bound sits within ~11 units of the maximum at tau = 1/K,
+ * where the m-th-best bound sat wherever the quad's lists did).
  */
 /* the largest of a thread's scores of one row in a tile (four partial maxima: short chains) */
 template <int NT>
@@ -332,7 +341,7 @@ __device__ __forceinline__ float quad_max(float v)
 template <int NT, int MM>
 __device__ __forceinline__ void rows_tile_compact(float (&m)[2], float (&l)[2], float (&tv)[2][MM],
 												  int (&ti)[2][MM], const float (&s)[2][NT][2], float invT,
-												  bool hard, int k0, int t, float *scr, int lane)
+												  bool hard, int k0, int t, float *scr, int lane, float ltau)
 {
 	static_assert(2 * NT <= 32 && NT % 4 == 0, "one bit per element of the thread's tile, four partials");
 	constexpr int Q = MM / 4;
@@ -372,12 +381,25 @@ __device__ __forceinline__ void rows_tile_compact(float (&m)[2], float (&l)[2], 
 			thr[h] = fminf(thr[h], __shfl_xor_sync(0xffffffffu, thr[h], o));	/* the smallest member's q-th best */
 			lm[h] = fmaxf(lm[h], __shfl_xor_sync(0xffffffffu, lm[h], o));		/* the largest member's m-th best */
 		}
+	/* the quad's tile maximum, then the row's new running maximum of v / T */
+	float qmax[2], mnew[2];
+#pragma unroll
+	for (int h = 0; h < 2; h++)
+		qmax[h] = tmax[h];
+#pragma unroll
+	for (int o = 1; o <= 2; o <<= 1)
+#pragma unroll
+		for (int h = 0; h < 2; h++)
+			qmax[h] = fmaxf(qmax[h], __shfl_xor_sync(0xffffffffu, qmax[h], o));
+#pragma unroll
+	for (int h = 0; h < 2; h++)
+		mnew[h] = fmaxf(m[h], qmax[h] * invT);
 	uint32_t cand[2];
 #pragma unroll
 	for (int h = 0; h < 2; h++)
 	{
-		/* v >= bound and v > tv[MM - 1] in one comparison (bound >= tv[MM - 1]) */
-		float bound = fmaxf(thr[h], lm[h]);
+		/* v >= bound and v > tv[MM - 1] in one comparison (bound >= tv[MM - 1]); tau's bound (above) in v's units */
+		float bound = fmaxf(fmaxf(thr[h], lm[h]), (mnew[h] + ltau) / invT);
 		if (!(bound > tv[h][MM - 1]))
 			bound = nextafterf(bound, INFINITY);
 		cand[h] = 0u;
@@ -390,15 +412,10 @@ __device__ __forceinline__ void rows_tile_compact(float (&m)[2], float (&l)[2], 
 						cand[h] |= 1u << (2 * j + e);
 	}
 #pragma unroll
-	for (int o = 1; o <= 2; o <<= 1)
-#pragma unroll
-		for (int h = 0; h < 2; h++)
-			tmax[h] = fmaxf(tmax[h], __shfl_xor_sync(0xffffffffu, tmax[h], o));
-#pragma unroll
 	for (int h = 0; h < 2; h++)
 	{
-		const float mnew = fmaxf(m[h], tmax[h] * invT);
-		if (mnew == NEG_INF)
+		const float mn = mnew[h];
+		if (mn == NEG_INF)
 			continue;
 		if (!hard)
 		{
@@ -407,10 +424,10 @@ __device__ __forceinline__ void rows_tile_compact(float (&m)[2], float (&l)[2], 
 			for (int j = 0; j < NT; j++)
 #pragma unroll
 				for (int e = 0; e < 2; e++)
-					p[j & 3] += ex2(s[h][j][e] * invT - mnew);
-			l[h] = l[h] * ex2(m[h] - mnew) + ((p[0] + p[1]) + (p[2] + p[3]));
+					p[j & 3] += ex2(s[h][j][e] * invT - mn);
+			l[h] = l[h] * ex2(m[h] - mn) + ((p[0] + p[1]) + (p[2] + p[3]));
 		}
-		m[h] = mnew;
+		m[h] = mn;
 	}
 #pragma unroll
 	for (int h = 0; h < 2; h++)

@@ -647,6 +647,8 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 	const int ntiles = Kp / BN;
 	if (!ASSIGN)
 		invT = 1.f;
+	/* the assignment's tau bound (rows_tile_compact): log2(tau) less one, never above -1; none without a tau */
+	const float ltau = ASSIGN && tau > 0.f ? fminf(__log2f(tau), 0.f) - 1.f : NEG_INF;
 
 	if (tid == 0)
 		for (int s = 0; s < NS; s++)
@@ -966,7 +968,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 					}
 				}
 				else
-					h16::rows_tile_compact<NT, MM>(m, l, tv, ti, s2, invT, hard, k0, t, scr, lane);
+					h16::rows_tile_compact<NT, MM>(m, l, tv, ti, s2, invT, hard, k0, t, scr, lane, ltau);
 			}
 			else
 			{
