@@ -1297,7 +1297,7 @@ void launch_pass1(unsigned nblocks, A... args)
 	static_assert(wg::Cfg<DG>::BM == h16::BM1, "both pass-1 kernels take blocks of the same rows");
 	if (use_wgmma())
 	{
-		const size_t sm = wg::lse_smem(DG, ONE);
+		const size_t sm = wg::lse_smem(DG, ONE, MM > 0);
 		set_smem(wg::lse_wg_kernel<DG, MM, ONE>, sm);
 		wg::lse_wg_kernel<DG, MM, ONE><<<nblocks, wg::Cfg<DG>::THREADS, sm, g_s>>>(args...);
 	}
@@ -3298,9 +3298,20 @@ gmm_status fgc_score(const float *X, int64_t N, int K, int D, int cov, const flo
 void assign16(const DevModel &M, const __half *Xg, const float *xh, const float *x, int64_t nr, int64_t npad,
 			  int maxm, float invT, int m, float tau, int32_t *comp, float *resp)
 {
-	const unsigned nb = (unsigned) (npad / h16::BM1);
+	unsigned nb = (unsigned) (npad / h16::BM1);
 	Direct dr = M.direct();
 	const bool one = assign_one_product(M.diag);
+	/*
+	 * The one-product kernel is persistent (hopper.cuh: a CTA an SM, its
+	 * spare warps converting the next block's rows as float4s) where rows
+	 * are 16-byte aligned; else a CTA a block.  FGC_ASSIGN_PERSIST=0 (a
+	 * build flag, for A/B runs) keeps a CTA a block.
+	 */
+#ifndef FGC_ASSIGN_PERSIST
+#define FGC_ASSIGN_PERSIST 1
+#endif
+	if (FGC_ASSIGN_PERSIST && one && M.D % 4 == 0 && (reinterpret_cast<uintptr_t>(x) & 15) == 0)
+		nb = std::min<unsigned>(nb, (unsigned) g_prop.multiProcessorCount);
 	/* one product: the constants in log2 units */
 	const float *cc = one ? M.c2l : M.colc16, *cp = one ? M.c2l + M.Kp : M.colp16;
 #define AS16_ARGS                                                                                             \

@@ -303,10 +303,13 @@ __device__ __forceinline__ void row_tile(float &m, float &l, float (&tv)[MM], in
  * lists are empty, each member's q-th best of the tile itself.  An element
  * below thr cannot enter the row's top m, so only elements at or above it
  * (and above the thread's own m-th best, as topm_insert asks) are inserted,
- * read back by index from this thread's slots in scr ([NT][32 lanes][2],
- * conflict-free).  The warp then runs as many insertions as its busiest
- * thread has candidates, instead of one per element that any of its threads
- * keeps (row_tile).  The merged top m is row_tile's: only entries that could
+ * read back by index from this thread's slots in scr, half a tile at a time
+ * ([NT / 2][32 lanes][2] floats a warp, conflict-free: the persistent
+ * kernel's second rows buffer took the room of a whole tile's; picking
+ * from registers by a tree of selects instead measured 10% slower,
+ * cuda/NOTES.md v13).  The warp then runs as many insertions as its busiest
+ * thread has candidates in each half, instead of one per element that any
+ * of its threads keeps (row_tile).  The merged top m is row_tile's: only entries that could
  * not be chosen are left out of the lists.  The tile's maximum, candidate
  * and sum of exponentials are built in four interleaved partials (the sum's
  * rounding differs from online_lse's).
@@ -432,19 +435,25 @@ __device__ __forceinline__ void rows_tile_compact(float (&m)[2], float (&l)[2], 
 #pragma unroll
 	for (int h = 0; h < 2; h++)
 		if (cand[h])
-		{
 #pragma unroll
-			for (int j = 0; j < NT; j++)
-				reinterpret_cast<float2 *>(scr)[j * 32 + lane] = make_float2(s[h][j][0], s[h][j][1]);
-			uint32_t c = cand[h];
-			do
+			for (int hf = 0; hf < 2; hf++)
 			{
-				const int i = __ffs(c) - 1;
-				c &= c - 1;
-				topm_insert<MM, false>(tv[h], ti[h], scr[(i >> 1) * 64 + 2 * lane + (i & 1)],
-									   k0 + (i >> 1) * 8 + 2 * t + (i & 1));
-			} while (c);
-		}
+				/* elements i = 2 j + e of this half: j in [hf NT / 2, (hf + 1) NT / 2), bits [hf NT, (hf + 1) NT) */
+				constexpr int J2 = NT / 2;
+				uint32_t c = cand[h] & (hf ? ~((1u << NT) - 1u) : (1u << NT) - 1u);
+				if (!c)
+					continue;
+#pragma unroll
+				for (int j = 0; j < J2; j++)
+					reinterpret_cast<float2 *>(scr)[j * 32 + lane] = make_float2(s[h][hf * J2 + j][0], s[h][hf * J2 + j][1]);
+				do
+				{
+					const int i = __ffs(c) - 1;
+					c &= c - 1;
+					topm_insert<MM, false>(tv[h], ti[h], scr[((i >> 1) - hf * J2) * 64 + 2 * lane + (i & 1)],
+										   k0 + (i >> 1) * 8 + 2 * t + (i & 1));
+				} while (c);
+			}
 }
 
 /* the row's log-sum-exp (log2 units) from the quad's (m, l) shares (the maximum with hard) */

@@ -83,6 +83,8 @@ struct Ring
 	static constexpr int CB = CB0 + (ONE ? 4 * Cfg<DIAG>::BN : 0);	/* bytes of one tile's constants */
 	static constexpr int XH = ONE ? 8 * Cfg<DIAG>::BM : 0;		/* the rows' ||x S||^2 / 2, two buffers (persistent screens) */
 	static constexpr size_t BYTES = (size_t) NS * Cfg<DIAG>::STAGE + (size_t) NCT * CB + XH + 2 * NS * 8 + (ONE ? 32 : 0);
+	/* past BYTES, the one-product assignment's insertion scratch: half a tile (BN / 8 floats) a lane of each consumer warp */
+	static constexpr int SCRB = ONE ? 8 * 32 * (Cfg<DIAG>::BN / 8) * 4 : 0;
 };
 
 template <bool DIAG, bool ONE = false>
@@ -90,10 +92,12 @@ constexpr size_t smem_bytes()
 {
 	return 1024 + Cfg<DIAG>::ROWS + Ring<DIAG, ONE>::BYTES;
 }
-inline size_t lse_smem(bool diag, bool one = false)
+/* lse_wg_kernel's dynamic shared memory; the one-product assignment (MAXM > 0) also takes its scratch */
+inline size_t lse_smem(bool diag, bool one = false, bool assign = false)
 {
-	return diag ? (one ? smem_bytes<true, true>() : smem_bytes<true>())
-				: (one ? smem_bytes<false, true>() : smem_bytes<false>());
+	const size_t scr = one && assign ? (diag ? Ring<true, true>::SCRB : Ring<false, true>::SCRB) : 0;
+	return scr + (diag ? (one ? smem_bytes<true, true>() : smem_bytes<true>())
+					   : (one ? smem_bytes<false, true>() : smem_bytes<false>()));
 }
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -595,16 +599,17 @@ struct Screen
  * FP32 accumulation), for a ranking that need not be EM-accurate (measured
  * against the CPU engine: cuda/NOTES.md, v6).  Only the W_hi slices stream,
  * with the tiles' constants (colc, colp: here already in log2 units, the
- * model's c2l); the rows' unused lo part holds the insertion scratch of
- * rows_tile_compact.
+ * model's c2l); the rows' unused lo part is the persistent kernel's second
+ * rows buffer (below).
  *
- * The screens (SCR != SCREEN_NONE) are persistent when launched with fewer
+ * The screens (SCR != SCREEN_NONE) and the one-product assignment are
+ * persistent when launched with fewer
  * blocks than row blocks: a CTA takes row blocks blockIdx.x, + gridDim.x,
  * ..., and while the consumers work on one, the producer warpgroup's warps
  * 1..3 (idle since one thread streams the ring) convert the next one's rows
  * into the other rows buffer (the lo half, which one product leaves free),
  * so no prologue stands between blocks (ncu: 17-22% of the screen's warp
- * samples; cuda/NOTES.md v9, v10).  rows_full[b]: buffer b converted (the
+ * samples, cuda/NOTES.md v9, v10; 18% of the assignment's, v13).  rows_full[b]: buffer b converted (the
  * three warps); rows_free[b]: the consumers are done with buffer b (their
  * eight warps).  Stage and constants-slot numbering run on across blocks.
  */
@@ -622,12 +627,15 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 	constexpr int BN = G::BN, NT = BN / 8, C = G::C, NS = RG::NS, NR = BN / 2, NCT = RG::NCT, CB = RG::CB;
 	constexpr bool SCREEN = SCR != SCREEN_NONE;
 	constexpr bool ASSIGN = MAXM > 0 && !SCREEN;
+	/* persistent when launched with fewer blocks than row blocks (above): the screens and the one-product assignment */
+	constexpr bool PERSIST = SCREEN || (ASSIGN && ONE);
 	constexpr int MM = ASSIGN ? MAXM : 1;
 	constexpr int PP = ONE ? 1 : 2;		/* model parts streamed: W_hi (and W_lo) */
 	static_assert(!ONE || ASSIGN || SCREEN, "one product per score ranks or screens; logZ for EM takes three");
 	static_assert(!SCREEN || ONE, "the screen is one product per score");
 	__shared__ int scnt[SCREEN ? G::BM : 1];	/* SCREEN_COLLECT, SCREEN_ONEPASS: each row's count, from its quad to its writer */
-	static_assert(!ONE || 8 * 32 * 2 * NT * 4 <= C * G::BM * 128, "the scratch fits the rows' lo part");
+	static_assert(!(ASSIGN && PERSIST) || 2 * G::BM * 4 * MM * 4 <= C * G::BM * 128,
+				  "the quads' lists fit the block's rows buffer");
 	constexpr float L2E = h16::L2E, LN2 = h16::LN2;
 	extern __shared__ float4 smem4[];
 	__shared__ double lsum[G::THREADS / 32];
@@ -656,7 +664,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 			mbar_init(full(s), 1);			/* the producer's bulk copies' thread */
 			mbar_init(empty(s), 8);			/* the consumers' warps (lane 0 of each) */
 		}
-	if (SCREEN && tid == 0)
+	if (PERSIST && tid == 0)
 		for (int b = 0; b < 2; b++)
 		{
 			mbar_init(rows_full(b), 3);		/* the converting warps (lane 0 of each) */
@@ -729,11 +737,11 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 							}
 							bulk_g2s(sring + slot * G::STAGE, Wst + stage_image<DIAG>(kt, c, p), G::STAGE, bar);
 						}
-				if (!SCREEN)
+				if (!PERSIST)
 					break;
 			}
 		}
-		else if (SCREEN && warp > 0)
+		else if (PERSIST && warp > 0)
 		{
 			/* warps 1..3: the CTA's next row block into the other rows buffer, once the consumers are done with it */
 			for (int it = 0;; it++)
@@ -777,9 +785,9 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 		if (blk >= nblk)
 			break;
 		const int64_t row0 = blk * G::BM;		/* this block's first row */
-		const int buf = SCREEN ? it & 1 : 0;	/* its rows buffer (persistent screens: the other one is being filled) */
+		const int buf = PERSIST ? it & 1 : 0;	/* its rows buffer (persistent: the other one is being filled) */
 		const int nt0 = it * ntiles;			/* tiles before this block's (stage and constants numbering) */
-		if (SCREEN && it > 0)
+		if (PERSIST && it > 0)
 		{
 			/* buffer buf's fills: blocks 1, 3, .. (buffer 1) and 2, 4, .. (buffer 0; the prologue filled it first) */
 			mbar_wait(rows_full(buf), ((it - (buf ? 1 : 2)) >> 1) & 1);
@@ -853,8 +861,8 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 		 * would serialise the other accumulator's wgmma): scores in log2
 		 * units; d[4 j + 2 h + e] = (row g + 8h, col 8j + 2t + e).
 		 */
-		/* ONE: this warp's insertion scratch, 2 NT floats a thread, in the rows' lo part */
-		float *scr = reinterpret_cast<float *>(gb + C * G::BM * 128) + (warp - 4) * 32 * 2 * NT;
+		/* ONE assignment: this warp's insertion scratch (Ring::SCRB), past the four rows barriers */
+		float *scr = reinterpret_cast<float *>(gb + (sbar + 8 * (2 * NS + 4) - base)) + (warp - 4) * 32 * NT;
 		auto epilogue = [&](const float (&d)[NR], int kt) {
 			const int k0 = kt * BN;
 			float s2[2][NT][2];
@@ -1159,10 +1167,13 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 			 * both consumer warpgroups are here), a consumer thread per row.
 			 * Inside the consumers' branch, on a named barrier: after the
 			 * join the producer's 40 registers would bound these values.
+			 * Persistent (ONE): in this block's rows buffer, and the rows'
+			 * log-sum-exp where their ||x S||^2 / 2 were, both refilled only
+			 * after rows_free (below).
 			 */
-			float *cv = reinterpret_cast<float *>(gb);				/* [BM][4][MAXM] */
-			int *ci = reinterpret_cast<int *>(cv + G::BM * 4 * MM);	/* [BM][4][MAXM] */
-			float *lzs = reinterpret_cast<float *>(ci + G::BM * 4 * MM);	/* [BM] */
+			float *cv = reinterpret_cast<float *>(gb + buf * C * G::BM * 128);	/* [BM][4][MAXM] */
+			int *ci = reinterpret_cast<int *>(cv + G::BM * 4 * MM);				/* [BM][4][MAXM] */
+			float *lzs = PERSIST ? xhs + buf * G::BM : reinterpret_cast<float *>(ci + G::BM * 4 * MM);	/* [BM] */
 			consumers_sync();
 #pragma unroll
 			for (int h = 0; h < 2; h++)
@@ -1173,10 +1184,10 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 					lzs[r] = lz2[h];
 			}
 			consumers_sync();
-			mine = h16::merge_rows<MM>(cv, ci, lzs, G::BM, tid - 128, row0, nrows, invT, m_out, tau, out_comp,
-									   out_resp);
+			mine += h16::merge_rows<MM>(cv, ci, lzs, G::BM, tid - 128, row0, nrows, invT, m_out, tau, out_comp,
+										out_resp);
 		}
-		if (!SCREEN)
+		if (!PERSIST)
 			break;
 		if constexpr (SCR == SCREEN_COLLECT || SCR == SCREEN_ONEPASS)
 			consumers_sync();	/* scnt read before the next block writes it */
