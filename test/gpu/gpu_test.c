@@ -724,15 +724,17 @@ assign_vs_cpu(const gmm_model *gm, const float *X, int64_t N, const char *what)
 
 /*
  * The assignment where its kernels differ by shape: a diag model, and D <
- * 128 (rows and model zero-padded to 128 features), both covariances; models
- * fitted on the device (5 iterations, K = 256) from the first d features.
+ * 128 (rows and model zero-padded to 128 features), both covariances; D =
+ * 99 (rows not 16-byte aligned) also takes the one-product kernel's
+ * CTA-a-block launch instead of the persistent one.  Models fitted on the
+ * device (5 iterations, K = 256) from the first d features.
  */
 static void
 assign_shapes(const float *X, int64_t N, int D)
 {
-	const int	dims[2] = {D, 100};
+	const int	dims[3] = {D, 100, 99};
 
-	for (int di = 0; di < 2; di++)
+	for (int di = 0; di < 3; di++)
 		for (int cv = 0; cv < 2; cv++)
 		{
 			const int	d = dims[di];
