@@ -268,15 +268,22 @@ __device__ __forceinline__ bool tile_constants(float2 *cst, int *flg, const floa
 	return any;
 }
 
+/* the assignment's tau bound in log2 units (row_tile, rows_tile_compact): log2(tau) less one, at most -1; -inf without a tau */
+__device__ __forceinline__ float tau_bound(float tau)
+{
+	return tau > 0.f ? fminf(__log2f(tau), 0.f) - 1.f : NEG_INF;
+}
+
 /*
  * One row's share of a tile in the pass-1 epilogues (lse16_kernel,
  * hopper.cuh's lse_wg_kernel): this thread's NT x 2 scores s (log2 units,
  * columns k0 + 8 j + 2 t + e), the quad's maximum, the online log-sum-exp
- * (m, l) and, when assigning, the thread's top-MM list.
+ * (m, l) and, when assigning, the thread's top-MM list, into which only
+ * elements at or above tau's bound go (ltau: rows_tile_compact's, below).
  */
 template <int NT, bool ASSIGN, int MM>
 __device__ __forceinline__ void row_tile(float &m, float &l, float (&tv)[MM], int (&ti)[MM], const float (&s)[NT][2],
-										 float invT, bool hard, int k0, int t)
+										 float invT, bool hard, int k0, int t, float ltau = NEG_INF)
 {
 	float tmax = NEG_INF;
 #pragma unroll
@@ -286,11 +293,15 @@ __device__ __forceinline__ void row_tile(float &m, float &l, float (&tv)[MM], in
 	tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
 	online_lse<NT, true>(m, l, s, tmax, invT, hard);
 	if (ASSIGN)
+	{
+		const float tb = (m + ltau) / invT;	/* (m: the row's running maximum of v / T, after this tile) */
 #pragma unroll
 		for (int j = 0; j < NT; j++)
 #pragma unroll
 			for (int e = 0; e < 2; e++)
-				topm_insert<MM>(tv, ti, s[j][e], k0 + j * 8 + 2 * t + e);
+				if (s[j][e] >= tb)
+					topm_insert<MM>(tv, ti, s[j][e], k0 + j * 8 + 2 * t + e);
+	}
 }
 
 /*
@@ -309,8 +320,8 @@ __device__ __forceinline__ void row_tile(float &m, float &l, float (&tv)[MM], in
  * from registers by a tree of selects instead measured 10% slower,
  * cuda/NOTES.md v13).  The warp then runs as many insertions as its busiest
  * thread has candidates in each half, instead of one per element that any
- * of its threads keeps (row_tile).  The merged top m is row_tile's: only entries that could
- * not be chosen are left out of the lists.  The tile's maximum, candidate
+ * of its threads keeps (row_tile).  The merged top m is row_tile's: only
+ * entries that could not be chosen are left out of the lists.  The tile's maximum, candidate
  * and sum of exponentials are built in four interleaved partials (the sum's
  * rounding differs from online_lse's).
  *
@@ -530,6 +541,7 @@ lse16_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const 
 	const int ntiles = Kp / BN1;
 	if (!ASSIGN)
 		invT = 1.f;
+	const float ltau = ASSIGN ? tau_bound(tau) : NEG_INF;
 
 	load_tile(Xh, Xg + row0 * 2 * w.IN, BM1, w, NW1 * 32, tid);
 	load_tile(Wt, Wh, BN1, w, NW1 * 32, tid);
@@ -593,7 +605,7 @@ lse16_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const 
 						if (flg[b * BN1 + c] && gr < nrows)
 							s[j][e] = direct_score(dr, X, gr, D, k0 + c) * L2E;
 					}
-			row_tile<NT, ASSIGN, MM>(m[h], l[h], tv[h], ti[h], s, invT, hard, k0, t);
+			row_tile<NT, ASSIGN, MM>(m[h], l[h], tv[h], ti[h], s, invT, hard, k0, t, ltau);
 		}
 		__syncthreads();	/* the buffer read here is the next prefetch's target */
 	}

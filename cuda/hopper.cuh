@@ -655,8 +655,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 	const int ntiles = Kp / BN;
 	if (!ASSIGN)
 		invT = 1.f;
-	/* the assignment's tau bound (rows_tile_compact): log2(tau) less one, never above -1; none without a tau */
-	const float ltau = ASSIGN && tau > 0.f ? fminf(__log2f(tau), 0.f) - 1.f : NEG_INF;
+	const float ltau = ASSIGN ? h16::tau_bound(tau) : NEG_INF;	/* (row_tile, rows_tile_compact) */
 
 	if (tid == 0)
 		for (int s = 0; s < NS; s++)
@@ -997,7 +996,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 					}
 					if (dr.any)
 						direct(s, h);
-					h16::row_tile<NT, ASSIGN, MM>(m[h], l[h], tv[h], ti[h], s, invT, hard, k0, t);
+					h16::row_tile<NT, ASSIGN, MM>(m[h], l[h], tv[h], ti[h], s, invT, hard, k0, t, ltau);
 				}
 			}
 		};
