@@ -91,6 +91,13 @@ int64_t env_int(const char *name, int64_t lo, int64_t hi, int64_t dflt)
 	const int64_t v = e ? atoll(e) : dflt;
 	return v >= lo && v <= hi ? v : dflt;
 }
+/* the same for a real-valued one (a NaN or garbage value reads as outside the range) */
+double env_float(const char *name, double lo, double hi, double dflt)
+{
+	const char *e = getenv(name);
+	const double v = e ? atof(e) : dflt;
+	return v >= lo && v <= hi ? v : dflt;
+}
 
 bool is_sticky(cudaError_t e)
 {
@@ -2051,17 +2058,12 @@ struct EStep
 		 * took SIFT diag's means from 5.2e-5 to 7.6e-4 of float64: v7.)
 		 * FLASHGMM_GPU_SPARSE_PASSES=1 or 2 forces either.
 		 */
-		const int fp = getenv("FLASHGMM_GPU_SPARSE_PASSES") ? atoi(getenv("FLASHGMM_GPU_SPARSE_PASSES")) : 0;
+		const int fp = (int) env_int("FLASHGMM_GPU_SPARSE_PASSES", 1, 2, 0);
 		bool onepass = sw.seed && sw.seeded && fp != 2;
-		/* FLASHGMM_GPU_SPARSE_SLACK (nats) overrides SPARSE_SLACK (tuning) */
-		static const float slack = getenv("FLASHGMM_GPU_SPARSE_SLACK") ? (float) atof(getenv("FLASHGMM_GPU_SPARSE_SLACK"))
-																	   : (float) sp::SPARSE_SLACK;
+		/* FLASHGMM_GPU_SPARSE_SLACK (nats, 0 to 40) overrides SPARSE_SLACK (tuning) */
+		static const float slack = (float) env_float("FLASHGMM_GPU_SPARSE_SLACK", 0.0, 40.0, sp::SPARSE_SLACK);
 		/* FLASHGMM_GPU_SPARSE_T (nats, 8 to 40) overrides SPARSE_T, the window below the row's best (tuning) */
-		static const float window = [] {
-			const char *e = getenv("FLASHGMM_GPU_SPARSE_T");
-			const float v = e ? (float) atof(e) : 0.f;
-			return v >= 8.f && v <= 40.f ? v : sp::SPARSE_T;
-		}();
+		static const float window = (float) env_float("FLASHGMM_GPU_SPARSE_T", 8.0, 40.0, sp::SPARSE_T);
 		int64_t redone_rows = 0;	/* rows collected again after a one-pass screen failed them */
 		const int64_t n0 = sw.seed ? lz - logZ : 0;	/* this chunk's first row */
 		sp::screen_constants_kernel<<<(Kp + 255) / 256, 256, 0, g_s>>>(M->colc16, M->colp16, M->serr, M->sflag, Kp,
