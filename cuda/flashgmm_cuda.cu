@@ -3296,6 +3296,10 @@ gmm_status fgc_score(const float *X, int64_t N, int K, int D, int cov, const flo
 	});
 }
 
+/* FGC_ASSIGN_PERSIST=0 (a build flag, for A/B runs): the one-product assignment a CTA a block */
+#ifndef FGC_ASSIGN_PERSIST
+#define FGC_ASSIGN_PERSIST 1
+#endif
 /* the h16 top-m assignment of one block of converted rows (the pass-1 kernel with MAXM > 0) */
 void assign16(const DevModel &M, const __half *Xg, const float *xh, const float *x, int64_t nr, int64_t npad,
 			  int maxm, float invT, int m, float tau, int32_t *comp, float *resp)
@@ -3306,12 +3310,8 @@ void assign16(const DevModel &M, const __half *Xg, const float *xh, const float 
 	/*
 	 * The one-product kernel is persistent (hopper.cuh: a CTA an SM, its
 	 * spare warps converting the next block's rows as float4s) where rows
-	 * are 16-byte aligned; else a CTA a block.  FGC_ASSIGN_PERSIST=0 (a
-	 * build flag, for A/B runs) keeps a CTA a block.
+	 * are 16-byte aligned; else a CTA a block (FGC_ASSIGN_PERSIST, above).
 	 */
-#ifndef FGC_ASSIGN_PERSIST
-#define FGC_ASSIGN_PERSIST 1
-#endif
 	if (FGC_ASSIGN_PERSIST && one && M.D % 4 == 0 && (reinterpret_cast<uintptr_t>(x) & 15) == 0)
 		nb = std::min<unsigned>(nb, (unsigned) g_prop.multiProcessorCount);
 	/* one product: the constants in log2 units */

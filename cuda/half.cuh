@@ -321,9 +321,9 @@ __device__ __forceinline__ void row_tile(float &m, float &l, float (&tv)[MM], in
  * cuda/NOTES.md v13).  The warp then runs as many insertions as its busiest
  * thread has candidates in each half, instead of one per element that any
  * of its threads keeps (row_tile).  The merged top m is row_tile's: only
- * entries that could not be chosen are left out of the lists.  The tile's maximum, candidate
- * and sum of exponentials are built in four interleaved partials (the sum's
- * rounding differs from online_lse's).
+ * entries that could not be chosen are left out of the lists.  The tile's
+ * maximum, candidate and sum of exponentials are built in four interleaved
+ * partials (the sum's rounding differs from online_lse's).
  *
  * ltau (log2 units, <= -1, or -inf: no such bound) prunes by gmm_assign's
  * tau: an entry after the first is kept only where exp(v / T - lz) > tau,
@@ -456,7 +456,8 @@ __device__ __forceinline__ void rows_tile_compact(float (&m)[2], float (&l)[2], 
 					continue;
 #pragma unroll
 				for (int j = 0; j < J2; j++)
-					reinterpret_cast<float2 *>(scr)[j * 32 + lane] = make_float2(s[h][hf * J2 + j][0], s[h][hf * J2 + j][1]);
+					reinterpret_cast<float2 *>(scr)[j * 32 + lane] =
+						make_float2(s[h][hf * J2 + j][0], s[h][hf * J2 + j][1]);
 				do
 				{
 					const int i = __ffs(c) - 1;
