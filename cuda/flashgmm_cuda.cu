@@ -1288,16 +1288,30 @@ bool assign_one_product(bool diag)
 	return !diag || (e && strcmp(e, "x1") == 0);
 }
 
-/*
- * The h16 pass-1 kernel (logZ, or with MM > 0 the top-m assignment) over
- * nblocks blocks of 128 rows; ONE: one product per score (assignment on
- * wgmma only).
- */
 /* the model as the kernel launch_pass1 picks reads it: stage images on wgmma, Wh on mma.sync */
 const __half *pass1_model(const DevModel &M)
 {
 	return use_wgmma() ? M.Wst : M.Wh;
 }
+/*
+ * Blocks for a persistent one-product launch of lse_wg_kernel (the screens,
+ * the one-product assignment) over nb row blocks of rows x (D features): a
+ * CTA an SM, whose spare warps read the next block's rows as float4s, so
+ * only where rows are 16-byte aligned; else nb, a CTA a block
+ * (convert_rows_next traps on unaligned rows rather than leave the
+ * consumers waiting).
+ */
+unsigned persistent_grid(unsigned nb, int D, const float *x)
+{
+	if (D % 4 == 0 && (reinterpret_cast<uintptr_t>(x) & 15) == 0)
+		return std::min<unsigned>(nb, (unsigned) g_prop.multiProcessorCount);
+	return nb;
+}
+/*
+ * The h16 pass-1 kernel (logZ, or with MM > 0 the top-m assignment) over
+ * nblocks blocks of 128 rows; ONE: one product per score (assignment on
+ * wgmma only).
+ */
 template <bool DG, int MM, bool ONE = false, class... A>
 void launch_pass1(unsigned nblocks, A... args)
 {
@@ -1341,8 +1355,9 @@ bool want_sparse(int Kp)
 /*
  * Rows per screened block: 2^17 (its buffers: 22 MiB with lists of 32
  * candidates, sparse_cap_for); for tables of at most 2M rows, 2^18 (75 MiB)
- * spherical and 2^20 (280 MiB) diag, but no more than the table's rows.  Each block costs a host sync (the overflow count),
- * a few small launches and each kernel's ramp and tail; at 1M x 1024 diag
+ * spherical and 2^20 (280 MiB) diag, but no more than the table's rows.
+ * Each block costs a host sync (the overflow count), a few small launches
+ * and each kernel's ramp and tail; at 1M x 1024 diag
  * from k-means++ an iteration took 3.65 ms in blocks of 2^16, 3.20 in 2^17,
  * 3.01 in 2^18 (v11) and 2.77-2.82 in 2^20 (v12).  Spherical took 3.7-3.8
  * in 2^18 and 4.3-4.4 in 2^20 (v12).  Past 2M rows the blocks are small,
@@ -1848,8 +1863,9 @@ struct EStep
 		}
 		sparse = h16 && want_sparse(M->Kp) && M->Kp % (M->diag ? wg::Cfg<true>::BN : wg::Cfg<false>::BN) == 0;
 		sparse_auto = sparse && !getenv("FLASHGMM_GPU_ESTEP");
-		srows = sparse_rows_for(logz_rows_ >= src->N ? src->N : 0, M->diag);	/* (as bytes_needed counted it) */
-		scap = sparse_cap_for(logz_rows_ >= src->N ? src->N : 0);
+		const int64_t table_rows = logz_rows_ >= src->N ? src->N : 0;	/* (0: unknown, as for a large table) */
+		srows = sparse_rows_for(table_rows, M->diag);	/* (as bytes_needed counted it) */
+		scap = sparse_cap_for(table_rows);
 		/* h16: logZ of every row while small, as gemm; else one block's (pass 2 follows pass 1 per block) */
 		logz_rows = h16 && !(logz_rows_ >= src->N && src->N * 4 <= GEMM_LOGZ_FULL_MAX)
 						? std::max<int64_t>(hr.rows, sparse ? srows : 0) : logz_rows_;
@@ -2111,15 +2127,10 @@ struct EStep
 			auto screen = [&](auto kd, auto kf, int lohi, const char *what, const float *xs, int64_t ns,
 							  const wg::Screen &s) {
 				unsigned nb = (unsigned) (H16Rows::padded(ns) / h16::BM1);
-				/*
-				 * Persistent (hopper.cuh): one CTA an SM looping over the row
-				 * blocks, its spare warps reading the next rows as float4s, so
-				 * only where rows are 16-byte aligned; else (and with
-				 * FLASHGMM_GPU_SCREEN_PERSIST=0) a CTA a block.
-				 */
+				/* persistent where rows allow (persistent_grid); FLASHGMM_GPU_SCREEN_PERSIST=0: a CTA a block */
 				static const bool persist = env_int("FLASHGMM_GPU_SCREEN_PERSIST", 0, 1, 1) != 0;
-				if (persist && D % 4 == 0 && (reinterpret_cast<uintptr_t>(xs) & 15) == 0)
-					nb = std::min<unsigned>(nb, (unsigned) g_prop.multiProcessorCount);
+				if (persist)
+					nb = persistent_grid(nb, D, xs);
 				if (M->diag)
 					kd<<<nb, wg::Cfg<true>::THREADS, smw, g_s>>>(SCR_ARGS(lohi));
 				else
@@ -3307,13 +3318,9 @@ void assign16(const DevModel &M, const __half *Xg, const float *xh, const float 
 	unsigned nb = (unsigned) (npad / h16::BM1);
 	Direct dr = M.direct();
 	const bool one = assign_one_product(M.diag);
-	/*
-	 * The one-product kernel is persistent (hopper.cuh: a CTA an SM, its
-	 * spare warps converting the next block's rows as float4s) where rows
-	 * are 16-byte aligned; else a CTA a block (FGC_ASSIGN_PERSIST, above).
-	 */
-	if (FGC_ASSIGN_PERSIST && one && M.D % 4 == 0 && (reinterpret_cast<uintptr_t>(x) & 15) == 0)
-		nb = std::min<unsigned>(nb, (unsigned) g_prop.multiProcessorCount);
+	/* the one-product kernel persistent where rows allow (persistent_grid; FGC_ASSIGN_PERSIST, above) */
+	if (FGC_ASSIGN_PERSIST && one)
+		nb = persistent_grid(nb, M.D, x);
 	/* one product: the constants in log2 units */
 	const float *cc = one ? M.c2l : M.colc16, *cp = one ? M.c2l + M.Kp : M.colp16;
 #define AS16_ARGS                                                                                             \

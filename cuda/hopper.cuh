@@ -603,15 +603,16 @@ struct Screen
  * rows buffer (below).
  *
  * The screens (SCR != SCREEN_NONE) and the one-product assignment are
- * persistent when launched with fewer
- * blocks than row blocks: a CTA takes row blocks blockIdx.x, + gridDim.x,
- * ..., and while the consumers work on one, the producer warpgroup's warps
- * 1..3 (idle since one thread streams the ring) convert the next one's rows
- * into the other rows buffer (the lo half, which one product leaves free),
- * so no prologue stands between blocks (ncu: 17-22% of the screen's warp
- * samples, cuda/NOTES.md v9, v10; 18% of the assignment's, v13).  rows_full[b]: buffer b converted (the
- * three warps); rows_free[b]: the consumers are done with buffer b (their
- * eight warps).  Stage and constants-slot numbering run on across blocks.
+ * persistent when launched with fewer blocks than row blocks
+ * (persistent_grid): a CTA takes row blocks blockIdx.x, + gridDim.x, ...,
+ * and while the consumers work on one, the producer warpgroup's warps 1..3
+ * (idle since one thread streams the ring) convert the next one's rows into
+ * the other rows buffer (the lo half, which one product leaves free), so no
+ * prologue stands between blocks (ncu: 17-22% of the screen's warp samples,
+ * cuda/NOTES.md v9, v10; 18% of the assignment's, v13).  rows_full[b]:
+ * buffer b converted (the three warps); rows_free[b]: the consumers are done
+ * with buffer b (their eight warps).  Stage and constants-slot numbering run
+ * on across blocks.
  */
 template <bool DIAG, int MAXM, bool ONE = false, int SCR = SCREEN_NONE>
 __global__ void __launch_bounds__(Cfg<DIAG>::THREADS, 1)
@@ -642,7 +643,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 	const uint32_t raw = smem_u32(smem4), base = (raw + 1023) & ~1023u;
 	uint8_t *gb = reinterpret_cast<uint8_t *>(smem4) + (base - raw);	/* 1024-aligned (the swizzle's period) */
 	const uint32_t srows = base, sring = base + G::ROWS, sconst = sring + NS * G::STAGE, sxh = sconst + NCT * CB,
-				   sbar = sxh + RG::XH;
+				   sbar = sxh + RG::XH, sscr = sbar + 2 * NS * 8 + (ONE ? 32 : 0);	/* (Ring::BYTES's order) */
 	float *xhs = reinterpret_cast<float *>(gb + (sxh - base));	/* ONE: the rows' ||x S||^2 / 2 */
 	auto full = [&](int s) { return sbar + 8 * s; };
 	auto empty = [&](int s) { return sbar + 8 * (NS + s); };
@@ -860,8 +861,8 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 		 * would serialise the other accumulator's wgmma): scores in log2
 		 * units; d[4 j + 2 h + e] = (row g + 8h, col 8j + 2t + e).
 		 */
-		/* ONE assignment: this warp's insertion scratch (Ring::SCRB), past the four rows barriers */
-		float *scr = reinterpret_cast<float *>(gb + (sbar + 8 * (2 * NS + 4) - base)) + (warp - 4) * 32 * NT;
+		/* ONE assignment: this warp's insertion scratch (Ring::SCRB), past the barriers */
+		float *scr = reinterpret_cast<float *>(gb + (sscr - base)) + (warp - 4) * 32 * NT;
 		auto epilogue = [&](const float (&d)[NR], int kt) {
 			const int k0 = kt * BN;
 			float s2[2][NT][2];

@@ -687,10 +687,10 @@ assign_vs_cpu(const gmm_model *gm, const float *X, int64_t N, const char *what)
 					temp = av == 2 ? 2.0f : 1.0f;
 		char		name[96];
 
-		if (av != 1)
-			gmm_assign(gm, X, N, m, tau, temp, cc, cr, &err);
-		if (av == 1)
+		if (av == 1)			/* (the CPU reference of av 0: the same tau and T) */
 			setenv("FLASHGMM_GPU_ASSIGN", "x3", 1);
+		else
+			gmm_assign(gm, X, N, m, tau, temp, cc, cr, &err);
 		st = gmm_gpu_assign(gm, X, N, m, tau, temp, gc, gr, &err);
 		unsetenv("FLASHGMM_GPU_ASSIGN");
 		gmm_gpu_last_stats(&gs, NULL);
