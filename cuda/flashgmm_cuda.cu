@@ -1411,6 +1411,27 @@ constexpr int64_t SPARSE_FLUSH_ROWS = 1 << 19;
 inline int64_t sparse_flush_rows(int64_t srows) { return std::max<int64_t>(srows, std::min<int64_t>(2 * srows, SPARSE_FLUSH_ROWS)); }
 /* overflowed lists in a block of srows (5%): beyond, the dense pass takes the whole block; below, just those rows */
 inline int64_t sparse_overflow_rows(int64_t srows) { return srows / 20; }
+/*
+ * Whether the sparse pass sums its statistics sorted by component
+ * (sparse.cuh) rather than by an atomic a pair: past SPARSE_SMALL_N rows.
+ * Measured (H100, stop 18, seeded fits): 10M x 1024 diag 96.2 -> 83.5 ms an
+ * iteration (the exact step 51.6 -> 36.6 a pass), but 1M x 1024 diag 2.46
+ * -> 2.76, spherical 3.31 -> 3.49, 1M x 4096 diag 6.64 -> 7.0: where the
+ * atomics are fewer than the L2 takes, reading the rows again costs more.
+ * FLASHGMM_GPU_SPARSE_SORTED=0 or 1 forces either (N: 0 = unknown, large).
+ */
+inline bool sparse_sorted_for(int64_t N)
+{
+	static const int forced = (int) env_int("FLASHGMM_GPU_SPARSE_SORTED", 0, 1, -1);
+	return forced >= 0 ? forced == 1 : !small_table(N);
+}
+/*
+ * Pairs a block's sorted statistics hold (sparse.cuh; more go by atomics):
+ * at least 6 a row (10M x 1024 diag from k-means++ has 4.6), or as many as
+ * fit in the overflowed rows' buffer, whose bytes they share (6.4 a row at
+ * D = 128): no device memory of their own there.
+ */
+inline int64_t sparse_pair_cap(int64_t srows, int D) { return std::max<int64_t>(6 * srows, sparse_overflow_rows(srows) * D); }
 constexpr int SPARSE_REST = 2, SPARSE_REST_MAX = 64;	/* dense passes after one that was mostly dense: 2, 4, .. 64 */
 /*
  * Candidates a row (per 1024 components) past which the sparse pass, where
@@ -1432,8 +1453,8 @@ constexpr double SPARSE_CANDS_DIAG = 10.0, SPARSE_CANDS_SPH = 8.0;
 /* its device bytes: a block's best scores, candidate lists and counts; the screen's constants; the FP32 sums */
 int64_t sparse_bytes(int Kp, int D, int64_t srows, int cap)
 {
-	return srows * (4 + 4 * (int64_t) cap + 4 + 8) + sparse_overflow_rows(srows) * (4 * D + 4 + 8) + 64 +
-		   (int64_t) Kp * (16 + 16 + 4 * 2 * D);
+	return srows * (4 + 4 * (int64_t) cap + 4 + 8) + 4 * sparse_pair_cap(srows, D) + sparse_overflow_rows(srows) * (4 + 8) +
+		   64 + (int64_t) Kp * (16 + 16 + 4 * 2 * D + 12) + 4;
 }
 
 /*
@@ -1761,6 +1782,7 @@ struct EStep
 	int64_t logz_rows;
 	int64_t srows = SPARSE_ROWS;	/* rows per sparse block (sparse_rows_for) */
 	int scap = sp::SPARSE_CAP;		/* candidates a row's list holds (sparse_cap_for) */
+	bool ssorted = false;			/* the statistics sorted by component (sparse_sorted_for) */
 
 	bool gemm = false;			/* chunked GEMM pass (chunked.cuh) instead of the fused kernels */
 	bool h16 = false;			/* FP16 pass (half.cuh) instead of the fused kernels */
@@ -1786,6 +1808,13 @@ struct EStep
 		float *seed = nullptr;		/* every row's lower bound on its best screened score (logZ kept for all rows) */
 		bool seeded = false;		/* seed holds the last pass's bounds: one screen pass */
 		float *xo = nullptr, *lzo = nullptr;	/* those rows gathered, their logZ */
+		/*
+		 * The sorted statistics (sparse.cuh): pairs a component (hist),
+		 * their offsets and cursors, the count; pidx (pcap pairs) shares
+		 * xo's bytes, used before the overflowed rows are gathered there.
+		 */
+		int32_t *hist = nullptr, *off = nullptr, *cur = nullptr, *ptotal = nullptr, *pidx = nullptr;
+		int64_t pcap = 0;
 	} sw;
 	int sparse_rest = 0;		/* passes left that take the dense pass, after one whose lists overflowed */
 	int sparse_backoff = SPARSE_REST;	/* the next such rest (doubles while the screen keeps failing) */
@@ -1866,6 +1895,7 @@ struct EStep
 		const int64_t table_rows = logz_rows_ >= src->N ? src->N : 0;	/* (0: unknown, as for a large table) */
 		srows = sparse_rows_for(table_rows, M->diag);	/* (as bytes_needed counted it) */
 		scap = sparse_cap_for(table_rows);
+		ssorted = sparse_sorted_for(table_rows);
 		/* h16: logZ of every row while small, as gemm; else one block's (pass 2 follows pass 1 per block) */
 		logz_rows = h16 && !(logz_rows_ >= src->N && src->N * 4 <= GEMM_LOGZ_FULL_MAX)
 						? std::max<int64_t>(hr.rows, sparse ? srows : 0) : logz_rows_;
@@ -2026,6 +2056,39 @@ struct EStep
 	}
 
 	/*
+	 * The sorted statistics of the exact kernel's pairs over rows x[0..nr)
+	 * (sparse.cuh): the offsets and the scatter into component order
+	 * (sorted_scatter), then the sums (sorted_sums).  pidx is xo's bytes:
+	 * both run before the overflowed rows are gathered there.
+	 */
+	/* the components whose pairs the exact and scatter kernels count in shared memory: all, up to SORT_BINS_MAX, else none */
+	int sorted_bins() const { return M->Kp <= sp::SORT_BINS_MAX ? M->Kp : 0; }
+	void sorted_scatter(const float *x, int64_t nr, const float *lz)
+	{
+		const int D = M->D;
+		const int hk = sorted_bins();
+		sp::pair_offsets_kernel<<<1, 1024, 0, g_s>>>(sw.hist, sw.off, sw.cur, M->Kp, sw.ptotal);
+		CKL("pair_offsets_kernel");
+		auto scatter = M->diag ? (D == 128 ? sp::pair_scatter_kernel<true, 128> : sp::pair_scatter_kernel<true, 0>)
+							   : (D == 128 ? sp::pair_scatter_kernel<false, 128> : sp::pair_scatter_kernel<false, 0>);
+		set_smem(scatter, 4 * (size_t) hk);
+		scatter<<<warp_rows_grid(nr, scatter, 4 * (size_t) hk), sp::EXACT_WARPS * 32, 4 * (size_t) hk, g_s>>>(
+			x, nr, D, M->mu, sw.cand, sw.count, scap, sw.off, sw.cur, sw.pidx, sw.pcap, sw.psx, sw.bnk, sw.bsxn, hk,
+			M->cflag, lz, M->direct());
+		CKL("pair_scatter_kernel");
+	}
+	void sorted_sums(const float *x, const float *lz)
+	{
+		const int D = M->D;
+		auto sums = M->diag ? (D == 128 ? sp::pair_sums_kernel<true, 128> : sp::pair_sums_kernel<true, 0>)
+							: (D == 128 ? sp::pair_sums_kernel<false, 128> : sp::pair_sums_kernel<false, 0>);
+		/* (warps loop over runs of PAIR_RUN pairs: one wave of blocks, as for the warp-per-row kernels) */
+		sums<<<warp_rows_grid(sw.pcap / sp::PAIR_RUN + 1, sums, 0), sp::EXACT_WARPS * 32, 0, g_s>>>(
+			x, D, M->mu, sw.cand, scap, sw.pidx, sw.ptotal, sw.pcap, sw.psx, sw.bnk, sw.bsxn, lz, M->direct());
+		CKL("pair_sums_kernel");
+	}
+
+	/*
 	 * The sparse pass (sparse.cuh) over rows dX[0..nc), blocks of
 	 * srows: screen (best score, then the candidates), exact scores
 	 * and statistics, the FP32 sums flushed into the FP64 ones every
@@ -2044,7 +2107,14 @@ struct EStep
 			sw.overflow = dalloc<int>(2, "sparse pass");
 			sw.orows = dalloc<int64_t>(srows, "sparse pass");
 			sw.orows2 = dalloc<int64_t>(sparse_overflow_rows(srows), "sparse pass");
-			sw.xo = dalloc<float>((size_t) sparse_overflow_rows(srows) * D, "sparse pass");
+			sw.pcap = sparse_pair_cap(srows, D);
+			sw.xo = dalloc<float>((size_t) std::max<int64_t>(sparse_overflow_rows(srows) * D, sw.pcap), "sparse pass");
+			sw.pidx = reinterpret_cast<int32_t *>(sw.xo);
+			sw.hist = dalloc<int32_t>(3 * (size_t) Kp + 1, "sparse pass");
+			sw.off = sw.hist + Kp;
+			sw.cur = sw.off + Kp;
+			sw.ptotal = sw.cur + Kp;
+			CK(cudaMemsetAsync(sw.hist, 0, sizeof(int32_t) * Kp, g_s));
 			sw.lzo = dalloc<float>(sparse_overflow_rows(srows), "sparse pass");
 			sw.c2s = dalloc<float>(4 * (size_t) Kp, "sparse pass");
 			sw.npairs = dalloc<unsigned long long>(2, "sparse pass");
@@ -2092,7 +2162,7 @@ struct EStep
 		const size_t smw = wg::lse_smem(M->diag, true);
 		/* profiling: device time of each step (synchronises: a diagnostic) */
 		std::unique_ptr<Timer> pt(profiling() ? new Timer : nullptr);
-		double tms[5] = {0, 0, 0, 0, 0};	/* max, collect (or one pass), exact, the rest, collected again */
+		double tms[7] = {0, 0, 0, 0, 0, 0, 0};	/* max, collect (or one pass), exact, the rest, collected again, sorted scatter, sums */
 		auto lap = [&](int step) {
 			if (pt)
 			{
@@ -2215,15 +2285,24 @@ struct EStep
 				CKL("neg_inf_kernel");
 				merge_flagged(x, nr, M->sfidx + nse, nsf - nse, lzb, nullptr, sc.best);
 			}
-			const size_t fb = sp::FlagSet::bytes(nse, D, M->diag);
+			const int hk = stats && ssorted ? sorted_bins() : 0;
+			const size_t fb = sp::FlagSet::bytes(nse, D, M->diag) + 4 * (size_t) hk;
 			auto exact = M->diag ? (D == 128 ? sp::sparse_exact_kernel<true, 128> : sp::sparse_exact_kernel<true, 0>)
 								 : (D == 128 ? sp::sparse_exact_kernel<false, 128> : sp::sparse_exact_kernel<false, 0>);
 			set_smem(exact, fb);
 			const int eg = warp_rows_grid(nr, exact, fb);	/* (the sums: sum_kernel below) */
 			exact<<<eg, sp::EXACT_WARPS * 32, fb, g_s>>>(
 				x, nr, D, dr, M->sfidx, nse, (int) (nsf > nse), sw.cand, sw.count, lzb, blockll, (int) stats, sw.psx,
-				sw.bnk, sw.bsxn, sw.npairs, scap);
+				sw.bnk, sw.bsxn, sw.npairs, scap, stats && ssorted ? sw.hist : nullptr, hk);
 			CKL("sparse_exact_kernel");
+			if (stats && ssorted)
+			{
+				lap(2);
+				sorted_scatter(x, nr, lzb);
+				lap(5);
+				sorted_sums(x, lzb);
+				lap(6);
+			}
 			sum_kernel<<<1, 1024, 0, g_s>>>(blockll, eg, ll, 1);
 			CKL("sum_kernel");
 			lap(2);
@@ -2277,11 +2356,12 @@ struct EStep
 		{
 			fprintf(stderr, "flashgmm profile: sparse pass%s: screen max %.2f ms, collect (or one pass) %.2f, "
 					"collected again %.2f, exact %.2f, flush+flagged (+dense blocks) %.2f; %d screen-flagged components, "
-					"%lld rows overflowed, %lld rows dense, %lld collected again, %.2f candidates and %.2f pairs a row\n",
+					"%lld rows overflowed, %lld rows dense, %lld collected again, %.2f candidates and %.2f pairs a row; "
+					"sorted statistics: scatter %.2f ms, sums %.2f\n",
 					stats ? "" : " (no statistics)", tms[0], tms[1], tms[4], tms[2], tms[3], nsf, (long long) over_rows,
 					(long long) dense_rows, (long long) redone_rows,
 					(double) np[1] / std::max<int64_t>(1, nc - dense_rows),
-					(double) np[0] / std::max<int64_t>(1, nc - dense_rows));
+					(double) np[0] / std::max<int64_t>(1, nc - dense_rows), tms[5], tms[6]);
 		}
 	}
 

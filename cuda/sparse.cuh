@@ -41,6 +41,10 @@
  *      turns them into the FP64 sums of x every two blocks (at most 2^19
  *      rows).  Components
  *      flagged for three products keep flag_stats_kernel's statistics.
+ *      Past 2M rows (sparse_sorted_for) the list's pairs go to the sorted
+ *      statistics instead of atomics: their r left in the list, counted
+ *      per component, put in component order and summed a run of one
+ *      component at a time (pair_offsets, pair_scatter, pair_sums below).
  *
  * What is left out, and its bound: when the screen's error stays within the
  * bounds, a pair outside the window has a true score more than SPARSE_T below
@@ -85,6 +89,18 @@ constexpr int SPARSE_CAP = 64;			/* candidates a row's list may hold (two per la
 constexpr int SPARSE_FMAX = 64;			/* screen-flagged components the exact kernel holds (shared memory) */
 constexpr float SPARSE_RMIN = 9.3132257e-10f;	/* 2^-30: smaller responsibilities stay out of the statistics */
 constexpr int EXACT_WARPS = 8;
+
+/*
+ * FGC_SORT_RECOMPUTE=1 (a build flag for A/B runs): the exact kernel
+ * leaves no r in the lists; pair_sums_kernel scores each pair again from
+ * the differences it forms anyway (the exact kernel's arithmetic, so the
+ * same r) and the row's logZ.  10M x 1024 diag, seeded (H100, stop 18):
+ * 78.5 ms an iteration against 77.6-78.6 with r in the lists (sums 7.1 ms
+ * a pass against 5.5; the exact step 26 either way); GPU tests passed.
+ */
+#ifndef FGC_SORT_RECOMPUTE
+#define FGC_SORT_RECOMPUTE 0
+#endif
 
 /*
  * The screen's constants in log2 units, c2s = [lo | hi | p | dl]: the
@@ -210,7 +226,7 @@ struct FlagSet
 	float *mu, *iv, *c, *nrm, *pmin;	/* [nf][D], [nf][D or 1], [nf], [nf], [nf] */
 	int nf, D, diag;
 
-	static size_t bytes(int nf, int D, bool diag) { return sizeof(float) * (size_t) nf * (D + (diag ? D : 1) + 3); }
+	__host__ __device__ static size_t bytes(int nf, int D, bool diag) { return sizeof(float) * (size_t) nf * (D + (diag ? D : 1) + 3); }
 	/* smem: 16-byte aligned (extern __shared__ float4) */
 	__device__ void load(float *smem, const Direct &dr, const int *__restrict__ fidx, int nf_, int D_)
 	{
@@ -440,6 +456,99 @@ flag_stats_atomic_kernel(const float *__restrict__ X, int64_t nrows, int D, Dire
 }
 
 /*
+ * The exact kernel's score of component k for the row x (lane l: features
+ * 4l .. 4l + 3), with its arithmetic (the same bits), on every lane.
+ */
+template <bool DIAG>
+__device__ __forceinline__ float pair_score(const float (&x)[4], const Direct &dr, int D, int k, int lane)
+{
+	float mv[4], vv[4];
+	load4(dr.mu + (int64_t) k * D, D, lane, mv);
+	if (DIAG)
+		load4(dr.var + (int64_t) k * D, D, lane, vv);
+	float q = 0.f;
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+	{
+		const float t = x[i] - mv[i];
+		if (DIAG)
+			q += 4 * lane + i < D ? exact_div(t * t, vv[i]) : 0.f;
+		else
+			q = fmaf(t, t, q);
+	}
+	q = warp_sum(q);
+	return __ldg(dr.cdir + k) - 0.5f * (DIAG ? q : exact_div(q, __ldg(dr.var + k)));
+}
+
+/*
+ * One lane's share of a pair's FP32 sums around the mean into the block's
+ * psx (component k's row: sum r t, then, diag, sum r t^2): a, b hold
+ * features 4l .. 4l + 3.  One 16-byte atomic per lane and sum where rows are
+ * 16-byte aligned (sm_90: a quarter of the L2 atomic operations), else one
+ * per feature.
+ */
+template <bool DIAG>
+__device__ __forceinline__ void psx_add(float *__restrict__ psx, int D, int k, int lane, const float (&a)[4],
+										const float (&b)[4])
+{
+	float *o = psx + (int64_t) k * (DIAG ? 2 * D : D) + 4 * lane;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+	if (D % 4 == 0)
+	{
+		if (4 * lane < D)
+		{
+			atomicAdd(reinterpret_cast<float4 *>(o), make_float4(a[0], a[1], a[2], a[3]));
+			if (DIAG)
+				atomicAdd(reinterpret_cast<float4 *>(o + D), make_float4(b[0], b[1], b[2], b[3]));
+		}
+		return;
+	}
+#endif
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		if (4 * lane + i < D)
+		{
+			atomicAdd(o + i, a[i]);
+			if (DIAG)
+				atomicAdd(o + D + i, b[i]);
+		}
+}
+
+/*
+ * One pair's statistics by atomics, warp-wide: row x (features 4l .. 4l + 3
+ * in lane l), component k, responsibility r: sum r t [, sum r t^2] into psx,
+ * r into bnk[k] and (spherical) r ||t||^2 into bsxn[k] (FP64).  The exact
+ * kernel's path where a row's pairs do not go through the sorted
+ * statistics (below), and the scatter's for pairs past the sorted buffer.
+ */
+template <bool DIAG>
+__device__ __forceinline__ void pair_atomic(const float (&x)[4], const float *__restrict__ mu, int D, int k, float r,
+											int lane, float *__restrict__ psx, double *__restrict__ bnk,
+											double *__restrict__ bsxn)
+{
+	float mv[4];
+	load4(mu + (int64_t) k * D, D, lane, mv);
+	float tt = 0.f, rt[4], rtt[4];
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+	{
+		const float t = x[i] - mv[i];	/* (0 past D) */
+		rt[i] = r * t;
+		rtt[i] = rt[i] * t;
+		tt = fmaf(t, t, tt);
+	}
+	psx_add<DIAG>(psx, D, k, lane, rt, rtt);
+	if (!DIAG)
+		tt = warp_sum(tt);
+	if (lane == 0)
+	{
+		atomicAdd(bnk + k, (double) r);
+		if (!DIAG)
+			atomicAdd(bsxn + k, (double) r * (double) tt);
+	}
+}
+
+/*
  * Exact scores and statistics (step 2 above).  A warp per row (rows handed out
  * by tickets, below); lane l holds the row's features 4l .. 4l + 3
  * (D <= 128).  Lane j keeps the scores of list entries j and 32 + j and of
@@ -459,13 +568,18 @@ flag_stats_atomic_kernel(const float *__restrict__ X, int64_t nrows, int D, Dire
 template <bool DIAG, int DC>
 __global__ void __launch_bounds__(EXACT_WARPS * 32, 4)
 sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D_, Direct dr, const int *__restrict__ sfidx, int nsf,
-					int fold, const int32_t *__restrict__ cand, const int32_t *__restrict__ count, float *__restrict__ logZ,
+					int fold, int32_t *__restrict__ cand, const int32_t *__restrict__ count, float *__restrict__ logZ,
 					double *__restrict__ blockll, int stats, float *__restrict__ psx, double *__restrict__ bnk,
-					double *__restrict__ bsxn, unsigned long long *__restrict__ npairs, int cap)
+					double *__restrict__ bsxn, unsigned long long *__restrict__ npairs, int cap, int32_t *__restrict__ hist,
+					int hk)
 {
 	const int D = DC > 0 ? DC : D_;
 	extern __shared__ float4 fsm4[];
 	__shared__ double lsum[EXACT_WARPS];
+	/* the block's pairs a component (hk > 0: hist's first hk bins counted here, added once at the end) */
+	int *shist = reinterpret_cast<int *>(reinterpret_cast<char *>(fsm4) + FlagSet::bytes(nsf, D, DIAG));
+	for (int i = threadIdx.x; i < hk; i += blockDim.x)
+		shist[i] = 0;	/* (visible after fs.load's barrier) */
 	FlagSet fs;
 	fs.load(reinterpret_cast<float *>(fsm4), dr, sfidx, nsf, D);
 	const int lane = threadIdx.x & 31;
@@ -622,50 +736,7 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D_, Direct d
 		 * block of rows; flush_sparse_kernel turns them into sums of x.
 		 * Sums around the mean keep the variance's cancellation out of FP32.
 		 */
-		const int Wd = DIAG ? 2 * D : D;
-		const bool vec4 = D % 4 == 0;	/* rows of psx 16-byte aligned */
-		auto accumulate = [&](int k, float r) {
-			float mv[4];
-			load4(dr.mu + (int64_t) k * D, D, lane, mv);
-			float tt = 0.f, rt[4], rtt[4];
-#pragma unroll
-			for (int i = 0; i < 4; i++)
-			{
-				const float t = x[i] - mv[i];	/* (0 past D) */
-				rt[i] = r * t;
-				rtt[i] = rt[i] * t;
-				tt = fmaf(t, t, tt);
-			}
-			float *o = psx + (int64_t) k * Wd + 4 * lane;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-			if (vec4)	/* one 16-byte atomic per lane (sm_90): a quarter of the L2 atomic operations */
-			{
-				if (4 * lane < D)
-				{
-					atomicAdd(reinterpret_cast<float4 *>(o), make_float4(rt[0], rt[1], rt[2], rt[3]));
-					if (DIAG)
-						atomicAdd(reinterpret_cast<float4 *>(o + D), make_float4(rtt[0], rtt[1], rtt[2], rtt[3]));
-				}
-			}
-			else
-#endif
-#pragma unroll
-				for (int i = 0; i < 4; i++)
-					if (4 * lane + i < D)
-					{
-						atomicAdd(o + i, rt[i]);
-						if (DIAG)
-							atomicAdd(o + D + i, rtt[i]);
-					}
-			if (!DIAG)
-				tt = warp_sum(tt);
-			if (lane == 0)
-			{
-				atomicAdd(bnk + k, (double) r);
-				if (!DIAG)
-					atomicAdd(bsxn + k, (double) r * (double) tt);
-			}
-		};
+		auto accumulate = [&](int k, float r) { pair_atomic<DIAG>(x, dr.mu, D, k, r, lane, psx, bnk, bsxn); };
 		/* lanes holding a pair (k, s) that counts: one warp-wide accumulate per pair */
 		auto emit = [&](int k, float s) {
 			const float r = __expf(s - lz);
@@ -679,11 +750,28 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D_, Direct d
 				accumulate(__shfl_sync(0xffffffffu, k, j), __shfl_sync(0xffffffffu, r, j));
 			}
 		};
-		/* (only the slots that hold entries: each emit is an exp, a flag load and a vote) */
+		if (hist && n <= cap / 2)
+		{
+			/*
+			 * Sorted statistics (pair_sums_kernel): the list's pairs that
+			 * count leave their r in the list's second half, slot cap / 2 +
+			 * j for entry j (0: not counted), and are counted per component
+			 * in hist; the list's entries are all in lane j < n <= 32.
+			 */
+			const float r = __expf(sc[0] - lz);
+			const bool counted = kc[0] >= 0 && !__ldg(dr.flag + kc[0]);
+			const bool keep = FGC_SORT_RECOMPUTE ? counted : counted && r >= SPARSE_RMIN;
+			pairs += __popc(__ballot_sync(0xffffffffu, counted && r >= SPARSE_RMIN));
+			if (!FGC_SORT_RECOMPUTE && lane < n)
+				cand[row * cap + cap / 2 + lane] = __float_as_int(keep ? r : 0.f);
+			if (keep)
+				atomicAdd(hk > 0 ? shist + kc[0] : hist + kc[0], 1);
+		}
+		else	/* (only the slots that hold entries: each emit is an exp, a flag load and a vote) */
 #pragma unroll
-		for (int u = 0; u < 2; u++)
-			if (n > 32 * u)
-				emit(kc[u], sc[u]);
+			for (int u = 0; u < 2; u++)
+				if (n > 32 * u)
+					emit(kc[u], sc[u]);
 #pragma unroll
 		for (int u = 0; u < 2; u++)
 			if (nsf > 32 * u)
@@ -692,11 +780,338 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D_, Direct d
 				emit(f < nsf ? __ldg(sfidx + f) : -1, sf[u]);
 			}
 	}
+	if (hk > 0)
+	{
+		/*
+		 * One add a component a block.  (Measured at par with a global
+		 * atomic a pair: the sorted exact step at 10M x 1024 diag took
+		 * 26 ms a pass either way, also with the counting in a kernel of
+		 * its own or without the r stores (FGC_SORT_RECOMPUTE), against
+		 * 9.5 without statistics.  The suspect, not measured yet: rows
+		 * with more than cap / 2 entries, which keep the atomics above;
+		 * cuda/NOTES.md v14.)
+		 */
+		__syncthreads();
+		for (int i = threadIdx.x; i < hk; i += blockDim.x)
+			if (shist[i])
+				atomicAdd(hist + i, shist[i]);
+	}
 	block_sum_fixed<EXACT_WARPS>(mine, lsum, blockll ? blockll + blockIdx.x : nullptr);
 	if (npairs && lane == 0)	/* [0]: pairs in the statistics, [1]: candidates scored (profiling; [1] the back-off too) */
 	{
 		atomicAdd(npairs, pairs);
 		atomicAdd(npairs + 1, cands);
+	}
+}
+
+/*
+ * Sorted statistics: the exact kernel's pairs summed a component at a time.
+ *
+ * Why: the exact kernel added each pair's sums by 16-byte FP32 atomics into
+ * psx, 32 a pair (64 diag).  At 10M x 1024 diag (4.6 pairs a row) those
+ * atomics took 39 of the exact step's 51 ms a pass (H100, stop 18: the same
+ * launch without them 11.8 ms), at the L2's atomic rate.  Here the block's
+ * pairs are put in component order (a counting sort: hist, pair_offsets,
+ * pair_scatter), and pair_sums_kernel sums runs of one component's pairs in
+ * registers, reading each pair's row again (512 bytes at D = 128: from L2
+ * where the block's rows still are), with one atomic per lane a run.
+ *
+ * The pairs: entry j of row i's list (component cand[i cap + j]) has its r
+ * in cand[i cap + cap / 2 + j] (0: not counted), written by the exact
+ * kernel for rows with at most cap / 2 entries (the others take its
+ * atomics); a pair is named by its entry's index i cap + j.  pidx holds
+ * pcap of them; pairs past pcap go by atomics in the scatter.
+ */
+
+/* lane's pair of a block row (entry lane of its list): its component k and r (0: none, or not counted) */
+__device__ __forceinline__ void row_pair(const int32_t *__restrict__ cand, const int32_t *__restrict__ count, int cap,
+										 const int *__restrict__ flag, int64_t row, int lane, int &k, float &r)
+{
+	const int n = __ldg(count + row);
+	k = -1;
+	r = 0.f;
+	if (n <= cap / 2 && lane < n)
+	{
+		k = __ldg(cand + row * cap + lane);
+		if (FGC_SORT_RECOMPUTE)	/* (1: counted; r comes later) */
+			r = __ldg(flag + k) ? 0.f : 1.f;
+		else
+			r = __int_as_float(__ldg(cand + row * cap + cap / 2 + lane));
+	}
+}
+
+/* components up to which the exact and scatter kernels count pairs in shared memory (4 bytes each), else globally */
+constexpr int SORT_BINS_MAX = 8192;
+
+/* exclusive prefix sums of hist[0..Kp) into off; hist and cur zeroed; *total: their sum.  One block of 1024 threads. */
+__global__ void __launch_bounds__(1024)
+pair_offsets_kernel(int32_t *__restrict__ hist, int32_t *__restrict__ off, int32_t *__restrict__ cur, int Kp,
+					int32_t *__restrict__ total)
+{
+	__shared__ int32_t wsum[32], ctot;
+	const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+	int32_t carry = 0;	/* the sum of the chunks before */
+	for (int k0 = 0; k0 < Kp; k0 += 1024)
+	{
+		const int k = k0 + threadIdx.x;
+		const int32_t v = k < Kp ? hist[k] : 0;
+		int32_t inc = v;	/* inclusive scan within the warp */
+#pragma unroll
+		for (int o = 1; o < 32; o <<= 1)
+		{
+			const int32_t t = __shfl_up_sync(0xffffffffu, inc, o);
+			if (lane >= o)
+				inc += t;
+		}
+		if (lane == 31)
+			wsum[warp] = inc;
+		__syncthreads();
+		if (warp == 0)
+		{
+			const int32_t w = wsum[lane];
+			int32_t wi = w;
+#pragma unroll
+			for (int o = 1; o < 32; o <<= 1)
+			{
+				const int32_t t = __shfl_up_sync(0xffffffffu, wi, o);
+				if (lane >= o)
+					wi += t;
+			}
+			wsum[lane] = wi - w;	/* exclusive over the warps */
+			if (lane == 31)
+				ctot = wi;
+		}
+		__syncthreads();
+		if (k < Kp)
+		{
+			off[k] = carry + wsum[warp] + inc - v;
+			hist[k] = 0;
+			cur[k] = 0;
+		}
+		carry += ctot;
+		__syncthreads();	/* (wsum and ctot reused by the next chunk) */
+	}
+	if (threadIdx.x == 0)
+		*total = carry;
+}
+
+/*
+ * The counted pairs of each row into component order: pidx[off[k] + c] for
+ * component k's c-th (in no fixed order).  A block takes a contiguous share
+ * of the rows, a warp a row at a time; rows with more than cap / 2 entries
+ * (or overflowed) kept their pairs out (the exact kernel's atomics, or the
+ * dense pass).  With hk > 0 (bins for every component in shared memory) the
+ * block counts its pairs a component, reserves each component's range by
+ * one atomic on cur, then places them by shared atomics: a global atomic a
+ * pair on Kp cursors took 6.7 ms a pass at 10M x 1024 diag.  Pairs past
+ * pcap are added here by atomics (pair_atomic).
+ */
+template <bool DIAG, int DC>
+__global__ void __launch_bounds__(EXACT_WARPS * 32)
+pair_scatter_kernel(const float *__restrict__ X, int64_t nrows, int D_, const float *__restrict__ mu,
+					const int32_t *__restrict__ cand, const int32_t *__restrict__ count, int cap,
+					const int32_t *__restrict__ off, int32_t *__restrict__ cur, int32_t *__restrict__ pidx, int64_t pcap,
+					float *__restrict__ psx, double *__restrict__ bnk, double *__restrict__ bsxn, int hk,
+					const int *__restrict__ flag, const float *__restrict__ lz, Direct dr)
+{
+	extern __shared__ int sbin[];	/* [hk] */
+	const int D = DC > 0 ? DC : D_;
+	const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+	const int64_t share = (nrows + gridDim.x - 1) / gridDim.x, r0 = (int64_t) blockIdx.x * share,
+				  r1 = min(nrows, r0 + share);
+	auto pair_of = [&](int64_t row, int &k, float &r) { row_pair(cand, count, cap, flag, row, lane, k, r); };
+	if (hk > 0)
+	{
+		for (int i = threadIdx.x; i < hk; i += blockDim.x)
+			sbin[i] = 0;
+		__syncthreads();
+		for (int64_t row = r0 + warp; row < r1; row += EXACT_WARPS)
+		{
+			int k;
+			float r;
+			pair_of(row, k, r);
+			if (r > 0.f)
+				atomicAdd(sbin + k, 1);
+		}
+		__syncthreads();
+		for (int i = threadIdx.x; i < hk; i += blockDim.x)
+			if (sbin[i])
+				sbin[i] = __ldg(off + i) + atomicAdd(cur + i, sbin[i]);
+		__syncthreads();
+	}
+	for (int64_t row = r0 + warp; row < r1; row += EXACT_WARPS)
+	{
+		int k;
+		float r;
+		pair_of(row, k, r);
+		const bool keep = r > 0.f;
+		int64_t pos = -1;
+		if (keep)
+		{
+			pos = hk > 0 ? atomicAdd(sbin + k, 1) : (int64_t) __ldg(off + k) + atomicAdd(cur + k, 1);
+			if (pos < pcap)
+				pidx[pos] = (int32_t) (row * cap + lane);
+		}
+		uint32_t b = __ballot_sync(0xffffffffu, keep && pos >= pcap);
+		if (b)
+		{
+			float x[4];
+			load4(X + row * D, D, lane, x);
+			while (b)
+			{
+				const int j = __ffs(b) - 1;
+				b &= b - 1;
+				const int kj = __shfl_sync(0xffffffffu, k, j);
+				float rj = __shfl_sync(0xffffffffu, r, j);
+				if (FGC_SORT_RECOMPUTE)
+				{
+					rj = __expf(pair_score<DIAG>(x, dr, D, kj, lane) - __ldg(lz + row));
+					if (!(rj >= SPARSE_RMIN))	/* (warp-uniform) */
+						continue;
+				}
+				pair_atomic<DIAG>(x, mu, D, kj, rj, lane, psx, bnk, bsxn);
+			}
+		}
+	}
+}
+
+/* pairs a warp sums in pair_sums_kernel (then the next warps' turn) */
+constexpr int PAIR_RUN = 128;
+/* rows pair_sums_kernel loads ahead (their loads in flight together) */
+#ifndef FGC_PAIR_AHEAD
+#define FGC_PAIR_AHEAD 4
+#endif
+constexpr int PAIR_AHEAD = FGC_PAIR_AHEAD;
+
+/*
+ * The sorted pairs' statistics: warp w sums pairs pidx[w PAIR_RUN ..) in
+ * order, keeping the sums of the current component in registers (lane l:
+ * features 4l .. 4l + 3; sum r and r ||t||^2 in FP64) and adding them to
+ * psx, bnk, bsxn (psx_add, FP64 atomics) when the component changes and at
+ * the run's end: about one add a run instead of one a pair.  Rows are read
+ * PAIR_AHEAD pairs ahead (their loads in flight together).
+ */
+template <bool DIAG, int DC>
+__global__ void __launch_bounds__(EXACT_WARPS * 32)
+pair_sums_kernel(const float *__restrict__ X, int D_, const float *__restrict__ mu, const int32_t *__restrict__ cand,
+				 int cap, const int32_t *__restrict__ pidx, const int32_t *__restrict__ total, int64_t pcap,
+				 float *__restrict__ psx, double *__restrict__ bnk, double *__restrict__ bsxn, const float *__restrict__ lz,
+				 Direct dr)
+{
+	const int D = DC > 0 ? DC : D_;
+	const int lane = threadIdx.x & 31;
+	const int64_t np = min((int64_t) __ldg(total), pcap);
+	const int64_t nw = (int64_t) gridDim.x * EXACT_WARPS;
+	for (int64_t p0 = ((int64_t) blockIdx.x * EXACT_WARPS + (threadIdx.x >> 5)) * PAIR_RUN; p0 < np; p0 += nw * PAIR_RUN)
+	{
+		const int64_t p1 = min(p0 + PAIR_RUN, np);
+		int kc = -1;	/* the component being summed */
+		float mv[4] = {0.f, 0.f, 0.f, 0.f}, a[4] = {0.f, 0.f, 0.f, 0.f}, b[4] = {0.f, 0.f, 0.f, 0.f};
+		float vv[4] = {1.f, 1.f, 1.f, 1.f}, vs = 1.f, cd = 0.f;	/* (FGC_SORT_RECOMPUTE) its variances, constant */
+		double sr = 0.0, sq = 0.0;	/* sum r; sum r ||t||^2 over the lane's features (spherical) */
+		auto flush = [&]() {
+			psx_add<DIAG>(psx, D, kc, lane, a, b);
+			if (!DIAG)
+			{
+#pragma unroll
+				for (int o = 16; o > 0; o >>= 1)
+					sq += __shfl_xor_sync(0xffffffffu, sq, o);
+			}
+			if (lane == 0)
+			{
+				atomicAdd(bnk + kc, sr);
+				if (!DIAG)
+					atomicAdd(bsxn + kc, sq);
+			}
+#pragma unroll
+			for (int i = 0; i < 4; i++)
+				a[i] = b[i] = 0.f;
+			sr = sq = 0.0;
+		};
+		for (int64_t g = p0; g < p1; g += 32)
+		{
+			/* lane i: pair g + i's entry, component, r */
+			const int m = (int) min((int64_t) 32, p1 - g);
+			int e = 0, k = -1;
+			float r = 0.f;
+			if (lane < m)
+			{
+				e = __ldg(pidx + g + lane);
+				k = __ldg(cand + e);
+				r = __int_as_float(__ldg(cand + e + cap / 2));
+			}
+			for (int j0 = 0; j0 < m; j0 += PAIR_AHEAD)
+			{
+				float x[PAIR_AHEAD][4], lzu[PAIR_AHEAD];
+#pragma unroll
+				for (int u = 0; u < PAIR_AHEAD; u++)
+				{
+					const int eu = __shfl_sync(0xffffffffu, e, (j0 + u) & 31);
+					if (j0 + u < m)
+					{
+						load4(X + (int64_t) (eu / cap) * D, D, lane, x[u]);
+						if (FGC_SORT_RECOMPUTE)
+							lzu[u] = __ldg(lz + eu / cap);
+					}
+				}
+#pragma unroll
+				for (int u = 0; u < PAIR_AHEAD; u++)
+				{
+					if (j0 + u >= m)	/* (warp-uniform) */
+						break;
+					const int ku = __shfl_sync(0xffffffffu, k, j0 + u);
+					float ru = __shfl_sync(0xffffffffu, r, j0 + u);
+					if (ku != kc)
+					{
+						if (kc >= 0)
+							flush();
+						kc = ku;
+						load4(mu + (int64_t) kc * D, D, lane, mv);
+						if (FGC_SORT_RECOMPUTE)
+						{
+							if (DIAG)
+								load4(dr.var + (int64_t) kc * D, D, lane, vv);
+							else
+								vs = __ldg(dr.var + kc);
+							cd = __ldg(dr.cdir + kc);
+						}
+					}
+					float t[4], tt = 0.f;
+#pragma unroll
+					for (int i = 0; i < 4; i++)
+					{
+						t[i] = x[u][i] - mv[i];	/* (0 past D) */
+						tt = fmaf(t[i], t[i], tt);
+					}
+					if (FGC_SORT_RECOMPUTE)
+					{
+						/* the exact kernel's score (pair_score's arithmetic) and r */
+						float q = 0.f;
+						if (DIAG)
+#pragma unroll
+							for (int i = 0; i < 4; i++)
+								q += 4 * lane + i < D ? exact_div(t[i] * t[i], vv[i]) : 0.f;
+						else
+							q = tt;
+						q = warp_sum(q);
+						ru = __expf(cd - 0.5f * (DIAG ? q : exact_div(q, vs)) - lzu[u]);
+						if (!(ru >= SPARSE_RMIN))	/* (warp-uniform) */
+							continue;
+					}
+#pragma unroll
+					for (int i = 0; i < 4; i++)
+					{
+						a[i] = fmaf(ru, t[i], a[i]);
+						b[i] = fmaf(ru * t[i], t[i], b[i]);
+					}
+					sr += (double) ru;
+					if (!DIAG)
+						sq += (double) ru * (double) tt;
+				}
+			}
+		}
+		if (kc >= 0)
+			flush();
 	}
 }
 

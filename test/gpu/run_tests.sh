@@ -30,13 +30,14 @@ fi
 # covariances), h16mma (h16 with pass 1 on mma.sync), gemm (cuBLAS over blocks of rows) and
 # fused (the fallback without cuBLAS); sparse-blocks is sparse in blocks of 16384 rows (the tables
 # here fit one block of the default: this runs the per-block overflow checks and flushes) with lists
-# of 32 candidates (the default past 2M rows);
+# of 32 candidates and the statistics sorted by component (the defaults past 2M rows; sparse runs
+# the small tables' atomics);
 # ESTEPS=h16 runs only that one
 for v in ${ESTEPS:-default h16 sparse sparse-blocks h16mma gemm fused}; do
 	echo "=== E pass: $v"
 	case "$v" in
 		default) estep=(-u FLASHGMM_GPU_ESTEP) ;;
-		sparse-blocks) estep=(FLASHGMM_GPU_ESTEP=sparse FLASHGMM_GPU_SPARSE_ROWS=16384 FLASHGMM_GPU_SPARSE_CAP=32) ;;
+		sparse-blocks) estep=(FLASHGMM_GPU_ESTEP=sparse FLASHGMM_GPU_SPARSE_ROWS=16384 FLASHGMM_GPU_SPARSE_CAP=32 FLASHGMM_GPU_SPARSE_SORTED=1) ;;
 		*) estep=("FLASHGMM_GPU_ESTEP=$v") ;;
 	esac
 	env "${estep[@]}" OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)} \
