@@ -1414,9 +1414,10 @@ inline int64_t sparse_overflow_rows(int64_t srows) { return srows / 20; }
 /*
  * Whether the sparse pass sums its statistics sorted by component
  * (sparse.cuh) rather than by an atomic a pair: past SPARSE_SMALL_N rows.
- * Measured (H100, stop 18, seeded fits): 10M x 1024 diag 96.2 -> 83.5 ms an
- * iteration (the exact step 51.6 -> 36.6 a pass), but 1M x 1024 diag 2.46
- * -> 2.76, spherical 3.31 -> 3.49, 1M x 4096 diag 6.64 -> 7.0: where the
+ * Measured (H100, stop 18, seeded fits): 10M x 1024 diag 92.2 -> 77.6 /
+ * 78.6 ms an iteration (a pass's exact step 51.6 -> 26, with the scatter 3.5
+ * and the sums 5.5), but sorting everywhere took 1M x 1024 diag 2.46 ->
+ * 2.76, spherical 3.31 -> 3.49, 1M x 4096 diag 6.64 -> 7.0: where the
  * atomics are fewer than the L2 takes, reading the rows again costs more.
  * FLASHGMM_GPU_SPARSE_SORTED=0 or 1 forces either (N: 0 = unknown, large).
  */
@@ -2055,14 +2056,15 @@ struct EStep
 		return sparse && !hard && !deterministic && M->nsflag - M->nflag <= sp::SPARSE_FMAX && sparse_rest == 0;
 	}
 
+	/* the components whose pairs the exact and scatter kernels count in shared memory: all, up to SORT_BINS_MAX, else none */
+	int sorted_bins() const { return M->Kp <= sp::SORT_BINS_MAX ? M->Kp : 0; }
 	/*
 	 * The sorted statistics of the exact kernel's pairs over rows x[0..nr)
 	 * (sparse.cuh): the offsets and the scatter into component order
-	 * (sorted_scatter), then the sums (sorted_sums).  pidx is xo's bytes:
-	 * both run before the overflowed rows are gathered there.
+	 * (sorted_scatter), then the sums (sorted_sums); lz: the rows' logZ
+	 * (FGC_SORT_RECOMPUTE).  pidx is xo's bytes: both run before the
+	 * overflowed rows are gathered there.
 	 */
-	/* the components whose pairs the exact and scatter kernels count in shared memory: all, up to SORT_BINS_MAX, else none */
-	int sorted_bins() const { return M->Kp <= sp::SORT_BINS_MAX ? M->Kp : 0; }
 	void sorted_scatter(const float *x, int64_t nr, const float *lz)
 	{
 		const int D = M->D;
