@@ -41,10 +41,11 @@
  *      turns them into the FP64 sums of x every two blocks (at most 2^19
  *      rows).  Components
  *      flagged for three products keep flag_stats_kernel's statistics.
- *      Past 2M rows (sparse_sorted_for) the list's pairs go to the sorted
- *      statistics instead of atomics: their r left in the list, counted
- *      per component, put in component order and summed a run of one
- *      component at a time (pair_offsets, pair_scatter, pair_sums below).
+ *      Past 2M rows (sparse_sorted_for) the pairs of lists of at most
+ *      cap / 2 entries go to the sorted statistics instead of atomics:
+ *      their r left in the list, counted per component, put in component
+ *      order and summed a run of one component at a time (pair_offsets,
+ *      pair_scatter, pair_sums below).
  *
  * What is left out, and its bound: when the screen's error stays within the
  * bounds, a pair outside the window has a true score more than SPARSE_T below
