@@ -2061,11 +2061,10 @@ struct EStep
 	/*
 	 * The sorted statistics of the exact kernel's pairs over rows x[0..nr)
 	 * (sparse.cuh): the offsets and the scatter into component order
-	 * (sorted_scatter), then the sums (sorted_sums); lz: the rows' logZ
-	 * (FGC_SORT_RECOMPUTE).  pidx is xo's bytes: both run before the
-	 * overflowed rows are gathered there.
+	 * (sorted_scatter), then the sums (sorted_sums).  pidx is xo's bytes:
+	 * both run before the overflowed rows are gathered there.
 	 */
-	void sorted_scatter(const float *x, int64_t nr, const float *lz)
+	void sorted_scatter(const float *x, int64_t nr)
 	{
 		const int D = M->D;
 		const int hk = sorted_bins();
@@ -2075,18 +2074,17 @@ struct EStep
 							   : (D == 128 ? sp::pair_scatter_kernel<false, 128> : sp::pair_scatter_kernel<false, 0>);
 		set_smem(scatter, 4 * (size_t) hk);
 		scatter<<<warp_rows_grid(nr, scatter, 4 * (size_t) hk), sp::EXACT_WARPS * 32, 4 * (size_t) hk, g_s>>>(
-			x, nr, D, M->mu, sw.cand, sw.count, scap, sw.off, sw.cur, sw.pidx, sw.pcap, sw.psx, sw.bnk, sw.bsxn, hk,
-			M->cflag, lz, M->direct());
+			x, nr, D, M->mu, sw.cand, sw.count, scap, sw.off, sw.cur, sw.pidx, sw.pcap, sw.psx, sw.bnk, sw.bsxn, hk);
 		CKL("pair_scatter_kernel");
 	}
-	void sorted_sums(const float *x, const float *lz)
+	void sorted_sums(const float *x)
 	{
 		const int D = M->D;
 		auto sums = M->diag ? (D == 128 ? sp::pair_sums_kernel<true, 128> : sp::pair_sums_kernel<true, 0>)
 							: (D == 128 ? sp::pair_sums_kernel<false, 128> : sp::pair_sums_kernel<false, 0>);
 		/* (warps loop over runs of PAIR_RUN pairs: one wave of blocks, as for the warp-per-row kernels) */
 		sums<<<warp_rows_grid(sw.pcap / sp::PAIR_RUN + 1, sums, 0), sp::EXACT_WARPS * 32, 0, g_s>>>(
-			x, D, M->mu, sw.cand, scap, sw.pidx, sw.ptotal, sw.pcap, sw.psx, sw.bnk, sw.bsxn, lz, M->direct());
+			x, D, M->mu, sw.cand, scap, sw.pidx, sw.ptotal, sw.pcap, sw.psx, sw.bnk, sw.bsxn);
 		CKL("pair_sums_kernel");
 	}
 
@@ -2300,9 +2298,9 @@ struct EStep
 			if (stats && ssorted)
 			{
 				lap(2);
-				sorted_scatter(x, nr, lzb);
+				sorted_scatter(x, nr);
 				lap(5);
-				sorted_sums(x, lzb);
+				sorted_sums(x);
 				lap(6);
 			}
 			sum_kernel<<<1, 1024, 0, g_s>>>(blockll, eg, ll, 1);

@@ -92,18 +92,6 @@ constexpr float SPARSE_RMIN = 9.3132257e-10f;	/* 2^-30: smaller responsibilities
 constexpr int EXACT_WARPS = 8;
 
 /*
- * FGC_SORT_RECOMPUTE=1 (a build flag for A/B runs): the exact kernel
- * leaves no r in the lists; pair_sums_kernel scores each pair again from
- * the differences it forms anyway (the exact kernel's arithmetic, so the
- * same r) and the row's logZ.  10M x 1024 diag, seeded (H100, stop 18):
- * 78.5 ms an iteration against 77.6-78.6 with r in the lists (sums 7.1 ms
- * a pass against 5.5; the exact step 26 either way); GPU tests passed.
- */
-#ifndef FGC_SORT_RECOMPUTE
-#define FGC_SORT_RECOMPUTE 0
-#endif
-
-/*
  * The screen's constants in log2 units, c2s = [lo | hi | p | dl]: the
  * one-product constant less (lo: for the row's best, a lower bound on the
  * true best) or plus (hi: for the candidates, an upper bound on each true
@@ -457,31 +445,6 @@ flag_stats_atomic_kernel(const float *__restrict__ X, int64_t nrows, int D, Dire
 }
 
 /*
- * The exact kernel's score of component k for the row x (lane l: features
- * 4l .. 4l + 3), with its arithmetic (the same bits), on every lane.
- */
-template <bool DIAG>
-__device__ __forceinline__ float pair_score(const float (&x)[4], const Direct &dr, int D, int k, int lane)
-{
-	float mv[4], vv[4];
-	load4(dr.mu + (int64_t) k * D, D, lane, mv);
-	if (DIAG)
-		load4(dr.var + (int64_t) k * D, D, lane, vv);
-	float q = 0.f;
-#pragma unroll
-	for (int i = 0; i < 4; i++)
-	{
-		const float t = x[i] - mv[i];
-		if (DIAG)
-			q += 4 * lane + i < D ? exact_div(t * t, vv[i]) : 0.f;
-		else
-			q = fmaf(t, t, q);
-	}
-	q = warp_sum(q);
-	return __ldg(dr.cdir + k) - 0.5f * (DIAG ? q : exact_div(q, __ldg(dr.var + k)));
-}
-
-/*
  * One lane's share of a pair's FP32 sums around the mean into the block's
  * psx (component k's row: sum r t, then, diag, sum r t^2): a, b hold
  * features 4l .. 4l + 3.  One 16-byte atomic per lane and sum where rows are
@@ -760,10 +723,9 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D_, Direct d
 			 * in hist; the list's entries are all in lane j < n <= 32.
 			 */
 			const float r = __expf(sc[0] - lz);
-			const bool counted = kc[0] >= 0 && !__ldg(dr.flag + kc[0]);
-			const bool keep = FGC_SORT_RECOMPUTE ? counted : counted && r >= SPARSE_RMIN;
-			pairs += __popc(__ballot_sync(0xffffffffu, counted && r >= SPARSE_RMIN));
-			if (!FGC_SORT_RECOMPUTE && lane < n)
+			const bool keep = kc[0] >= 0 && !__ldg(dr.flag + kc[0]) && r >= SPARSE_RMIN;
+			pairs += __popc(__ballot_sync(0xffffffffu, keep));
+			if (lane < n)
 				cand[row * cap + cap / 2 + lane] = __float_as_int(keep ? r : 0.f);
 			if (keep)
 				atomicAdd(hk > 0 ? shist + kc[0] : hist + kc[0], 1);
@@ -787,7 +749,8 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D_, Direct d
 		 * One add a component a block.  (Measured at par with a global
 		 * atomic a pair: the sorted exact step at 10M x 1024 diag took
 		 * 26 ms a pass either way, also with the counting in a kernel of
-		 * its own or without the r stores (FGC_SORT_RECOMPUTE), against
+		 * its own or without the r stores (r scored again in the sums:
+		 * branch wip/sort-all-rows), against
 		 * 9.5 without statistics.  The suspect, not measured yet: rows
 		 * with more than cap / 2 entries, which keep the atomics above;
 		 * cuda/NOTES.md v14.)
@@ -826,7 +789,7 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D_, Direct d
 
 /* lane's pair of a block row (entry lane of its list): its component k and r (0: none, or not counted) */
 __device__ __forceinline__ void row_pair(const int32_t *__restrict__ cand, const int32_t *__restrict__ count, int cap,
-										 const int *__restrict__ flag, int64_t row, int lane, int &k, float &r)
+										 int64_t row, int lane, int &k, float &r)
 {
 	const int n = __ldg(count + row);
 	k = -1;
@@ -834,10 +797,7 @@ __device__ __forceinline__ void row_pair(const int32_t *__restrict__ cand, const
 	if (n <= cap / 2 && lane < n)
 	{
 		k = __ldg(cand + row * cap + lane);
-		if (FGC_SORT_RECOMPUTE)	/* (1: counted; r comes later) */
-			r = __ldg(flag + k) ? 0.f : 1.f;
-		else
-			r = __int_as_float(__ldg(cand + row * cap + cap / 2 + lane));
+		r = __int_as_float(__ldg(cand + row * cap + cap / 2 + lane));
 	}
 }
 
@@ -912,15 +872,14 @@ __global__ void __launch_bounds__(EXACT_WARPS * 32)
 pair_scatter_kernel(const float *__restrict__ X, int64_t nrows, int D_, const float *__restrict__ mu,
 					const int32_t *__restrict__ cand, const int32_t *__restrict__ count, int cap,
 					const int32_t *__restrict__ off, int32_t *__restrict__ cur, int32_t *__restrict__ pidx, int64_t pcap,
-					float *__restrict__ psx, double *__restrict__ bnk, double *__restrict__ bsxn, int hk,
-					const int *__restrict__ flag, const float *__restrict__ lz, Direct dr)
+					float *__restrict__ psx, double *__restrict__ bnk, double *__restrict__ bsxn, int hk)
 {
 	extern __shared__ int sbin[];	/* [hk] */
 	const int D = DC > 0 ? DC : D_;
 	const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 	const int64_t share = (nrows + gridDim.x - 1) / gridDim.x, r0 = (int64_t) blockIdx.x * share,
 				  r1 = min(nrows, r0 + share);
-	auto pair_of = [&](int64_t row, int &k, float &r) { row_pair(cand, count, cap, flag, row, lane, k, r); };
+	auto pair_of = [&](int64_t row, int &k, float &r) { row_pair(cand, count, cap, row, lane, k, r); };
 	if (hk > 0)
 	{
 		for (int i = threadIdx.x; i < hk; i += blockDim.x)
@@ -962,15 +921,8 @@ pair_scatter_kernel(const float *__restrict__ X, int64_t nrows, int D_, const fl
 			{
 				const int j = __ffs(b) - 1;
 				b &= b - 1;
-				const int kj = __shfl_sync(0xffffffffu, k, j);
-				float rj = __shfl_sync(0xffffffffu, r, j);
-				if (FGC_SORT_RECOMPUTE)
-				{
-					rj = __expf(pair_score<DIAG>(x, dr, D, kj, lane) - __ldg(lz + row));
-					if (!(rj >= SPARSE_RMIN))	/* (warp-uniform) */
-						continue;
-				}
-				pair_atomic<DIAG>(x, mu, D, kj, rj, lane, psx, bnk, bsxn);
+				pair_atomic<DIAG>(x, mu, D, __shfl_sync(0xffffffffu, k, j), __shfl_sync(0xffffffffu, r, j), lane, psx,
+								  bnk, bsxn);
 			}
 		}
 	}
@@ -996,8 +948,7 @@ template <bool DIAG, int DC>
 __global__ void __launch_bounds__(EXACT_WARPS * 32)
 pair_sums_kernel(const float *__restrict__ X, int D_, const float *__restrict__ mu, const int32_t *__restrict__ cand,
 				 int cap, const int32_t *__restrict__ pidx, const int32_t *__restrict__ total, int64_t pcap,
-				 float *__restrict__ psx, double *__restrict__ bnk, double *__restrict__ bsxn, const float *__restrict__ lz,
-				 Direct dr)
+				 float *__restrict__ psx, double *__restrict__ bnk, double *__restrict__ bsxn)
 {
 	const int D = DC > 0 ? DC : D_;
 	const int lane = threadIdx.x & 31;
@@ -1008,7 +959,6 @@ pair_sums_kernel(const float *__restrict__ X, int D_, const float *__restrict__ 
 		const int64_t p1 = min(p0 + PAIR_RUN, np);
 		int kc = -1;	/* the component being summed */
 		float mv[4] = {0.f, 0.f, 0.f, 0.f}, a[4] = {0.f, 0.f, 0.f, 0.f}, b[4] = {0.f, 0.f, 0.f, 0.f};
-		float vv[4] = {1.f, 1.f, 1.f, 1.f}, vs = 1.f, cd = 0.f;	/* (FGC_SORT_RECOMPUTE) its variances, constant */
 		double sr = 0.0, sq = 0.0;	/* sum r; sum r ||t||^2 over the lane's features (spherical) */
 		auto flush = [&]() {
 			psx_add<DIAG>(psx, D, kc, lane, a, b);
@@ -1043,17 +993,13 @@ pair_sums_kernel(const float *__restrict__ X, int D_, const float *__restrict__ 
 			}
 			for (int j0 = 0; j0 < m; j0 += PAIR_AHEAD)
 			{
-				float x[PAIR_AHEAD][4], lzu[PAIR_AHEAD];
+				float x[PAIR_AHEAD][4];
 #pragma unroll
 				for (int u = 0; u < PAIR_AHEAD; u++)
 				{
 					const int eu = __shfl_sync(0xffffffffu, e, (j0 + u) & 31);
 					if (j0 + u < m)
-					{
 						load4(X + (int64_t) (eu / cap) * D, D, lane, x[u]);
-						if (FGC_SORT_RECOMPUTE)
-							lzu[u] = __ldg(lz + eu / cap);
-					}
 				}
 #pragma unroll
 				for (int u = 0; u < PAIR_AHEAD; u++)
@@ -1061,21 +1007,13 @@ pair_sums_kernel(const float *__restrict__ X, int D_, const float *__restrict__ 
 					if (j0 + u >= m)	/* (warp-uniform) */
 						break;
 					const int ku = __shfl_sync(0xffffffffu, k, j0 + u);
-					float ru = __shfl_sync(0xffffffffu, r, j0 + u);
+					const float ru = __shfl_sync(0xffffffffu, r, j0 + u);
 					if (ku != kc)
 					{
 						if (kc >= 0)
 							flush();
 						kc = ku;
 						load4(mu + (int64_t) kc * D, D, lane, mv);
-						if (FGC_SORT_RECOMPUTE)
-						{
-							if (DIAG)
-								load4(dr.var + (int64_t) kc * D, D, lane, vv);
-							else
-								vs = __ldg(dr.var + kc);
-							cd = __ldg(dr.cdir + kc);
-						}
 					}
 					float t[4], tt = 0.f;
 #pragma unroll
@@ -1083,21 +1021,6 @@ pair_sums_kernel(const float *__restrict__ X, int D_, const float *__restrict__ 
 					{
 						t[i] = x[u][i] - mv[i];	/* (0 past D) */
 						tt = fmaf(t[i], t[i], tt);
-					}
-					if (FGC_SORT_RECOMPUTE)
-					{
-						/* the exact kernel's score (pair_score's arithmetic) and r */
-						float q = 0.f;
-						if (DIAG)
-#pragma unroll
-							for (int i = 0; i < 4; i++)
-								q += 4 * lane + i < D ? exact_div(t[i] * t[i], vv[i]) : 0.f;
-						else
-							q = tt;
-						q = warp_sum(q);
-						ru = __expf(cd - 0.5f * (DIAG ? q : exact_div(q, vs)) - lzu[u]);
-						if (!(ru >= SPARSE_RMIN))	/* (warp-uniform) */
-							continue;
 					}
 #pragma unroll
 					for (int i = 0; i < 4; i++)
