@@ -804,6 +804,19 @@ __device__ __forceinline__ void row_pair(const int32_t *__restrict__ cand, const
 /* components up to which the exact and scatter kernels count pairs in shared memory (4 bytes each), else globally */
 constexpr int SORT_BINS_MAX = 8192;
 
+/* the warp's inclusive prefix sum of v (lane l: v of lanes 0..l) */
+__device__ __forceinline__ int32_t warp_incl_scan(int32_t v, int lane)
+{
+#pragma unroll
+	for (int o = 1; o < 32; o <<= 1)
+	{
+		const int32_t t = __shfl_up_sync(0xffffffffu, v, o);
+		if (lane >= o)
+			v += t;
+	}
+	return v;
+}
+
 /* exclusive prefix sums of hist[0..Kp) into off; hist and cur zeroed; *total: their sum.  One block of 1024 threads. */
 __global__ void __launch_bounds__(1024)
 pair_offsets_kernel(int32_t *__restrict__ hist, int32_t *__restrict__ off, int32_t *__restrict__ cur, int Kp,
@@ -816,28 +829,13 @@ pair_offsets_kernel(int32_t *__restrict__ hist, int32_t *__restrict__ off, int32
 	{
 		const int k = k0 + threadIdx.x;
 		const int32_t v = k < Kp ? hist[k] : 0;
-		int32_t inc = v;	/* inclusive scan within the warp */
-#pragma unroll
-		for (int o = 1; o < 32; o <<= 1)
-		{
-			const int32_t t = __shfl_up_sync(0xffffffffu, inc, o);
-			if (lane >= o)
-				inc += t;
-		}
+		const int32_t inc = warp_incl_scan(v, lane);
 		if (lane == 31)
 			wsum[warp] = inc;
 		__syncthreads();
 		if (warp == 0)
 		{
-			const int32_t w = wsum[lane];
-			int32_t wi = w;
-#pragma unroll
-			for (int o = 1; o < 32; o <<= 1)
-			{
-				const int32_t t = __shfl_up_sync(0xffffffffu, wi, o);
-				if (lane >= o)
-					wi += t;
-			}
+			const int32_t w = wsum[lane], wi = warp_incl_scan(w, lane);
 			wsum[lane] = wi - w;	/* exclusive over the warps */
 			if (lane == 31)
 				ctot = wi;
