@@ -1451,11 +1451,16 @@ constexpr int SPARSE_REST = 2, SPARSE_REST_MAX = 64;	/* dense passes after one t
  * FLASHGMM_GPU_ESTEP=sparse keeps the pass whatever the count.
  */
 constexpr double SPARSE_CANDS_DIAG = 10.0, SPARSE_CANDS_SPH = 8.0;
-/* its device bytes: a block's best scores, candidate lists and counts; the screen's constants; the FP32 sums */
-int64_t sparse_bytes(int Kp, int D, int64_t srows, int cap)
+/*
+ * its device bytes: a block's best scores, candidate lists and counts; the
+ * overflowed rows (whose buffer holds the sorted pairs, where sorted); the
+ * screen's constants; the FP32 sums; the sorted statistics' counts
+ */
+int64_t sparse_bytes(int Kp, int D, int64_t srows, int cap, bool sorted)
 {
-	return srows * (4 + 4 * (int64_t) cap + 4 + 8) + 4 * sparse_pair_cap(srows, D) + sparse_overflow_rows(srows) * (4 + 8) +
-		   64 + (int64_t) Kp * (16 + 16 + 4 * 2 * D + 12) + 4;
+	const int64_t xo = std::max<int64_t>(sparse_overflow_rows(srows) * D, sorted ? sparse_pair_cap(srows, D) : 0);
+	return srows * (4 + 4 * (int64_t) cap + 4 + 8) + 4 * xo + sparse_overflow_rows(srows) * (4 + 8) + 64 +
+		   (int64_t) Kp * (16 + 16 + 4 * 2 * D) + (sorted ? 12 * (int64_t) Kp + 4 : 0);
 }
 
 /*
@@ -1810,9 +1815,10 @@ struct EStep
 		bool seeded = false;		/* seed holds the last pass's bounds: one screen pass */
 		float *xo = nullptr, *lzo = nullptr;	/* those rows gathered, their logZ */
 		/*
-		 * The sorted statistics (sparse.cuh): pairs a component (hist),
-		 * their offsets and cursors, the count; pidx (pcap pairs) shares
-		 * xo's bytes, used before the overflowed rows are gathered there.
+		 * The sorted statistics (sparse.cuh; only where ssorted): pairs a
+		 * component (hist), their offsets and cursors, the count; pidx
+		 * (pcap pairs) shares xo's bytes, used before the overflowed rows
+		 * are gathered there.
 		 */
 		int32_t *hist = nullptr, *off = nullptr, *cur = nullptr, *ptotal = nullptr, *pidx = nullptr;
 		int64_t pcap = 0;
@@ -1838,7 +1844,7 @@ struct EStep
 			other = acc + GemmWork::bytes(M, GemmWork::ws_for(budget, lzb), std::max<int64_t>(rows, 1ll << 20));
 		}
 		/* the h16 pass's buffers, when X will be resident (else gemm or fused runs): the larger */
-		int64_t h16 = want_h16(D, diag) ? fused + h16_bytes(Kp, diag) + (want_sparse(Kp) ? sparse_bytes(Kp, D, sparse_rows_for(rows, diag), sparse_cap_for(rows)) : 0) : 0;
+		int64_t h16 = want_h16(D, diag) ? fused + h16_bytes(Kp, diag) + (want_sparse(Kp) ? sparse_bytes(Kp, D, sparse_rows_for(rows, diag), sparse_cap_for(rows), sparse_sorted_for(rows)) : 0) : 0;
 		if (h16 > 0 && budget > 0 && rows * ((int64_t) D * 4 + 4) + h16 > budget)
 			h16 = 0;
 		return std::max(other, h16);
@@ -2107,14 +2113,17 @@ struct EStep
 			sw.overflow = dalloc<int>(2, "sparse pass");
 			sw.orows = dalloc<int64_t>(srows, "sparse pass");
 			sw.orows2 = dalloc<int64_t>(sparse_overflow_rows(srows), "sparse pass");
-			sw.pcap = sparse_pair_cap(srows, D);
+			sw.pcap = ssorted ? sparse_pair_cap(srows, D) : 0;
 			sw.xo = dalloc<float>((size_t) std::max<int64_t>(sparse_overflow_rows(srows) * D, sw.pcap), "sparse pass");
-			sw.pidx = reinterpret_cast<int32_t *>(sw.xo);
-			sw.hist = dalloc<int32_t>(3 * (size_t) Kp + 1, "sparse pass");
-			sw.off = sw.hist + Kp;
-			sw.cur = sw.off + Kp;
-			sw.ptotal = sw.cur + Kp;
-			CK(cudaMemsetAsync(sw.hist, 0, sizeof(int32_t) * Kp, g_s));
+			if (ssorted)
+			{
+				sw.pidx = reinterpret_cast<int32_t *>(sw.xo);
+				sw.hist = dalloc<int32_t>(3 * (size_t) Kp + 1, "sparse pass");
+				sw.off = sw.hist + Kp;
+				sw.cur = sw.off + Kp;
+				sw.ptotal = sw.cur + Kp;
+				CK(cudaMemsetAsync(sw.hist, 0, sizeof(int32_t) * Kp, g_s));
+			}
 			sw.lzo = dalloc<float>(sparse_overflow_rows(srows), "sparse pass");
 			sw.c2s = dalloc<float>(4 * (size_t) Kp, "sparse pass");
 			sw.npairs = dalloc<unsigned long long>(2, "sparse pass");
