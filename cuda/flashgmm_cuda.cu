@@ -1388,7 +1388,9 @@ inline int64_t sparse_rows_for(int64_t N, bool diag)
  * each a row): with 32, blocks of 2^17 rows take 22 MiB, 2^16 took 19.  A
  * row with more overflows (its block's dense pass scores it; v12: 10M x 1024
  * diag from k-means++ has 5.0 a row).  FLASHGMM_GPU_SPARSE_CAP (32 or 64)
- * sets it (the tests' sparse-blocks pass runs 32).
+ * sets it (the tests' sparse-blocks pass runs 32).  Lists of 64 at 10M x
+ * 1024 diag (H100, v15): 65.5 -> 58.3 ms an iteration (r kept in the lists,
+ * 91k overflowed rows a pass -> 200), for 16 MiB more: past X + 64 MiB.
  */
 inline int sparse_cap_for(int64_t N)
 {
@@ -1419,12 +1421,32 @@ inline int64_t sparse_overflow_rows(int64_t srows) { return srows / 20; }
  * and the sums 5.5), but sorting everywhere took 1M x 1024 diag 2.46 ->
  * 2.76, spherical 3.31 -> 3.49, 1M x 4096 diag 6.64 -> 7.0: where the
  * atomics are fewer than the L2 takes, reading the rows again costs more.
+ * Every list of at most 32 entries sorted (v15; before, at most cap / 2):
+ * 77.1 -> 65.5 ms at 10M x 1024 diag.
  * FLASHGMM_GPU_SPARSE_SORTED=0 or 1 forces either (N: 0 = unknown, large).
  */
 inline bool sparse_sorted_for(int64_t N)
 {
 	static const int forced = (int) env_int("FLASHGMM_GPU_SPARSE_SORTED", 0, 1, -1);
 	return forced >= 0 ? forced == 1 : !small_table(N);
+}
+/*
+ * Whether the one-pass screen's seeds are kept as FP16 (2 bytes a row,
+ * sp::seeds_in_kernel) for a table whose logZ is not kept for every row
+ * (past SPARSE_SMALL_N rows), so that passes after the first screen once
+ * instead of twice (SCREEN_MAX, then SCREEN_COLLECT).  Off by default: at
+ * 10M rows the 19 MiB take the E pass past X + 64 MiB.  Measured (H100,
+ * 10M x 1024 diag, seeded): lists of 32, 65.5 -> 61.3 ms an iteration;
+ * lists of 64 (FLASHGMM_GPU_SPARSE_CAP=64, 16 MiB more), 58.3 -> 54.6.  The
+ * one pass's looser threshold (the seed less SPARSE_SLACK) brings 5.6
+ * candidates a row instead of 4.6, and per block a few rows collected again
+ * (4-5 ms a pass).  FLASHGMM_GPU_SPARSE_SEEDS16=1 turns it on past
+ * SPARSE_SMALL_N rows, 2 for every table (the tests' sparse-blocks pass).
+ */
+inline int sparse_seeds16_mode() { static const int m = (int) env_int("FLASHGMM_GPU_SPARSE_SEEDS16", 0, 2, 0); return m; }
+inline bool sparse_seeds16_for(int64_t N)
+{
+	return sparse_seeds16_mode() == 2 || (sparse_seeds16_mode() == 1 && N > 0 && !small_table(N));
 }
 /*
  * Pairs a block's sorted statistics hold (sparse.cuh; more go by atomics):
@@ -1789,6 +1811,7 @@ struct EStep
 	int64_t srows = SPARSE_ROWS;	/* rows per sparse block (sparse_rows_for) */
 	int scap = sp::SPARSE_CAP;		/* candidates a row's list holds (sparse_cap_for) */
 	bool ssorted = false;			/* the statistics sorted by component (sparse_sorted_for) */
+	bool seeds16 = false;			/* the one-pass screen's seeds as FP16 (sparse_seeds16_for) */
 
 	bool gemm = false;			/* chunked GEMM pass (chunked.cuh) instead of the fused kernels */
 	bool h16 = false;			/* FP16 pass (half.cuh) instead of the fused kernels */
@@ -1812,6 +1835,7 @@ struct EStep
 		int64_t *orows = nullptr;	/* the block's rows whose lists overflowed */
 		int64_t *orows2 = nullptr;	/* those of them whose lists overflowed again, collected from the full maximum */
 		float *seed = nullptr;		/* every row's lower bound on its best screened score (logZ kept for all rows) */
+		__half *seed16 = nullptr;	/* the same as FP16, past SPARSE_SMALL_N rows (sparse_seeds16_for), staged through smax */
 		bool seeded = false;		/* seed holds the last pass's bounds: one screen pass */
 		float *xo = nullptr, *lzo = nullptr;	/* those rows gathered, their logZ */
 		/*
@@ -1844,7 +1868,7 @@ struct EStep
 			other = acc + GemmWork::bytes(M, GemmWork::ws_for(budget, lzb), std::max<int64_t>(rows, 1ll << 20));
 		}
 		/* the h16 pass's buffers, when X will be resident (else gemm or fused runs): the larger */
-		int64_t h16 = want_h16(D, diag) ? fused + h16_bytes(Kp, diag) + (want_sparse(Kp) ? sparse_bytes(Kp, D, sparse_rows_for(rows, diag), sparse_cap_for(rows), sparse_sorted_for(rows)) : 0) : 0;
+		int64_t h16 = want_h16(D, diag) ? fused + h16_bytes(Kp, diag) + (want_sparse(Kp) ? sparse_bytes(Kp, D, sparse_rows_for(rows, diag), sparse_cap_for(rows), sparse_sorted_for(rows)) + (sparse_seeds16_for(rows) ? 2 * rows : 0) : 0) : 0;
 		if (h16 > 0 && budget > 0 && rows * ((int64_t) D * 4 + 4) + h16 > budget)
 			h16 = 0;
 		return std::max(other, h16);
@@ -1907,6 +1931,9 @@ struct EStep
 		logz_rows = h16 && !(logz_rows_ >= src->N && src->N * 4 <= GEMM_LOGZ_FULL_MAX)
 						? std::max<int64_t>(hr.rows, sparse ? srows : 0) : logz_rows_;
 		logZ = dalloc<float>(logz_rows, "logZ");
+		/* (sparse needs X resident: one source chunk, rows 0..N, as seed16's offsets assume) */
+		seeds16 = sparse && src->resident && (logz_rows < src->N || sparse_seeds16_mode() == 2) &&
+				  sparse_seeds16_for(table_rows);
 		nsplit_max = (int) std::max<int64_t>(1, std::min<int64_t>(PART_BYTES_MAX / per_split, 4 * g_prop.multiProcessorCount));
 		blockll = dalloc<double>((src->max_rows() + 63) / 64 + 1, "row sums");	/* blocks of >= 64 rows */
 		part = dalloc<float>((size_t) nsplit_max * M->Kp * Wd, "partial statistics");
@@ -2067,10 +2094,11 @@ struct EStep
 	/*
 	 * The sorted statistics of the exact kernel's pairs over rows x[0..nr)
 	 * (sparse.cuh): the offsets and the scatter into component order
-	 * (sorted_scatter), then the sums (sorted_sums).  pidx is xo's bytes:
-	 * both run before the overflowed rows are gathered there.
+	 * (sorted_scatter), then the sums (sorted_sums); lz: the rows' logZ
+	 * (sp::sort_rescore: lists of 32).  pidx is xo's bytes: both run before the
+	 * overflowed rows are gathered there.
 	 */
-	void sorted_scatter(const float *x, int64_t nr)
+	void sorted_scatter(const float *x, int64_t nr, const float *lz)
 	{
 		const int D = M->D;
 		const int hk = sorted_bins();
@@ -2080,17 +2108,18 @@ struct EStep
 							   : (D == 128 ? sp::pair_scatter_kernel<false, 128> : sp::pair_scatter_kernel<false, 0>);
 		set_smem(scatter, 4 * (size_t) hk);
 		scatter<<<warp_rows_grid(nr, scatter, 4 * (size_t) hk), sp::EXACT_WARPS * 32, 4 * (size_t) hk, g_s>>>(
-			x, nr, D, M->mu, sw.cand, sw.count, scap, sw.off, sw.cur, sw.pidx, sw.pcap, sw.psx, sw.bnk, sw.bsxn, hk);
+			x, nr, D, M->mu, sw.cand, sw.count, scap, sw.off, sw.cur, sw.pidx, sw.pcap, sw.psx, sw.bnk, sw.bsxn, hk,
+			M->cflag, lz, M->direct());
 		CKL("pair_scatter_kernel");
 	}
-	void sorted_sums(const float *x)
+	void sorted_sums(const float *x, const float *lz)
 	{
 		const int D = M->D;
 		auto sums = M->diag ? (D == 128 ? sp::pair_sums_kernel<true, 128> : sp::pair_sums_kernel<true, 0>)
 							: (D == 128 ? sp::pair_sums_kernel<false, 128> : sp::pair_sums_kernel<false, 0>);
 		/* (warps loop over runs of PAIR_RUN pairs: one wave of blocks, as for the warp-per-row kernels) */
 		sums<<<warp_rows_grid(sw.pcap / sp::PAIR_RUN + 1, sums, 0), sp::EXACT_WARPS * 32, 0, g_s>>>(
-			x, D, M->mu, sw.cand, scap, sw.pidx, sw.ptotal, sw.pcap, sw.psx, sw.bnk, sw.bsxn);
+			x, D, M->mu, sw.cand, scap, sw.pidx, sw.ptotal, sw.pcap, sw.psx, sw.bnk, sw.bsxn, lz, M->direct());
 		CKL("pair_sums_kernel");
 	}
 
@@ -2139,7 +2168,9 @@ struct EStep
 			set_smem(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_COLLECT>, wg::lse_smem(true, true));
 			set_smem(wg::lse_wg_kernel<false, 0, true, wg::SCREEN_ONEPASS>, wg::lse_smem(false, true));
 			set_smem(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_ONEPASS>, wg::lse_smem(true, true));
-			if (logz_rows >= src->N)
+			if (seeds16)
+				sw.seed16 = dalloc<__half>(src->N, "sparse pass");
+			else if (logz_rows >= src->N)
 				sw.seed = dalloc<float>(src->N, "sparse pass");
 		}
 		/*
@@ -2154,13 +2185,13 @@ struct EStep
 		 * FLASHGMM_GPU_SPARSE_PASSES=1 or 2 forces either.
 		 */
 		const int fp = (int) env_int("FLASHGMM_GPU_SPARSE_PASSES", 1, 2, 0);
-		bool onepass = sw.seed && sw.seeded && fp != 2;
+		bool onepass = (sw.seed || sw.seed16) && sw.seeded && fp != 2;
 		/* FLASHGMM_GPU_SPARSE_SLACK (nats, 0 to 40) overrides SPARSE_SLACK (tuning) */
 		static const float slack = (float) env_float("FLASHGMM_GPU_SPARSE_SLACK", 0.0, 40.0, sp::SPARSE_SLACK);
 		/* FLASHGMM_GPU_SPARSE_T (nats, 8 to 40) overrides SPARSE_T, the window below the row's best (tuning) */
 		static const float window = (float) env_float("FLASHGMM_GPU_SPARSE_T", 8.0, 40.0, sp::SPARSE_T);
 		int64_t redone_rows = 0;	/* rows collected again after a one-pass screen failed them */
-		const int64_t n0 = sw.seed ? lz - logZ : 0;	/* this chunk's first row */
+		const int64_t n0 = sw.seed ? lz - logZ : 0;	/* this chunk's first row (seed16: X resident, one chunk) */
 		sp::screen_constants_kernel<<<(Kp + 255) / 256, 256, 0, g_s>>>(M->colc16, M->colp16, M->serr, M->sflag, Kp,
 																		sw.c2s);
 		CK(cudaMemsetAsync(sw.npairs, 0, 2 * sizeof(unsigned long long), g_s));
@@ -2198,6 +2229,19 @@ struct EStep
 			/* the rows' best lower bounds: kept for every row where seeds are, else this block's */
 			wg::Screen sc{sw.seed ? sw.seed + n0 + b0 : sw.smax, sw.cand, sw.count, sw.overflow, sw.orows,
 						  scap, window * h16::L2E, slack * h16::L2E, sw.c2s + 3 * Kp};
+			/* FP16 seeds: this block's staged in smax (the one-pass screen's), its bests kept after the screens */
+			if (sw.seed16 && onepass)
+			{
+				sp::seeds_in_kernel<<<256, 256, 0, g_s>>>(sw.seed16 + n0 + b0, nr, sw.smax);
+				CKL("seeds_in_kernel");
+			}
+			auto keep_seeds = [&]() {
+				if (sw.seed16)
+				{
+					sp::seeds_out_kernel<<<256, 256, 0, g_s>>>(sw.smax, nr, sw.seed16 + n0 + b0);
+					CKL("seeds_out_kernel");
+				}
+			};
 			/* the best from the lower bounds (c2s lo), the candidates from the upper bounds (c2s hi) */
 #define SCR_ARGS(LOHI) nullptr, nullptr, xs, ns, D, Kp, (const __half *) M->Wst, (const float *) sw.c2s + (LOHI) * Kp, \
 			(const float *) sw.c2s + 2 * Kp, 0, (float *) nullptr, (double *) nullptr, none, 1.f, 0, 0.f, \
@@ -2277,6 +2321,7 @@ struct EStep
 			over_rows += ov;
 			if (ov > sparse_overflow_rows(srows))
 			{
+				keep_seeds();
 				run_h16(x, nr, logz_rows >= src->N ? lz + b0 : lz, stats, false);
 				dense_rows += nr;
 				lap(3);
@@ -2294,6 +2339,7 @@ struct EStep
 				CKL("neg_inf_kernel");
 				merge_flagged(x, nr, M->sfidx + nse, nsf - nse, lzb, nullptr, sc.best);
 			}
+			keep_seeds();
 			const int hk = stats && ssorted ? sorted_bins() : 0;
 			const size_t fb = sp::FlagSet::bytes(nse, D, M->diag) + 4 * (size_t) hk;
 			auto exact = M->diag ? (D == 128 ? sp::sparse_exact_kernel<true, 128> : sp::sparse_exact_kernel<true, 0>)
@@ -2307,9 +2353,9 @@ struct EStep
 			if (stats && ssorted)
 			{
 				lap(2);
-				sorted_scatter(x, nr);
+				sorted_scatter(x, nr, lzb);
 				lap(5);
-				sorted_sums(x);
+				sorted_sums(x, lzb);
 				lap(6);
 			}
 			sum_kernel<<<1, 1024, 0, g_s>>>(blockll, eg, ll, 1);

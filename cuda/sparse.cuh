@@ -42,10 +42,11 @@
  *      rows).  Components
  *      flagged for three products keep flag_stats_kernel's statistics.
  *      Past 2M rows (sparse_sorted_for) the pairs of lists of at most
- *      cap / 2 entries go to the sorted statistics instead of atomics:
- *      their r left in the list, counted per component, put in component
- *      order and summed a run of one component at a time (pair_offsets,
- *      pair_scatter, pair_sums below).
+ *      32 entries go to the sorted statistics instead of atomics:
+ *      counted per component, put in component order and summed a run of
+ *      one component at a time (pair_offsets, pair_scatter, pair_sums
+ *      below), with r left in the list where it has room, else scored
+ *      again.
  *
  * What is left out, and its bound: when the screen's error stays within the
  * bounds, a pair outside the window has a true score more than SPARSE_T below
@@ -90,6 +91,21 @@ constexpr int SPARSE_CAP = 64;			/* candidates a row's list may hold (two per la
 constexpr int SPARSE_FMAX = 64;			/* screen-flagged components the exact kernel holds (shared memory) */
 constexpr float SPARSE_RMIN = 9.3132257e-10f;	/* 2^-30: smaller responsibilities stay out of the statistics */
 constexpr int EXACT_WARPS = 8;
+
+/*
+ * The sorted statistics (below) take every list of at most 32 entries (the
+ * exact kernel holds entry j in lane j).  Each pair's r goes where the list
+ * has room for it: in its second half when that holds 32 (lists of 64), so
+ * pair_sums_kernel reads it; with lists of 32 (the default past 2M rows)
+ * there is no room, and pair_sums_kernel scores the pair again from the
+ * differences it forms anyway (the exact kernel's arithmetic, so the same
+ * r) and the row's logZ.  (Before, only lists of at most cap / 2 entries
+ * were sorted and the longer ones took an atomic add a pair: 10M x 1024
+ * diag, H100, lists of 32: the exact step 26.7 -> 10.4 ms a pass, the sums
+ * 5.6 -> 12.5, an iteration 77.1 -> 65.5 ms; cuda/NOTES.md v15.)
+ */
+__host__ __device__ constexpr int sort_rows_max(int cap) { return cap < 32 ? cap : 32; }
+__host__ __device__ constexpr bool sort_rescore(int cap) { return cap / 2 < 32; }
 
 /*
  * The screen's constants in log2 units, c2s = [lo | hi | p | dl]: the
@@ -445,6 +461,31 @@ flag_stats_atomic_kernel(const float *__restrict__ X, int64_t nrows, int D, Dire
 }
 
 /*
+ * The exact kernel's score of component k for the row x (lane l: features
+ * 4l .. 4l + 3), with its arithmetic (the same bits), on every lane.
+ */
+template <bool DIAG>
+__device__ __forceinline__ float pair_score(const float (&x)[4], const Direct &dr, int D, int k, int lane)
+{
+	float mv[4], vv[4];
+	load4(dr.mu + (int64_t) k * D, D, lane, mv);
+	if (DIAG)
+		load4(dr.var + (int64_t) k * D, D, lane, vv);
+	float q = 0.f;
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+	{
+		const float t = x[i] - mv[i];
+		if (DIAG)
+			q += 4 * lane + i < D ? exact_div(t * t, vv[i]) : 0.f;
+		else
+			q = fmaf(t, t, q);
+	}
+	q = warp_sum(q);
+	return __ldg(dr.cdir + k) - 0.5f * (DIAG ? q : exact_div(q, __ldg(dr.var + k)));
+}
+
+/*
  * One lane's share of a pair's FP32 sums around the mean into the block's
  * psx (component k's row: sum r t, then, diag, sum r t^2): a, b hold
  * features 4l .. 4l + 3.  One 16-byte atomic per lane and sum where rows are
@@ -714,18 +755,20 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D_, Direct d
 				accumulate(__shfl_sync(0xffffffffu, k, j), __shfl_sync(0xffffffffu, r, j));
 			}
 		};
-		if (hist && n <= cap / 2)
+		if (hist && n <= sort_rows_max(cap))
 		{
 			/*
 			 * Sorted statistics (pair_sums_kernel): the list's pairs that
 			 * count leave their r in the list's second half, slot cap / 2 +
-			 * j for entry j (0: not counted), and are counted per component
-			 * in hist; the list's entries are all in lane j < n <= 32.
+			 * j for entry j (0: not counted), unless scored again in the sums
+			 * (sort_rescore: every counted pair is kept), and are counted per
+			 * component in hist; the list's entries are all in lane j < n <= 32.
 			 */
 			const float r = __expf(sc[0] - lz);
-			const bool keep = kc[0] >= 0 && !__ldg(dr.flag + kc[0]) && r >= SPARSE_RMIN;
-			pairs += __popc(__ballot_sync(0xffffffffu, keep));
-			if (lane < n)
+			const bool counted = kc[0] >= 0 && !__ldg(dr.flag + kc[0]);
+			const bool keep = sort_rescore(cap) ? counted : counted && r >= SPARSE_RMIN;
+			pairs += __popc(__ballot_sync(0xffffffffu, counted && r >= SPARSE_RMIN));
+			if (!sort_rescore(cap) && lane < n)
 				cand[row * cap + cap / 2 + lane] = __float_as_int(keep ? r : 0.f);
 			if (keep)
 				atomicAdd(hk > 0 ? shist + kc[0] : hist + kc[0], 1);
@@ -747,13 +790,10 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D_, Direct d
 	{
 		/*
 		 * One add a component a block.  (Measured at par with a global
-		 * atomic a pair: the sorted exact step at 10M x 1024 diag took
-		 * 26 ms a pass either way, also with the counting in a kernel of
-		 * its own or without the r stores (r scored again in the sums:
-		 * branch wip/sort-all-rows), against
-		 * 9.5 without statistics.  The suspect, not measured yet: rows
-		 * with more than cap / 2 entries, which keep the atomics above;
-		 * cuda/NOTES.md v14.)
+		 * atomic a pair, and with the counting in a kernel of its own:
+		 * what had kept the exact step at 26 ms a pass at 10M x 1024 diag
+		 * was the lists of 17 to 32 entries' atomic adds, before every
+		 * list of at most 32 was sorted: cuda/NOTES.md v14, v15.)
 		 */
 		__syncthreads();
 		for (int i = threadIdx.x; i < hk; i += blockDim.x)
@@ -780,24 +820,29 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D_, Direct d
  * registers, reading each pair's row again (512 bytes at D = 128: from L2
  * where the block's rows still are), with one atomic per lane a run.
  *
- * The pairs: entry j of row i's list (component cand[i cap + j]) has its r
- * in cand[i cap + cap / 2 + j] (0: not counted), written by the exact
- * kernel for rows with at most cap / 2 entries (the others take its
- * atomics); a pair is named by its entry's index i cap + j.  pidx holds
- * pcap of them; pairs past pcap go by atomics in the scatter.
+ * The pairs: entry j of row i's list (component cand[i cap + j]), for rows
+ * with at most sort_rows_max(cap) = 32 entries (longer ones take the exact
+ * kernel's atomics); its r in cand[i cap + cap / 2 + j] (0: not counted)
+ * where the list has room (lists of 64), else scored again in the sums
+ * (sort_rescore: lists of 32); a pair is named by its entry's index
+ * i cap + j.  pidx holds pcap of them; pairs past pcap go by atomics in the
+ * scatter.
  */
 
 /* lane's pair of a block row (entry lane of its list): its component k and r (0: none, or not counted) */
 __device__ __forceinline__ void row_pair(const int32_t *__restrict__ cand, const int32_t *__restrict__ count, int cap,
-										 int64_t row, int lane, int &k, float &r)
+										 const int *__restrict__ flag, int64_t row, int lane, int &k, float &r)
 {
 	const int n = __ldg(count + row);
 	k = -1;
 	r = 0.f;
-	if (n <= cap / 2 && lane < n)
+	if (n <= sort_rows_max(cap) && lane < n)
 	{
 		k = __ldg(cand + row * cap + lane);
-		r = __int_as_float(__ldg(cand + row * cap + cap / 2 + lane));
+		if (sort_rescore(cap))	/* (1: counted; r comes later) */
+			r = __ldg(flag + k) ? 0.f : 1.f;
+		else
+			r = __int_as_float(__ldg(cand + row * cap + cap / 2 + lane));
 	}
 }
 
@@ -857,8 +902,8 @@ pair_offsets_kernel(int32_t *__restrict__ hist, int32_t *__restrict__ off, int32
 /*
  * The counted pairs of each row into component order: pidx[off[k] + c] for
  * component k's c-th (in no fixed order).  A block takes a contiguous share
- * of the rows, a warp a row at a time; rows with more than cap / 2 entries
- * (or overflowed) kept their pairs out (the exact kernel's atomics, or the
+ * of the rows, a warp a row at a time; rows with more than
+ * sort_rows_max(cap) entries (or overflowed) kept their pairs out (the exact kernel's atomics, or the
  * dense pass).  With hk > 0 (bins for every component in shared memory) the
  * block counts its pairs a component, reserves each component's range by
  * one atomic on cur, then places them by shared atomics: a global atomic a
@@ -870,14 +915,15 @@ __global__ void __launch_bounds__(EXACT_WARPS * 32)
 pair_scatter_kernel(const float *__restrict__ X, int64_t nrows, int D_, const float *__restrict__ mu,
 					const int32_t *__restrict__ cand, const int32_t *__restrict__ count, int cap,
 					const int32_t *__restrict__ off, int32_t *__restrict__ cur, int32_t *__restrict__ pidx, int64_t pcap,
-					float *__restrict__ psx, double *__restrict__ bnk, double *__restrict__ bsxn, int hk)
+					float *__restrict__ psx, double *__restrict__ bnk, double *__restrict__ bsxn, int hk,
+					const int *__restrict__ flag, const float *__restrict__ lz, Direct dr)
 {
 	extern __shared__ int sbin[];	/* [hk] */
 	const int D = DC > 0 ? DC : D_;
 	const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 	const int64_t share = (nrows + gridDim.x - 1) / gridDim.x, r0 = (int64_t) blockIdx.x * share,
 				  r1 = min(nrows, r0 + share);
-	auto pair_of = [&](int64_t row, int &k, float &r) { row_pair(cand, count, cap, row, lane, k, r); };
+	auto pair_of = [&](int64_t row, int &k, float &r) { row_pair(cand, count, cap, flag, row, lane, k, r); };
 	if (hk > 0)
 	{
 		for (int i = threadIdx.x; i < hk; i += blockDim.x)
@@ -919,8 +965,15 @@ pair_scatter_kernel(const float *__restrict__ X, int64_t nrows, int D_, const fl
 			{
 				const int j = __ffs(b) - 1;
 				b &= b - 1;
-				pair_atomic<DIAG>(x, mu, D, __shfl_sync(0xffffffffu, k, j), __shfl_sync(0xffffffffu, r, j), lane, psx,
-								  bnk, bsxn);
+				const int kj = __shfl_sync(0xffffffffu, k, j);
+				float rj = __shfl_sync(0xffffffffu, r, j);
+				if (sort_rescore(cap))
+				{
+					rj = __expf(pair_score<DIAG>(x, dr, D, kj, lane) - __ldg(lz + row));
+					if (!(rj >= SPARSE_RMIN))	/* (warp-uniform) */
+						continue;
+				}
+				pair_atomic<DIAG>(x, mu, D, kj, rj, lane, psx, bnk, bsxn);
 			}
 		}
 	}
@@ -946,7 +999,8 @@ template <bool DIAG, int DC>
 __global__ void __launch_bounds__(EXACT_WARPS * 32)
 pair_sums_kernel(const float *__restrict__ X, int D_, const float *__restrict__ mu, const int32_t *__restrict__ cand,
 				 int cap, const int32_t *__restrict__ pidx, const int32_t *__restrict__ total, int64_t pcap,
-				 float *__restrict__ psx, double *__restrict__ bnk, double *__restrict__ bsxn)
+				 float *__restrict__ psx, double *__restrict__ bnk, double *__restrict__ bsxn, const float *__restrict__ lz,
+				 Direct dr)
 {
 	const int D = DC > 0 ? DC : D_;
 	const int lane = threadIdx.x & 31;
@@ -957,6 +1011,7 @@ pair_sums_kernel(const float *__restrict__ X, int D_, const float *__restrict__ 
 		const int64_t p1 = min(p0 + PAIR_RUN, np);
 		int kc = -1;	/* the component being summed */
 		float mv[4] = {0.f, 0.f, 0.f, 0.f}, a[4] = {0.f, 0.f, 0.f, 0.f}, b[4] = {0.f, 0.f, 0.f, 0.f};
+		float vv[4] = {1.f, 1.f, 1.f, 1.f}, vs = 1.f, cd = 0.f;	/* (sort_rescore) its variances, constant */
 		double sr = 0.0, sq = 0.0;	/* sum r; sum r ||t||^2 over the lane's features (spherical) */
 		auto flush = [&]() {
 			psx_add<DIAG>(psx, D, kc, lane, a, b);
@@ -987,17 +1042,22 @@ pair_sums_kernel(const float *__restrict__ X, int D_, const float *__restrict__ 
 			{
 				e = __ldg(pidx + g + lane);
 				k = __ldg(cand + e);
-				r = __int_as_float(__ldg(cand + e + cap / 2));
+				if (!sort_rescore(cap))	/* (scored again: no second half, which may lie past the buffer) */
+					r = __int_as_float(__ldg(cand + e + cap / 2));
 			}
 			for (int j0 = 0; j0 < m; j0 += PAIR_AHEAD)
 			{
-				float x[PAIR_AHEAD][4];
+				float x[PAIR_AHEAD][4], lzu[PAIR_AHEAD];
 #pragma unroll
 				for (int u = 0; u < PAIR_AHEAD; u++)
 				{
 					const int eu = __shfl_sync(0xffffffffu, e, (j0 + u) & 31);
 					if (j0 + u < m)
+					{
 						load4(X + (int64_t) (eu / cap) * D, D, lane, x[u]);
+						if (sort_rescore(cap))
+							lzu[u] = __ldg(lz + eu / cap);
+					}
 				}
 #pragma unroll
 				for (int u = 0; u < PAIR_AHEAD; u++)
@@ -1005,13 +1065,21 @@ pair_sums_kernel(const float *__restrict__ X, int D_, const float *__restrict__ 
 					if (j0 + u >= m)	/* (warp-uniform) */
 						break;
 					const int ku = __shfl_sync(0xffffffffu, k, j0 + u);
-					const float ru = __shfl_sync(0xffffffffu, r, j0 + u);
+					float ru = __shfl_sync(0xffffffffu, r, j0 + u);
 					if (ku != kc)
 					{
 						if (kc >= 0)
 							flush();
 						kc = ku;
 						load4(mu + (int64_t) kc * D, D, lane, mv);
+						if (sort_rescore(cap))
+						{
+							if (DIAG)
+								load4(dr.var + (int64_t) kc * D, D, lane, vv);
+							else
+								vs = __ldg(dr.var + kc);
+							cd = __ldg(dr.cdir + kc);
+						}
 					}
 					float t[4], tt = 0.f;
 #pragma unroll
@@ -1019,6 +1087,21 @@ pair_sums_kernel(const float *__restrict__ X, int D_, const float *__restrict__ 
 					{
 						t[i] = x[u][i] - mv[i];	/* (0 past D) */
 						tt = fmaf(t[i], t[i], tt);
+					}
+					if (sort_rescore(cap))
+					{
+						/* the exact kernel's score (pair_score's arithmetic) and r */
+						float q = 0.f;
+						if (DIAG)
+#pragma unroll
+							for (int i = 0; i < 4; i++)
+								q += 4 * lane + i < D ? exact_div(t[i] * t[i], vv[i]) : 0.f;
+						else
+							q = tt;
+						q = warp_sum(q);
+						ru = __expf(cd - 0.5f * (DIAG ? q : exact_div(q, vs)) - lzu[u]);
+						if (!(ru >= SPARSE_RMIN))	/* (warp-uniform) */
+							continue;
 					}
 #pragma unroll
 					for (int i = 0; i < 4; i++)
@@ -1042,6 +1125,23 @@ __global__ void neg_inf_kernel(float *__restrict__ v, int64_t n)
 {
 	for (int64_t i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < n; i += (int64_t) gridDim.x * blockDim.x)
 		v[i] = NEG_INF;
+}
+
+/*
+ * The one-pass screen's seeds (wg::Screen::best) kept as FP16 for tables
+ * whose FP32 seeds would not fit (EStep::run_sparse): a block's seeds to
+ * FP32 before its screen, and its bests back after it, rounded down so
+ * that a lower bound stays one (below -65504 log2 units: -inf, no seed).
+ */
+__global__ void seeds_in_kernel(const __half *__restrict__ s16, int64_t n, float *__restrict__ best)
+{
+	for (int64_t i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < n; i += (int64_t) gridDim.x * blockDim.x)
+		best[i] = __half2float(s16[i]);
+}
+__global__ void seeds_out_kernel(const float *__restrict__ best, int64_t n, __half *__restrict__ s16)
+{
+	for (int64_t i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < n; i += (int64_t) gridDim.x * blockDim.x)
+		s16[i] = __float2half_rd(best[i]);
 }
 
 /* logZ of the overflowed rows (scored by the dense pass, in their gathered order) back to their places */
