@@ -39,7 +39,9 @@ fg_install_deps() {
 	local want_tests=${1:-}
 	local missing=()
 	[ -x "$PG_BIN/postgres" ] || missing+=(postgresql-15)
-	[ -f /usr/lib/postgresql/15/lib/pgxs/src/makefiles/pgxs.mk ] || missing+=(postgresql-server-dev-15)
+	# (the server headers, not pgxs.mk: Debian 12's postgresql-client-15 ships pgxs.mk without them)
+	[ -f /usr/lib/postgresql/15/lib/pgxs/src/makefiles/pgxs.mk ] && [ -f /usr/include/postgresql/15/server/postgres.h ] ||
+		missing+=(postgresql-server-dev-15)
 	[ -f /usr/include/postgresql/libpq-fe.h ] || missing+=(libpq-dev)
 	command -v make >/dev/null 2>&1 && command -v gcc >/dev/null 2>&1 || missing+=(build-essential)
 	compgen -G '/usr/lib/*/libopenblas.so' >/dev/null || compgen -G '/usr/lib/libopenblas.so' >/dev/null || missing+=(libopenblas-dev)
