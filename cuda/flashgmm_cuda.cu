@@ -1481,7 +1481,7 @@ constexpr double SPARSE_CANDS_DIAG = 10.0, SPARSE_CANDS_SPH = 8.0;
 int64_t sparse_bytes(int Kp, int D, int64_t srows, int cap, bool sorted)
 {
 	const int64_t xo = std::max<int64_t>(sparse_overflow_rows(srows) * D, sorted ? sparse_pair_cap(srows, D) : 0);
-	return srows * (4 + 4 * (int64_t) cap + 4 + 8) + 4 * xo + sparse_overflow_rows(srows) * (4 + 8) + 64 +
+	return srows * (4 + 4 * (int64_t) cap + 4 + 8) + 4 * xo + sparse_overflow_rows(srows) * (4 + 8 + 8) + 64 +
 		   (int64_t) Kp * (16 + 16 + 4 * 2 * D) + (sorted ? 12 * (int64_t) Kp + 4 : 0);
 }
 
@@ -1834,6 +1834,7 @@ struct EStep
 		int *overflow = nullptr;	/* [2]: rows in orows, in orows2 */
 		int64_t *orows = nullptr;	/* the block's rows whose lists overflowed */
 		int64_t *orows2 = nullptr;	/* those of them whose lists overflowed again, collected from the full maximum */
+		int64_t *pend = nullptr;	/* overflowed rows of the pass's blocks so far (chunk rows), for one dense pass */
 		float *seed = nullptr;		/* every row's lower bound on its best screened score (logZ kept for all rows) */
 		__half *seed16 = nullptr;	/* the same as FP16, past SPARSE_SMALL_N rows (sparse_seeds16_for), staged through smax */
 		bool seeded = false;		/* seed holds the last pass's bounds: one screen pass */
@@ -2142,6 +2143,7 @@ struct EStep
 			sw.overflow = dalloc<int>(2, "sparse pass");
 			sw.orows = dalloc<int64_t>(srows, "sparse pass");
 			sw.orows2 = dalloc<int64_t>(sparse_overflow_rows(srows), "sparse pass");
+			sw.pend = dalloc<int64_t>(sparse_overflow_rows(srows), "sparse pass");
 			sw.pcap = ssorted ? sparse_pair_cap(srows, D) : 0;
 			sw.xo = dalloc<float>((size_t) std::max<int64_t>(sparse_overflow_rows(srows) * D, sw.pcap), "sparse pass");
 			if (ssorted)
@@ -2219,6 +2221,47 @@ struct EStep
 			sp::flush_sparse_kernel<<<Kp, 128, 0, g_s>>>(M->mu, D, (int) M->diag, sw.psx, sw.bnk, sw.bsxn, sx, nk, sxn);
 			CKL("flush_sparse_kernel");
 			unflushed = 0;
+		};
+		/*
+		 * Rows xs[rows[0..n)] gathered through the dense h16 pass, their
+		 * logZ to lzd[rows[i]] (nullptr: not kept).  The rows whose lists
+		 * overflowed wait in sw.pend (chunk rows) for one such pass over
+		 * several blocks' (defer): a pass over a block's few hundred rows
+		 * is a wave of a few dozen thread blocks, each streaming the whole
+		 * model, about 0.1 ms however few the rows (10M x 1024 diag, 91k
+		 * such rows a pass: 77 passes, 11 ms; deferred, 4.1 ms, and 66.8 ->
+		 * 60.1 ms an iteration on an H100).  By default only where logZ is
+		 * kept for a block (past 2M rows; 1M x 1024 spherical, whose
+		 * blocks' lists rarely overflow, measured 3.28 -> 3.38 ms with it,
+		 * not understood), and not where the flagged components'
+		 * statistics need each block's logZ complete (fn > 0).
+		 * FLASHGMM_GPU_SPARSE_DEFER=0: each block's; 2: deferred for every
+		 * table (the tests' sparse-blocks pass).
+		 */
+		auto dense_gathered = [&](const float *xs, const int64_t *rows, int n, float *lzd) {
+			gather_rows_kernel<<<256, 256, 0, g_s>>>(xs, D, rows, n, sw.xo);
+			CKL("gather_rows_kernel");
+			for (int64_t c0 = 0; c0 < n; c0 += hr.rows)
+			{
+				const int64_t m = std::min<int64_t>(hr.rows, n - c0);
+				const int64_t npad = hr.convert(*M, sw.xo + c0 * D, m);
+				launch_lse16(sw.xo + c0 * D, m, npad, sw.lzo + c0, false);
+				if (stats)
+					launch_stats16(sw.xo + c0 * D, m, sw.lzo + c0, false);
+			}
+			if (lzd)
+			{
+				sp::scatter_logz_kernel<<<(n + 255) / 256, 256, 0, g_s>>>(sw.lzo, rows, n, lzd);
+				CKL("scatter_logz_kernel");
+			}
+		};
+		static const int defer_mode = (int) env_int("FLASHGMM_GPU_SPARSE_DEFER", 0, 2, 1);
+		const bool defer = (defer_mode == 2 || (defer_mode == 1 && logz_rows < src->N)) && !(fn > 0 && logz_rows < src->N);
+		int npend = 0;
+		auto dense_pending = [&]() {
+			if (npend > 0)
+				dense_gathered(dX, sw.pend, npend, logz_rows >= src->N ? lz : nullptr);
+			npend = 0;
 		};
 		for (int64_t b0 = 0; b0 < nc; b0 += srows)
 		{
@@ -2363,19 +2406,17 @@ struct EStep
 			lap(2);
 			if (ov > 0)
 			{
-				/* the overflowed rows (which the exact kernel skipped), gathered, through the dense h16 pass */
-				gather_rows_kernel<<<256, 256, 0, g_s>>>(x, D, orows, ov, sw.xo);
-				CKL("gather_rows_kernel");
-				for (int64_t c0 = 0; c0 < ov; c0 += hr.rows)
+				/* the overflowed rows (which the exact kernel skipped): through the dense h16 pass, now or gathered later */
+				if (defer)
 				{
-					const int64_t n = std::min<int64_t>(hr.rows, ov - c0);
-					const int64_t npad = hr.convert(*M, sw.xo + c0 * D, n);
-					launch_lse16(sw.xo + c0 * D, n, npad, sw.lzo + c0, false);
-					if (stats)
-						launch_stats16(sw.xo + c0 * D, n, sw.lzo + c0, false);
+					if (npend + ov > sparse_overflow_rows(srows))
+						dense_pending();
+					sp::offset_rows_kernel<<<(ov + 255) / 256, 256, 0, g_s>>>(orows, ov, b0, sw.pend + npend);
+					CKL("offset_rows_kernel");
+					npend += ov;
 				}
-				sp::scatter_logz_kernel<<<(ov + 255) / 256, 256, 0, g_s>>>(sw.lzo, orows, ov, lzb);
-				CKL("scatter_logz_kernel");
+				else
+					dense_gathered(x, orows, ov, lzb);
 				lap(3);
 			}
 			unflushed += nr;
@@ -2385,6 +2426,8 @@ struct EStep
 				flagged_stats(x, nr, lzb);
 			lap(3);
 		}
+		dense_pending();
+		lap(3);
 		if (stats && unflushed > 0)
 			flush();
 		/* the exact kernel's counts: [0] pairs in the statistics, [1] candidates scored */

@@ -32,14 +32,15 @@ fi
 # here fit one block of the default: this runs the per-block overflow checks and flushes) with lists
 # of 32 candidates and the statistics sorted by component (the defaults past 2M rows; sparse runs
 # the small tables' atomics; with lists of 32 the sums score each pair again) and the one-pass
-# screen's seeds as FP16 (FLASHGMM_GPU_SPARSE_SEEDS16); sparse-sorted64 is sparse-blocks with lists
+# screen's seeds as FP16 (FLASHGMM_GPU_SPARSE_SEEDS16) and the overflowed rows of several blocks in
+# one dense pass (FLASHGMM_GPU_SPARSE_DEFER, the default past 2M rows); sparse-sorted64 is sparse-blocks with lists
 # of 64 (r kept in the lists) and FP32 seeds;
 # ESTEPS=h16 runs only that one
 for v in ${ESTEPS:-default h16 sparse sparse-blocks sparse-sorted64 h16mma gemm fused}; do
 	echo "=== E pass: $v"
 	case "$v" in
 		default) estep=(-u FLASHGMM_GPU_ESTEP) ;;
-		sparse-blocks) estep=(FLASHGMM_GPU_ESTEP=sparse FLASHGMM_GPU_SPARSE_ROWS=16384 FLASHGMM_GPU_SPARSE_CAP=32 FLASHGMM_GPU_SPARSE_SORTED=1 FLASHGMM_GPU_SPARSE_SEEDS16=2) ;;
+		sparse-blocks) estep=(FLASHGMM_GPU_ESTEP=sparse FLASHGMM_GPU_SPARSE_ROWS=16384 FLASHGMM_GPU_SPARSE_CAP=32 FLASHGMM_GPU_SPARSE_SORTED=1 FLASHGMM_GPU_SPARSE_SEEDS16=2 FLASHGMM_GPU_SPARSE_DEFER=2) ;;
 		sparse-sorted64) estep=(FLASHGMM_GPU_ESTEP=sparse FLASHGMM_GPU_SPARSE_ROWS=16384 FLASHGMM_GPU_SPARSE_CAP=64 FLASHGMM_GPU_SPARSE_SORTED=1) ;;
 		*) estep=("FLASHGMM_GPU_ESTEP=$v") ;;
 	esac
