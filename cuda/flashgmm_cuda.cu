@@ -1431,24 +1431,6 @@ inline bool sparse_sorted_for(int64_t N)
 	return forced >= 0 ? forced == 1 : !small_table(N);
 }
 /*
- * Whether the one-pass screen's seeds are kept as FP16 (2 bytes a row,
- * sp::seeds_in_kernel) for a table whose logZ is not kept for every row
- * (past SPARSE_SMALL_N rows), so that passes after the first screen once
- * instead of twice (SCREEN_MAX, then SCREEN_COLLECT).  Off by default: at
- * 10M rows the 19 MiB take the E pass past X + 64 MiB.  Measured (H100,
- * 10M x 1024 diag, seeded): lists of 32, 65.5 -> 61.3 ms an iteration;
- * lists of 64 (FLASHGMM_GPU_SPARSE_CAP=64, 16 MiB more), 58.3 -> 54.6.  The
- * one pass's looser threshold (the seed less SPARSE_SLACK) brings 5.6
- * candidates a row instead of 4.6, and per block a few rows collected again
- * (4-5 ms a pass).  FLASHGMM_GPU_SPARSE_SEEDS16=1 turns it on past
- * SPARSE_SMALL_N rows, 2 for every table (the tests' sparse-blocks pass).
- */
-inline int sparse_seeds16_mode() { static const int m = (int) env_int("FLASHGMM_GPU_SPARSE_SEEDS16", 0, 2, 0); return m; }
-inline bool sparse_seeds16_for(int64_t N)
-{
-	return sparse_seeds16_mode() == 2 || (sparse_seeds16_mode() == 1 && N > 0 && !small_table(N));
-}
-/*
  * Pairs a block's sorted statistics hold (sparse.cuh; more go by atomics):
  * at least 6 a row (10M x 1024 diag from k-means++ has 4.6), or as many as
  * fit in the overflowed rows' buffer, whose bytes they share (6.4 a row at
@@ -1589,6 +1571,25 @@ int gemm_splits_env()
 }
 constexpr int64_t GEMM_GROUP_ROWS = 65536;		/* rows summed in FP32 before the FP64 flush */
 constexpr int64_t GEMM_LOGZ_FULL_MAX = 16ll << 20;	/* per-row logZ of all N rows kept up to this size */
+/*
+ * Whether the one-pass screen's seeds are kept as FP16 (2 bytes a row,
+ * sp::seeds_in_kernel) for a table whose logZ is not kept for every row
+ * (past GEMM_LOGZ_FULL_MAX of it, 4M rows; below, the FP32 seeds are that
+ * logZ's companions), so that passes after the first screen once instead of
+ * twice (SCREEN_MAX, then SCREEN_COLLECT).  Off by default: at 10M rows the
+ * 19 MiB take the E pass past X + 64 MiB.  Measured (H100, 10M x 1024 diag,
+ * seeded): lists of 32, 65.5 -> 61.3 ms an iteration; lists of 64
+ * (FLASHGMM_GPU_SPARSE_CAP=64, 16 MiB more), 58.3 -> 54.6.  The one pass's
+ * looser threshold (the seed less SPARSE_SLACK) brings 5.6 candidates a row
+ * instead of 4.6, and per block a few rows collected again (4-5 ms a pass).
+ * FLASHGMM_GPU_SPARSE_SEEDS16=1 turns it on there, 2 for every table (the
+ * tests' sparse-blocks pass).  (N: the table's rows, 0 if unknown.)
+ */
+inline int sparse_seeds16_mode() { static const int m = (int) env_int("FLASHGMM_GPU_SPARSE_SEEDS16", 0, 2, 0); return m; }
+inline bool sparse_seeds16_for(int64_t N)
+{
+	return sparse_seeds16_mode() == 2 || (sparse_seeds16_mode() == 1 && N * 4 > GEMM_LOGZ_FULL_MAX);
+}
 
 struct GemmWork
 {
@@ -1836,7 +1837,7 @@ struct EStep
 		int64_t *orows2 = nullptr;	/* those of them whose lists overflowed again, collected from the full maximum */
 		int64_t *pend = nullptr;	/* overflowed rows of the pass's blocks so far (chunk rows), for one dense pass */
 		float *seed = nullptr;		/* every row's lower bound on its best screened score (logZ kept for all rows) */
-		__half *seed16 = nullptr;	/* the same as FP16, past SPARSE_SMALL_N rows (sparse_seeds16_for), staged through smax */
+		__half *seed16 = nullptr;	/* the same as FP16 where logZ is a block's (sparse_seeds16_for), staged through smax */
 		bool seeded = false;		/* seed holds the last pass's bounds: one screen pass */
 		float *xo = nullptr, *lzo = nullptr;	/* those rows gathered, their logZ */
 		/*
@@ -1933,8 +1934,7 @@ struct EStep
 						? std::max<int64_t>(hr.rows, sparse ? srows : 0) : logz_rows_;
 		logZ = dalloc<float>(logz_rows, "logZ");
 		/* (sparse needs X resident: one source chunk, rows 0..N, as seed16's offsets assume) */
-		seeds16 = sparse && src->resident && (logz_rows < src->N || sparse_seeds16_mode() == 2) &&
-				  sparse_seeds16_for(table_rows);
+		seeds16 = sparse && src->resident && sparse_seeds16_for(table_rows);
 		nsplit_max = (int) std::max<int64_t>(1, std::min<int64_t>(PART_BYTES_MAX / per_split, 4 * g_prop.multiProcessorCount));
 		blockll = dalloc<double>((src->max_rows() + 63) / 64 + 1, "row sums");	/* blocks of >= 64 rows */
 		part = dalloc<float>((size_t) nsplit_max * M->Kp * Wd, "partial statistics");
@@ -2231,7 +2231,7 @@ struct EStep
 		 * model, about 0.1 ms however few the rows (10M x 1024 diag, 91k
 		 * such rows a pass: 77 passes, 11 ms; deferred, 4.1 ms, and 66.8 ->
 		 * 60.1 ms an iteration on an H100).  By default only where logZ is
-		 * kept for a block (past 2M rows; 1M x 1024 spherical, whose
+		 * kept for a block (past 4M rows: GEMM_LOGZ_FULL_MAX; 1M x 1024 spherical, whose
 		 * blocks' lists rarely overflow, measured 3.28 -> 3.38 ms with it,
 		 * not understood), and not where the flagged components'
 		 * statistics need each block's logZ complete (fn > 0).
@@ -2256,11 +2256,12 @@ struct EStep
 			}
 		};
 		static const int defer_mode = (int) env_int("FLASHGMM_GPU_SPARSE_DEFER", 0, 2, 1);
-		const bool defer = (defer_mode == 2 || (defer_mode == 1 && logz_rows < src->N)) && !(fn > 0 && logz_rows < src->N);
+		const bool block_logz = logz_rows < src->N;
+		const bool defer = (defer_mode == 2 || (defer_mode == 1 && block_logz)) && !(fn > 0 && block_logz);
 		int npend = 0;
 		auto dense_pending = [&]() {
 			if (npend > 0)
-				dense_gathered(dX, sw.pend, npend, logz_rows >= src->N ? lz : nullptr);
+				dense_gathered(dX, sw.pend, npend, block_logz ? nullptr : lz);
 			npend = 0;
 		};
 		for (int64_t b0 = 0; b0 < nc; b0 += srows)

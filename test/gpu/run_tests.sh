@@ -33,7 +33,7 @@ fi
 # of 32 candidates and the statistics sorted by component (the defaults past 2M rows; sparse runs
 # the small tables' atomics; with lists of 32 the sums score each pair again) and the one-pass
 # screen's seeds as FP16 (FLASHGMM_GPU_SPARSE_SEEDS16) and the overflowed rows of several blocks in
-# one dense pass (FLASHGMM_GPU_SPARSE_DEFER, the default past 2M rows); sparse-sorted64 is sparse-blocks with lists
+# one dense pass (FLASHGMM_GPU_SPARSE_DEFER, the default past 4M rows); sparse-sorted64 is sparse-blocks with lists
 # of 64 (r kept in the lists) and FP32 seeds;
 # ESTEPS=h16 runs only that one
 for v in ${ESTEPS:-default h16 sparse sparse-blocks sparse-sorted64 h16mma gemm fused}; do
