@@ -2090,13 +2090,27 @@ struct EStep
 		return sparse && !hard && !deterministic && M->nsflag - M->nflag <= sp::SPARSE_FMAX && sparse_rest == 0;
 	}
 
+	/*
+	 * Where the sorted statistics keep a pair's r (sp::SORT_R_*): in the
+	 * list's second half for lists of 64; packed into the entry with its
+	 * component for lists of 32 where Kp <= 65535 (NOTES v16;
+	 * FLASHGMM_GPU_SPARSE_RPACK=0: scored again, as v15 measured); else
+	 * scored again in the sums.
+	 */
+	int sort_rmode() const
+	{
+		static const bool pack = env_int("FLASHGMM_GPU_SPARSE_RPACK", 0, 1, 1) != 0;
+		if (scap / 2 >= 32)
+			return sp::SORT_R_HALF;
+		return pack && M->Kp <= 65535 ? sp::SORT_R_PACKED : sp::SORT_R_RESCORE;
+	}
 	/* the components whose pairs the exact and scatter kernels count in shared memory: all, up to SORT_BINS_MAX, else none */
 	int sorted_bins() const { return M->Kp <= sp::SORT_BINS_MAX ? M->Kp : 0; }
 	/*
 	 * The sorted statistics of the exact kernel's pairs over rows x[0..nr)
 	 * (sparse.cuh): the offsets and the scatter into component order
 	 * (sorted_scatter), then the sums (sorted_sums); lz: the rows' logZ
-	 * (sp::sort_rescore: lists of 32).  pidx is xo's bytes: both run before the
+	 * (sp::SORT_R_RESCORE).  pidx is xo's bytes: both run before the
 	 * overflowed rows are gathered there.
 	 */
 	void sorted_scatter(const float *x, int64_t nr, const float *lz)
@@ -2109,8 +2123,8 @@ struct EStep
 							   : (D == 128 ? sp::pair_scatter_kernel<false, 128> : sp::pair_scatter_kernel<false, 0>);
 		set_smem(scatter, 4 * (size_t) hk);
 		scatter<<<warp_rows_grid(nr, scatter, 4 * (size_t) hk), sp::EXACT_WARPS * 32, 4 * (size_t) hk, g_s>>>(
-			x, nr, D, M->mu, sw.cand, sw.count, scap, sw.off, sw.cur, sw.pidx, sw.pcap, sw.psx, sw.bnk, sw.bsxn, hk,
-			M->cflag, lz, M->direct());
+			x, nr, D, M->mu, sw.cand, sw.count, scap, sort_rmode(), sw.off, sw.cur, sw.pidx, sw.pcap, sw.psx, sw.bnk,
+			sw.bsxn, hk, lz, M->direct());
 		CKL("pair_scatter_kernel");
 	}
 	void sorted_sums(const float *x, const float *lz)
@@ -2120,7 +2134,8 @@ struct EStep
 							: (D == 128 ? sp::pair_sums_kernel<false, 128> : sp::pair_sums_kernel<false, 0>);
 		/* (warps loop over runs of PAIR_RUN pairs: one wave of blocks, as for the warp-per-row kernels) */
 		sums<<<warp_rows_grid(sw.pcap / sp::PAIR_RUN + 1, sums, 0), sp::EXACT_WARPS * 32, 0, g_s>>>(
-			x, D, M->mu, sw.cand, scap, sw.pidx, sw.ptotal, sw.pcap, sw.psx, sw.bnk, sw.bsxn, lz, M->direct());
+			x, D, M->mu, sw.cand, scap, sort_rmode(), sw.pidx, sw.ptotal, sw.pcap, sw.psx, sw.bnk, sw.bsxn, lz,
+			M->direct());
 		CKL("pair_sums_kernel");
 	}
 
@@ -2392,7 +2407,7 @@ struct EStep
 			const int eg = warp_rows_grid(nr, exact, fb);	/* (the sums: sum_kernel below) */
 			exact<<<eg, sp::EXACT_WARPS * 32, fb, g_s>>>(
 				x, nr, D, dr, M->sfidx, nse, (int) (nsf > nse), sw.cand, sw.count, lzb, blockll, (int) stats, sw.psx,
-				sw.bnk, sw.bsxn, sw.npairs, scap, stats && ssorted ? sw.hist : nullptr, hk);
+				sw.bnk, sw.bsxn, sw.npairs, scap, stats && ssorted ? sw.hist : nullptr, hk, sort_rmode());
 			CKL("sparse_exact_kernel");
 			if (stats && ssorted)
 			{

@@ -105,7 +105,33 @@ constexpr int EXACT_WARPS = 8;
  * 5.6 -> 12.5, an iteration 77.1 -> 65.5 ms; cuda/NOTES.md v15.)
  */
 __host__ __device__ constexpr int sort_rows_max(int cap) { return cap < 32 ? cap : 32; }
-__host__ __device__ constexpr bool sort_rescore(int cap) { return cap / 2 < 32; }
+/*
+ * Where a sorted pair's r is (EStep::sort_rmode): in the list's second half
+ * (lists of 64); scored again in the sums (lists of 32); or packed with the
+ * component into the entry itself (lists of 32, Kp <= 65535: pack_pair).
+ * SORT_R_PACKED took the 10M x 1024 diag sums from 13.0 ms a pass (rescored)
+ * to 9.2 (r read), 60.5 -> 56.9 ms an iteration on an H100 (NOTES v16).
+ */
+enum
+{
+	SORT_R_HALF = 0,
+	SORT_R_RESCORE = 1,
+	SORT_R_PACKED = 2
+};
+/*
+ * A packed entry: the component in the low 16 bits, FP16 of r 2^15 in the
+ * high 16 (r in (0, 1]: 2^15 at most, normal down to r = 2^-29, so every
+ * r >= SPARSE_RMIN keeps 11 bits but the last; 0: not counted).
+ */
+__device__ __forceinline__ int32_t pack_pair(int k, float r)
+{
+	return (int32_t) ((uint32_t) (k & 0xffff) | ((uint32_t) __half_as_ushort(__float2half_rn(r * 32768.f)) << 16));
+}
+__device__ __forceinline__ int pair_k(int32_t e) { return e & 0xffff; }
+__device__ __forceinline__ float pair_r(int32_t e)
+{
+	return __half2float(__ushort_as_half((unsigned short) ((uint32_t) e >> 16))) * (1.f / 32768.f);
+}
 
 /*
  * The screen's constants in log2 units, c2s = [lo | hi | p | dl]: the
@@ -576,7 +602,7 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D_, Direct d
 					int fold, int32_t *__restrict__ cand, const int32_t *__restrict__ count, float *__restrict__ logZ,
 					double *__restrict__ blockll, int stats, float *__restrict__ psx, double *__restrict__ bnk,
 					double *__restrict__ bsxn, unsigned long long *__restrict__ npairs, int cap, int32_t *__restrict__ hist,
-					int hk)
+					int hk, int rmode)
 {
 	const int D = DC > 0 ? DC : D_;
 	extern __shared__ float4 fsm4[];
@@ -761,15 +787,18 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D_, Direct d
 			 * Sorted statistics (pair_sums_kernel): the list's pairs that
 			 * count leave their r in the list's second half, slot cap / 2 +
 			 * j for entry j (0: not counted), unless scored again in the sums
-			 * (sort_rescore: every counted pair is kept), and are counted per
+			 * (SORT_R_RESCORE: every counted pair is kept) or packed into the
+			 * entry (SORT_R_PACKED), and are counted per
 			 * component in hist; the list's entries are all in lane j < n <= 32.
 			 */
 			const float r = __expf(sc[0] - lz);
 			const bool counted = kc[0] >= 0 && !__ldg(dr.flag + kc[0]);
-			const bool keep = sort_rescore(cap) ? counted : counted && r >= SPARSE_RMIN;
+			const bool keep = rmode == SORT_R_RESCORE ? counted : counted && r >= SPARSE_RMIN;
 			pairs += __popc(__ballot_sync(0xffffffffu, counted && r >= SPARSE_RMIN));
-			if (!sort_rescore(cap) && lane < n)
+			if (rmode == SORT_R_HALF && lane < n)
 				cand[row * cap + cap / 2 + lane] = __float_as_int(keep ? r : 0.f);
+			else if (rmode == SORT_R_PACKED && lane < n)
+				cand[row * cap + lane] = pack_pair(kc[0], keep ? r : 0.f);
 			if (keep)
 				atomicAdd(hk > 0 ? shist + kc[0] : hist + kc[0], 1);
 		}
@@ -824,22 +853,26 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D_, Direct d
  * with at most sort_rows_max(cap) = 32 entries (longer ones take the exact
  * kernel's atomics); its r in cand[i cap + cap / 2 + j] (0: not counted)
  * where the list has room (lists of 64), else scored again in the sums
- * (sort_rescore: lists of 32); a pair is named by its entry's index
+ * (SORT_R_RESCORE: lists of 32), or packed into the entry (SORT_R_PACKED);
+ * a pair is named by its entry's index
  * i cap + j.  pidx holds pcap of them; pairs past pcap go by atomics in the
  * scatter.
  */
 
 /* lane's pair of a block row (entry lane of its list): its component k and r (0: none, or not counted) */
 __device__ __forceinline__ void row_pair(const int32_t *__restrict__ cand, const int32_t *__restrict__ count, int cap,
-										 const int *__restrict__ flag, int64_t row, int lane, int &k, float &r)
+										 int rmode, const int *__restrict__ flag, int64_t row, int lane, int &k, float &r)
 {
 	const int n = __ldg(count + row);
 	k = -1;
 	r = 0.f;
 	if (n <= sort_rows_max(cap) && lane < n)
 	{
-		k = __ldg(cand + row * cap + lane);
-		if (sort_rescore(cap))	/* (1: counted; r comes later) */
+		const int32_t e = __ldg(cand + row * cap + lane);
+		k = rmode == SORT_R_PACKED ? pair_k(e) : e;
+		if (rmode == SORT_R_PACKED)
+			r = pair_r(e);
+		else if (rmode == SORT_R_RESCORE)	/* (1: counted; r comes later) */
 			r = __ldg(flag + k) ? 0.f : 1.f;
 		else
 			r = __int_as_float(__ldg(cand + row * cap + cap / 2 + lane));
@@ -913,17 +946,17 @@ pair_offsets_kernel(int32_t *__restrict__ hist, int32_t *__restrict__ off, int32
 template <bool DIAG, int DC>
 __global__ void __launch_bounds__(EXACT_WARPS * 32)
 pair_scatter_kernel(const float *__restrict__ X, int64_t nrows, int D_, const float *__restrict__ mu,
-					const int32_t *__restrict__ cand, const int32_t *__restrict__ count, int cap,
+					const int32_t *__restrict__ cand, const int32_t *__restrict__ count, int cap, int rmode,
 					const int32_t *__restrict__ off, int32_t *__restrict__ cur, int32_t *__restrict__ pidx, int64_t pcap,
 					float *__restrict__ psx, double *__restrict__ bnk, double *__restrict__ bsxn, int hk,
-					const int *__restrict__ flag, const float *__restrict__ lz, Direct dr)
+					const float *__restrict__ lz, Direct dr)
 {
 	extern __shared__ int sbin[];	/* [hk] */
 	const int D = DC > 0 ? DC : D_;
 	const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 	const int64_t share = (nrows + gridDim.x - 1) / gridDim.x, r0 = (int64_t) blockIdx.x * share,
 				  r1 = min(nrows, r0 + share);
-	auto pair_of = [&](int64_t row, int &k, float &r) { row_pair(cand, count, cap, flag, row, lane, k, r); };
+	auto pair_of = [&](int64_t row, int &k, float &r) { row_pair(cand, count, cap, rmode, dr.flag, row, lane, k, r); };
 	if (hk > 0)
 	{
 		for (int i = threadIdx.x; i < hk; i += blockDim.x)
@@ -967,7 +1000,7 @@ pair_scatter_kernel(const float *__restrict__ X, int64_t nrows, int D_, const fl
 				b &= b - 1;
 				const int kj = __shfl_sync(0xffffffffu, k, j);
 				float rj = __shfl_sync(0xffffffffu, r, j);
-				if (sort_rescore(cap))
+				if (rmode == SORT_R_RESCORE)
 				{
 					rj = __expf(pair_score<DIAG>(x, dr, D, kj, lane) - __ldg(lz + row));
 					if (!(rj >= SPARSE_RMIN))	/* (warp-uniform) */
@@ -998,7 +1031,7 @@ constexpr int PAIR_AHEAD = FGC_PAIR_AHEAD;
 template <bool DIAG, int DC>
 __global__ void __launch_bounds__(EXACT_WARPS * 32)
 pair_sums_kernel(const float *__restrict__ X, int D_, const float *__restrict__ mu, const int32_t *__restrict__ cand,
-				 int cap, const int32_t *__restrict__ pidx, const int32_t *__restrict__ total, int64_t pcap,
+				 int cap, int rmode, const int32_t *__restrict__ pidx, const int32_t *__restrict__ total, int64_t pcap,
 				 float *__restrict__ psx, double *__restrict__ bnk, double *__restrict__ bsxn, const float *__restrict__ lz,
 				 Direct dr)
 {
@@ -1011,7 +1044,7 @@ pair_sums_kernel(const float *__restrict__ X, int D_, const float *__restrict__ 
 		const int64_t p1 = min(p0 + PAIR_RUN, np);
 		int kc = -1;	/* the component being summed */
 		float mv[4] = {0.f, 0.f, 0.f, 0.f}, a[4] = {0.f, 0.f, 0.f, 0.f}, b[4] = {0.f, 0.f, 0.f, 0.f};
-		float vv[4] = {1.f, 1.f, 1.f, 1.f}, vs = 1.f, cd = 0.f;	/* (sort_rescore) its variances, constant */
+		float vv[4] = {1.f, 1.f, 1.f, 1.f}, vs = 1.f, cd = 0.f;	/* (SORT_R_RESCORE) its variances, constant */
 		double sr = 0.0, sq = 0.0;	/* sum r; sum r ||t||^2 over the lane's features (spherical) */
 		auto flush = [&]() {
 			psx_add<DIAG>(psx, D, kc, lane, a, b);
@@ -1041,8 +1074,11 @@ pair_sums_kernel(const float *__restrict__ X, int D_, const float *__restrict__ 
 			if (lane < m)
 			{
 				e = __ldg(pidx + g + lane);
-				k = __ldg(cand + e);
-				if (!sort_rescore(cap))	/* (scored again: no second half, which may lie past the buffer) */
+				const int32_t ent = __ldg(cand + e);
+				k = rmode == SORT_R_PACKED ? pair_k(ent) : ent;
+				if (rmode == SORT_R_PACKED)
+					r = pair_r(ent);
+				else if (rmode == SORT_R_HALF)	/* (scored again: no second half, which may lie past the buffer) */
 					r = __int_as_float(__ldg(cand + e + cap / 2));
 			}
 			for (int j0 = 0; j0 < m; j0 += PAIR_AHEAD)
@@ -1055,7 +1091,7 @@ pair_sums_kernel(const float *__restrict__ X, int D_, const float *__restrict__ 
 					if (j0 + u < m)
 					{
 						load4(X + (int64_t) (eu / cap) * D, D, lane, x[u]);
-						if (sort_rescore(cap))
+						if (rmode == SORT_R_RESCORE)
 							lzu[u] = __ldg(lz + eu / cap);
 					}
 				}
@@ -1072,7 +1108,7 @@ pair_sums_kernel(const float *__restrict__ X, int D_, const float *__restrict__ 
 							flush();
 						kc = ku;
 						load4(mu + (int64_t) kc * D, D, lane, mv);
-						if (sort_rescore(cap))
+						if (rmode == SORT_R_RESCORE)
 						{
 							if (DIAG)
 								load4(dr.var + (int64_t) kc * D, D, lane, vv);
@@ -1088,7 +1124,7 @@ pair_sums_kernel(const float *__restrict__ X, int D_, const float *__restrict__ 
 						t[i] = x[u][i] - mv[i];	/* (0 past D) */
 						tt = fmaf(t[i], t[i], tt);
 					}
-					if (sort_rescore(cap))
+					if (rmode == SORT_R_RESCORE)
 					{
 						/* the exact kernel's score (pair_score's arithmetic) and r */
 						float q = 0.f;
