@@ -145,7 +145,7 @@ struct Alloc
 {
 	void *p;
 	size_t bytes;
-	int kind;					/* 0 device, 1 pinned host, 2 registered host */
+	int kind;					/* 0 device, 1 pinned host, 2 registered host, 3 event (p: the cudaEvent_t) */
 };
 std::vector<Alloc> g_allocs;
 int64_t g_live = 0, g_peak = 0;
@@ -158,8 +158,10 @@ void free_all()
 			cudaFree(a.p);
 		else if (a.kind == 1)
 			cudaFreeHost(a.p);
-		else
+		else if (a.kind == 2)
 			cudaHostUnregister(a.p);
+		else
+			cudaEventDestroy(static_cast<cudaEvent_t>(a.p));
 	}
 	g_allocs.clear();
 	g_live = 0;
@@ -208,6 +210,28 @@ float *pinned(size_t n)
 	}
 	g_allocs.push_back({p, n * sizeof(float), 1});
 	return static_cast<float *>(p);
+}
+
+/* pinned host memory of bytes, or nullptr (the caller has another way) */
+void *try_pinned(size_t bytes)
+{
+	void *p = nullptr;
+	if (cudaMallocHost(&p, bytes) != cudaSuccess)
+	{
+		cudaGetLastError();
+		return nullptr;
+	}
+	g_allocs.push_back({p, bytes, 1});
+	return p;
+}
+
+/* an event without timing, destroyed with the call's allocations */
+cudaEvent_t registered_event()
+{
+	cudaEvent_t e = nullptr;
+	CK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+	g_allocs.push_back({static_cast<void *>(e), 0, 3});
+	return e;
 }
 
 bool try_register(const void *p, size_t bytes)
@@ -1576,19 +1600,32 @@ constexpr int64_t GEMM_LOGZ_FULL_MAX = 16ll << 20;	/* per-row logZ of all N rows
  * sp::seeds_in_kernel) for a table whose logZ is not kept for every row
  * (past GEMM_LOGZ_FULL_MAX of it, 4M rows; below, the FP32 seeds are that
  * logZ's companions), so that passes after the first screen once instead of
- * twice (SCREEN_MAX, then SCREEN_COLLECT).  Off by default: at 10M rows the
- * 19 MiB take the E pass past X + 64 MiB.  Measured (H100, 10M x 1024 diag,
- * seeded): lists of 32, 65.5 -> 61.3 ms an iteration; lists of 64
- * (FLASHGMM_GPU_SPARSE_CAP=64, 16 MiB more), 58.3 -> 54.6.  The one pass's
- * looser threshold (the seed less SPARSE_SLACK) brings 5.6 candidates a row
- * instead of 4.6, and per block a few rows collected again (4-5 ms a pass).
- * FLASHGMM_GPU_SPARSE_SEEDS16=1 turns it on there, 2 for every table (the
- * tests' sparse-blocks pass).  (N: the table's rows, 0 if unknown.)
+ * twice (SCREEN_MAX, then SCREEN_COLLECT).  Measured on the device (H100,
+ * 10M x 1024 diag, seeded, v15): lists of 32, 65.5 -> 61.3 ms an iteration;
+ * lists of 64 (FLASHGMM_GPU_SPARSE_CAP=64, 16 MiB more), 58.3 -> 54.6.  The
+ * one pass's looser threshold (the seed less SPARSE_SLACK) brings 5.6
+ * candidates a row instead of 4.6, and per block a few rows collected again
+ * (4-5 ms a pass).
+ *
+ * Where they live (sparse_seeds_host): at 10M rows, 19 MiB on the device
+ * would take the E pass past X + 64 MiB, so by default they are kept in
+ * pinned host memory, and each block's are copied in on g_cs while the
+ * block before it runs and back out after its screens (four staging
+ * buffers of a block's rows: 1 MiB at 10M rows).
+ * FLASHGMM_GPU_SPARSE_SEEDS16=0 turns them off, 2 takes them for every
+ * table (the tests' sparse-blocks pass); FLASHGMM_GPU_SPARSE_SEEDS_HOST=0
+ * keeps them on the device.  (N: the table's rows, 0 if unknown.)
  */
-inline int sparse_seeds16_mode() { static const int m = (int) env_int("FLASHGMM_GPU_SPARSE_SEEDS16", 0, 2, 0); return m; }
+inline int sparse_seeds16_mode() { static const int m = (int) env_int("FLASHGMM_GPU_SPARSE_SEEDS16", 0, 2, 1); return m; }
 inline bool sparse_seeds16_for(int64_t N)
 {
 	return sparse_seeds16_mode() == 2 || (sparse_seeds16_mode() == 1 && N * 4 > GEMM_LOGZ_FULL_MAX);
+}
+inline bool sparse_seeds_host() { static const bool h = env_int("FLASHGMM_GPU_SPARSE_SEEDS_HOST", 0, 1, 1) != 0; return h; }
+/* device bytes of the FP16 seeds for a table of N rows in sparse blocks of srows */
+inline int64_t sparse_seeds16_bytes(int64_t N, int64_t srows)
+{
+	return !sparse_seeds16_for(N) ? 0 : sparse_seeds_host() ? 4 * 2 * srows : 2 * N;
 }
 
 struct GemmWork
@@ -1838,6 +1875,14 @@ struct EStep
 		int64_t *pend = nullptr;	/* overflowed rows of the pass's blocks so far (chunk rows), for one dense pass */
 		float *seed = nullptr;		/* every row's lower bound on its best screened score (logZ kept for all rows) */
 		__half *seed16 = nullptr;	/* the same as FP16 where logZ is a block's (sparse_seeds16_for), staged through smax */
+		/*
+		 * seed16 in pinned host memory (sparse_seeds_host): a block's
+		 * copied in (sin) and out (sout) on g_cs, alternating buffers;
+		 * sout_ready: seeds_out_kernel wrote sout, for the copy out.
+		 */
+		bool seed16_host = false;
+		__half *sin[2] = {nullptr, nullptr}, *sout[2] = {nullptr, nullptr};
+		cudaEvent_t sout_ready = nullptr;
 		bool seeded = false;		/* seed holds the last pass's bounds: one screen pass */
 		float *xo = nullptr, *lzo = nullptr;	/* those rows gathered, their logZ */
 		/*
@@ -1870,7 +1915,7 @@ struct EStep
 			other = acc + GemmWork::bytes(M, GemmWork::ws_for(budget, lzb), std::max<int64_t>(rows, 1ll << 20));
 		}
 		/* the h16 pass's buffers, when X will be resident (else gemm or fused runs): the larger */
-		int64_t h16 = want_h16(D, diag) ? fused + h16_bytes(Kp, diag) + (want_sparse(Kp) ? sparse_bytes(Kp, D, sparse_rows_for(rows, diag), sparse_cap_for(rows), sparse_sorted_for(rows)) + (sparse_seeds16_for(rows) ? 2 * rows : 0) : 0) : 0;
+		int64_t h16 = want_h16(D, diag) ? fused + h16_bytes(Kp, diag) + (want_sparse(Kp) ? sparse_bytes(Kp, D, sparse_rows_for(rows, diag), sparse_cap_for(rows), sparse_sorted_for(rows)) + sparse_seeds16_bytes(rows, sparse_rows_for(rows, diag)) : 0) : 0;
 		if (h16 > 0 && budget > 0 && rows * ((int64_t) D * 4 + 4) + h16 > budget)
 			h16 = 0;
 		return std::max(other, h16);
@@ -2185,26 +2230,44 @@ struct EStep
 			set_smem(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_COLLECT>, wg::lse_smem(true, true));
 			set_smem(wg::lse_wg_kernel<false, 0, true, wg::SCREEN_ONEPASS>, wg::lse_smem(false, true));
 			set_smem(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_ONEPASS>, wg::lse_smem(true, true));
-			if (seeds16)
+			if (seeds16 && sparse_seeds_host())
+			{
+				sw.seed16 = static_cast<__half *>(try_pinned(sizeof(__half) * src->N));
+				sw.seed16_host = sw.seed16 != nullptr;	/* (else: two screens a pass, no seeds) */
+				if (sw.seed16_host)
+				{
+					for (int i = 0; i < 2; i++)
+					{
+						sw.sin[i] = dalloc<__half>(srows, "sparse pass");
+						sw.sout[i] = dalloc<__half>(srows, "sparse pass");
+					}
+					sw.sout_ready = registered_event();
+				}
+			}
+			else if (seeds16)
 				sw.seed16 = dalloc<__half>(src->N, "sparse pass");
 			else if (logz_rows >= src->N)
 				sw.seed = dalloc<float>(src->N, "sparse pass");
 		}
 		/*
 		 * One screen pass from the last pass's bounds where they are kept
-		 * (logZ of every row), else two.  The rows a one-pass screen fails
-		 * (their best fell more than SPARSE_SLACK since the last pass, or
-		 * their lists overflowed) are collected again from the full
+		 * (logZ of every row, or FP16 seeds), else two.  The rows a one-pass
+		 * screen fails (their best fell more than the slack since the last
+		 * pass, or their lists overflowed) are collected again from the full
 		 * maximum it left: gathered, or the whole block where they are
 		 * more than sparse_overflow_rows(srows) (and two passes for the blocks
 		 * after it).  (Before, they went to the dense pass, whose error
 		 * took SIFT diag's means from 5.2e-5 to 7.6e-4 of float64: v7.)
+		 * Where the overflowed rows are deferred (past 4M rows), the failed
+		 * rows wait with them for one dense pass instead (recollect, below):
+		 * there they are about 1% of the rows.
 		 * FLASHGMM_GPU_SPARSE_PASSES=1 or 2 forces either.
 		 */
 		const int fp = (int) env_int("FLASHGMM_GPU_SPARSE_PASSES", 1, 2, 0);
 		bool onepass = (sw.seed || sw.seed16) && sw.seeded && fp != 2;
-		/* FLASHGMM_GPU_SPARSE_SLACK (nats, 0 to 40) overrides SPARSE_SLACK (tuning) */
-		static const float slack = (float) env_float("FLASHGMM_GPU_SPARSE_SLACK", 0.0, 40.0, sp::SPARSE_SLACK);
+		/* FLASHGMM_GPU_SPARSE_SLACK (nats, 0 to 40) overrides SPARSE_SLACK / SPARSE_SLACK16 (tuning) */
+		static const float slack_env = (float) env_float("FLASHGMM_GPU_SPARSE_SLACK", 0.0, 40.0, -1.0);
+		const float slack = slack_env >= 0.f ? slack_env : (float) (sw.seed16 ? sp::SPARSE_SLACK16 : sp::SPARSE_SLACK);
 		/* FLASHGMM_GPU_SPARSE_T (nats, 8 to 40) overrides SPARSE_T, the window below the row's best (tuning) */
 		static const float window = (float) env_float("FLASHGMM_GPU_SPARSE_T", 8.0, 40.0, sp::SPARSE_T);
 		int64_t redone_rows = 0;	/* rows collected again after a one-pass screen failed them */
@@ -2273,15 +2336,46 @@ struct EStep
 		static const int defer_mode = (int) env_int("FLASHGMM_GPU_SPARSE_DEFER", 0, 2, 1);
 		const bool block_logz = logz_rows < src->N;
 		const bool defer = (defer_mode == 2 || (defer_mode == 1 && block_logz)) && !(fn > 0 && block_logz);
+		/*
+		 * The rows a one-pass screen fails, where overflowed rows are
+		 * deferred (defer): left overflowed, so they wait for the dense pass
+		 * with those, instead of being gathered and collected again from
+		 * their full maximum block by block (a launch over a few thousand
+		 * rows and a sync, 77 times a pass at 10M rows: 5.5 ms a pass).
+		 * H100, 10M x 1024 diag, seeded, slack 3: at par (54.4-55.0 ms an
+		 * iteration against 53.2-57.4); with SPARSE_SLACK16 it is what lets
+		 * the tighter slack pay.  Those rows' statistics then come from the
+		 * dense pass (3xFP16), as the overflowed rows' do.
+		 * FLASHGMM_GPU_SPARSE_RECOLLECT=1 collects them again.
+		 */
+		static const int recollect = (int) env_int("FLASHGMM_GPU_SPARSE_RECOLLECT", 0, 1, 0);
 		int npend = 0;
 		auto dense_pending = [&]() {
 			if (npend > 0)
 				dense_gathered(dX, sw.pend, npend, block_logz ? nullptr : lz);
 			npend = 0;
 		};
+		/* host-kept FP16 seeds (sparse_seeds_host): the block at b0's copied into sin[i] on g_cs */
+		const bool hseeds = sw.seed16_host;
+		auto seeds_copy_in = [&](int64_t b0, int i) {
+			const int64_t nr = std::min<int64_t>(srows, nc - b0);
+			CK(cudaMemcpyAsync(sw.sin[i], sw.seed16 + n0 + b0, sizeof(__half) * nr, cudaMemcpyHostToDevice, g_cs));
+		};
+		if (hseeds && onepass)
+			seeds_copy_in(0, 0);
 		for (int64_t b0 = 0; b0 < nc; b0 += srows)
 		{
 			const int64_t nr = std::min<int64_t>(srows, nc - b0);
+			/*
+			 * Host-kept seeds: this block's are in sin[bi] once g_cs is done,
+			 * and sout[bi]'s copy out (two blocks back) is done with it.  The
+			 * copies are long done by now (a block's screens take far longer),
+			 * so the wait costs nothing; sin[bi ^ 1]'s last reader (the block
+			 * before's seeds_in_kernel) ended before its overflow count's sync.
+			 */
+			const int bi = (int) ((b0 / srows) & 1);
+			if (hseeds)
+				CK(cudaStreamSynchronize(g_cs));
 			CK(cudaMemsetAsync(sw.overflow, 0, 2 * sizeof(int), g_s));
 			const float *x = dX + b0 * D;
 			float *lzb = logz_rows >= src->N ? lz + b0 : logZ;
@@ -2291,14 +2385,23 @@ struct EStep
 			/* FP16 seeds: this block's staged in smax (the one-pass screen's), its bests kept after the screens */
 			if (sw.seed16 && onepass)
 			{
-				sp::seeds_in_kernel<<<256, 256, 0, g_s>>>(sw.seed16 + n0 + b0, nr, sw.smax);
+				sp::seeds_in_kernel<<<256, 256, 0, g_s>>>(hseeds ? sw.sin[bi] : sw.seed16 + n0 + b0, nr, sw.smax);
 				CKL("seeds_in_kernel");
+				if (hseeds && b0 + srows < nc)
+					seeds_copy_in(b0 + srows, bi ^ 1);	/* the next block's, while this one runs */
 			}
 			auto keep_seeds = [&]() {
 				if (sw.seed16)
 				{
-					sp::seeds_out_kernel<<<256, 256, 0, g_s>>>(sw.smax, nr, sw.seed16 + n0 + b0);
+					sp::seeds_out_kernel<<<256, 256, 0, g_s>>>(sw.smax, nr, hseeds ? sw.sout[bi] : sw.seed16 + n0 + b0);
 					CKL("seeds_out_kernel");
+				}
+				if (hseeds)
+				{
+					CK(cudaEventRecord(sw.sout_ready, g_s));
+					CK(cudaStreamWaitEvent(g_cs, sw.sout_ready, 0));
+					CK(cudaMemcpyAsync(sw.seed16 + n0 + b0, sw.sout[bi], sizeof(__half) * nr, cudaMemcpyDeviceToHost,
+									   g_cs));
 				}
 			};
 			/* the best from the lower bounds (c2s lo), the candidates from the upper bounds (c2s hi) */
@@ -2346,7 +2449,7 @@ struct EStep
 					collect(x, nr, sc);
 					ov = overflowed(0);
 				}
-				else if (ov > 0)
+				else if (ov > 0 && !(defer && !recollect))
 				{
 					/* those rows gathered and collected again, into their own lists */
 					redone_rows += ov;
@@ -2444,6 +2547,8 @@ struct EStep
 		}
 		dense_pending();
 		lap(3);
+		if (hseeds)
+			CK(cudaStreamSynchronize(g_cs));	/* every block's seeds back in host memory */
 		if (stats && unflushed > 0)
 			flush();
 		/* the exact kernel's counts: [0] pairs in the statistics, [1] candidates scored */

@@ -87,6 +87,15 @@ constexpr double SCREEN_ERR_MAX = 8.0;
 constexpr double U_FP16 = 1.0 / 2048.0;	/* the screen operands' unit roundoff */
 /* one screen pass (SCREEN_ONEPASS) from the last pass's bounds: how far a row's best may fall meanwhile, nats */
 constexpr double SPARSE_SLACK = 3.0;
+/*
+ * The same from FP16 seeds (past 4M rows), where the rows a one-pass screen
+ * fails wait for the dense pass with the overflowed ones instead of being
+ * collected again: a tighter threshold gives shorter lists (10M x 1024 diag:
+ * 5.0 candidates a row instead of 5.7, 126k rows a pass to the dense pass
+ * instead of 164k); H100, 10M x 1024 diag, seeded: 3 nats 54.4-55.0 ms an
+ * iteration, 2 nats 49.6-52.1, 1.5 nats 49.0-49.8, 1 nat 49.5-50.3 (NOTES v16).
+ */
+constexpr double SPARSE_SLACK16 = 1.5;
 constexpr int SPARSE_CAP = 64;			/* candidates a row's list may hold (two per lane; the host picks 32 or 64) */
 constexpr int SPARSE_FMAX = 64;			/* screen-flagged components the exact kernel holds (shared memory) */
 constexpr float SPARSE_RMIN = 9.3132257e-10f;	/* 2^-30: smaller responsibilities stay out of the statistics */

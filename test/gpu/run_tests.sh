@@ -32,10 +32,14 @@ fi
 # here fit one block of the default: this runs the per-block overflow checks and flushes) with lists
 # of 32 candidates and the statistics sorted by component (the defaults past 2M rows; sparse runs
 # the small tables' atomics; with lists of 32 the sums score each pair again) and the one-pass
-# screen's seeds as FP16 (FLASHGMM_GPU_SPARSE_SEEDS16) and the overflowed rows of several blocks in
-# one dense pass (FLASHGMM_GPU_SPARSE_DEFER, the default past 4M rows); sparse-sorted64 is sparse-blocks with lists
-# of 64 (r kept in the lists) and FP32 seeds; sparse-rescore is sparse-blocks' lists and sums with r scored
-# again instead of packed into the lists (FLASHGMM_GPU_SPARSE_RPACK=0);
+# screen's seeds as FP16 (FLASHGMM_GPU_SPARSE_SEEDS16; with them a slack of 1.5 nats), kept in pinned
+# host memory, and the overflowed rows of several blocks, with the rows a one-pass screen fails, in one
+# dense pass (FLASHGMM_GPU_SPARSE_DEFER; all the defaults past 4M rows);
+# sparse-sorted64 is sparse-blocks with lists of 64 (r kept in the lists) and FP32 seeds; sparse-rescore
+# is sparse-blocks' lists and sums with r scored again instead of packed into the lists
+# (FLASHGMM_GPU_SPARSE_RPACK=0), the FP16 seeds kept on the device (FLASHGMM_GPU_SPARSE_SEEDS_HOST=0) and
+# the rows a one-pass screen fails collected again (FLASHGMM_GPU_SPARSE_RECOLLECT=1; sparse-blocks defers
+# them to the dense pass, the default past 4M rows);
 # ESTEPS=h16 runs only that one
 for v in ${ESTEPS:-default h16 sparse sparse-blocks sparse-sorted64 sparse-rescore h16mma gemm fused}; do
 	echo "=== E pass: $v"
@@ -43,7 +47,7 @@ for v in ${ESTEPS:-default h16 sparse sparse-blocks sparse-sorted64 sparse-resco
 		default) estep=(-u FLASHGMM_GPU_ESTEP) ;;
 		sparse-blocks) estep=(FLASHGMM_GPU_ESTEP=sparse FLASHGMM_GPU_SPARSE_ROWS=16384 FLASHGMM_GPU_SPARSE_CAP=32 FLASHGMM_GPU_SPARSE_SORTED=1 FLASHGMM_GPU_SPARSE_SEEDS16=2 FLASHGMM_GPU_SPARSE_DEFER=2) ;;
 		sparse-sorted64) estep=(FLASHGMM_GPU_ESTEP=sparse FLASHGMM_GPU_SPARSE_ROWS=16384 FLASHGMM_GPU_SPARSE_CAP=64 FLASHGMM_GPU_SPARSE_SORTED=1) ;;
-		sparse-rescore) estep=(FLASHGMM_GPU_ESTEP=sparse FLASHGMM_GPU_SPARSE_ROWS=16384 FLASHGMM_GPU_SPARSE_CAP=32 FLASHGMM_GPU_SPARSE_SORTED=1 FLASHGMM_GPU_SPARSE_RPACK=0) ;;
+		sparse-rescore) estep=(FLASHGMM_GPU_ESTEP=sparse FLASHGMM_GPU_SPARSE_ROWS=16384 FLASHGMM_GPU_SPARSE_CAP=32 FLASHGMM_GPU_SPARSE_SORTED=1 FLASHGMM_GPU_SPARSE_RPACK=0 FLASHGMM_GPU_SPARSE_SEEDS16=2 FLASHGMM_GPU_SPARSE_SEEDS_HOST=0 FLASHGMM_GPU_SPARSE_RECOLLECT=1) ;;
 		*) estep=("FLASHGMM_GPU_ESTEP=$v") ;;
 	esac
 	env "${estep[@]}" OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)} \
