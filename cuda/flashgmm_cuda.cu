@@ -1881,6 +1881,9 @@ struct EStep
 		 * sout_ready: seeds_out_kernel wrote sout, for the copy out.
 		 */
 		bool seed16_host = false;
+		/* the block's overflow count, copied after its screens (late_ov): pinned, and the copy's event */
+		int *hov = nullptr;
+		cudaEvent_t ov_ready = nullptr;
 		__half *sin[2] = {nullptr, nullptr}, *sout[2] = {nullptr, nullptr};
 		cudaEvent_t sout_ready = nullptr;
 		bool seeded = false;		/* seed holds the last pass's bounds: one screen pass */
@@ -2230,6 +2233,9 @@ struct EStep
 			set_smem(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_COLLECT>, wg::lse_smem(true, true));
 			set_smem(wg::lse_wg_kernel<false, 0, true, wg::SCREEN_ONEPASS>, wg::lse_smem(false, true));
 			set_smem(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_ONEPASS>, wg::lse_smem(true, true));
+			sw.hov = static_cast<int *>(try_pinned(2 * sizeof(int)));
+			if (sw.hov)
+				sw.ov_ready = registered_event();
 			if (seeds16 && sparse_seeds_host())
 			{
 				sw.seed16 = static_cast<__half *>(try_pinned(sizeof(__half) * src->N));
@@ -2434,7 +2440,39 @@ struct EStep
 			};
 			int ov = 0;
 			const int64_t *orows = sw.orows;	/* the rows left overflowed */
-			if (onepass)
+			/*
+			 * Where the block's overflowed rows all wait for the deferred
+			 * dense pass (defer, and no collecting again), nothing before the
+			 * exact kernel needs their count (it skips those rows): it is
+			 * copied to the host after the screens and read once the exact
+			 * and statistics kernels are queued, so the device has this
+			 * block's work while the host waits (a sync right after the
+			 * screens left it idle until the next launches, 77 times a pass
+			 * at 10M rows).  Rows past what the pending list holds take
+			 * dense passes of sparse_overflow_rows(srows) at a time; past
+			 * sparse_overflow_rows(srows) the block counts as dense for
+			 * the back-off, as a block the dense pass took whole did, and a
+			 * one-pass screen's blocks after it screen twice.
+			 */
+			const bool late_ov = defer && sw.hov && !(onepass && recollect);
+			if (late_ov)
+			{
+				if (onepass)
+					screen(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_ONEPASS>,
+						   wg::lse_wg_kernel<false, 0, true, wg::SCREEN_ONEPASS>, 1, "screen (SCREEN_ONEPASS)", x, nr,
+						   sc);
+				else
+				{
+					screen(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_MAX>,
+						   wg::lse_wg_kernel<false, 0, true, wg::SCREEN_MAX>, 0, "screen (SCREEN_MAX)", x, nr, sc);
+					lap(0);
+					collect(x, nr, sc);
+				}
+				CK(cudaMemcpyAsync(sw.hov, sw.overflow, sizeof(int), cudaMemcpyDeviceToHost, g_s));
+				CK(cudaEventRecord(sw.ov_ready, g_s));
+				lap(1);
+			}
+			else if (onepass)
 			{
 				screen(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_ONEPASS>,
 					   wg::lse_wg_kernel<false, 0, true, wg::SCREEN_ONEPASS>, 1, "screen (SCREEN_ONEPASS)", x, nr, sc);
@@ -2481,7 +2519,7 @@ struct EStep
 			 * this block, and on the next passes (the model moves slowly).
 			 */
 			over_rows += ov;
-			if (ov > sparse_overflow_rows(srows))
+			if (!late_ov && ov > sparse_overflow_rows(srows))
 			{
 				keep_seeds();
 				run_h16(x, nr, logz_rows >= src->N ? lz + b0 : lz, stats, false);
@@ -2523,7 +2561,32 @@ struct EStep
 			sum_kernel<<<1, 1024, 0, g_s>>>(blockll, eg, ll, 1);
 			CKL("sum_kernel");
 			lap(2);
-			if (ov > 0)
+			if (late_ov)
+			{
+				CK(cudaEventSynchronize(sw.ov_ready));
+				ov = *sw.hov;
+				over_rows += ov;
+				if (ov > sparse_overflow_rows(srows))
+				{
+					dense_rows += nr;
+					onepass = false;	/* the model moved too far for the seeds: two screens from here on */
+				}
+				for (int i = 0; i < ov;)
+				{
+					const int take = (int) std::min<int64_t>(ov - i, sparse_overflow_rows(srows) - npend);
+					if (take == 0)
+					{
+						dense_pending();
+						continue;
+					}
+					sp::offset_rows_kernel<<<(take + 255) / 256, 256, 0, g_s>>>(orows + i, take, b0, sw.pend + npend);
+					CKL("offset_rows_kernel");
+					npend += take;
+					i += take;
+				}
+				lap(3);
+			}
+			else if (ov > 0)
 			{
 				/* the overflowed rows (which the exact kernel skipped): through the dense h16 pass, now or gathered later */
 				if (defer)
