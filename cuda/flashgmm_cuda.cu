@@ -1438,6 +1438,18 @@ inline int64_t sparse_flush_rows(int64_t srows) { return std::max<int64_t>(srows
 /* overflowed lists in a block of srows (5%): beyond, the dense pass takes the whole block; below, just those rows */
 inline int64_t sparse_overflow_rows(int64_t srows) { return srows / 20; }
 /*
+ * Rows the deferred dense pass takes at once (EStep::run_sparse's pending
+ * list): two of its row blocks (h16::block_rows16), gathered into the
+ * candidate lists' bytes, free between a block's sums and the next block's
+ * screen (lists of cap entries: srows cap / D rows fit), and never fewer
+ * than sparse_overflow_rows(srows).  (Before, the overflowed rows' buffer's
+ * 6553 rows at 10M: a dense pass of 51 thread blocks on 132 SMs, 20 a pass.)
+ */
+inline int64_t sparse_pend_rows(int64_t srows, int cap, int D, bool diag)
+{
+	return std::max<int64_t>(sparse_overflow_rows(srows), std::min<int64_t>(srows * cap / D, 2 * h16::block_rows16(diag)));
+}
+/*
  * Whether the sparse pass sums its statistics sorted by component
  * (sparse.cuh) rather than by an atomic a pair: past SPARSE_SMALL_N rows.
  * Measured (H100, stop 18, seeded fits): 10M x 1024 diag 92.2 -> 77.6 /
@@ -1484,10 +1496,11 @@ constexpr double SPARSE_CANDS_DIAG = 10.0, SPARSE_CANDS_SPH = 8.0;
  * overflowed rows (whose buffer holds the sorted pairs, where sorted); the
  * screen's constants; the FP32 sums; the sorted statistics' counts
  */
-int64_t sparse_bytes(int Kp, int D, int64_t srows, int cap, bool sorted)
+int64_t sparse_bytes(int Kp, int D, bool diag, int64_t srows, int cap, bool sorted)
 {
 	const int64_t xo = std::max<int64_t>(sparse_overflow_rows(srows) * D, sorted ? sparse_pair_cap(srows, D) : 0);
-	return srows * (4 + 4 * (int64_t) cap + 4 + 8) + 4 * xo + sparse_overflow_rows(srows) * (4 + 8 + 8) + 64 +
+	return srows * (4 + 4 * (int64_t) cap + 4 + 8) + 4 * xo + sparse_overflow_rows(srows) * 8 +
+		   sparse_pend_rows(srows, cap, D, diag) * (4 + 8) + 64 +
 		   (int64_t) Kp * (16 + 16 + 4 * 2 * D) + (sorted ? 12 * (int64_t) Kp + 4 : 0);
 }
 
@@ -1873,6 +1886,7 @@ struct EStep
 		int64_t *orows = nullptr;	/* the block's rows whose lists overflowed */
 		int64_t *orows2 = nullptr;	/* those of them whose lists overflowed again, collected from the full maximum */
 		int64_t *pend = nullptr;	/* overflowed rows of the pass's blocks so far (chunk rows), for one dense pass */
+		int64_t pend_rows = 0;		/* pend's size (sparse_pend_rows) */
 		float *seed = nullptr;		/* every row's lower bound on its best screened score (logZ kept for all rows) */
 		__half *seed16 = nullptr;	/* the same as FP16 where logZ is a block's (sparse_seeds16_for), staged through smax */
 		/*
@@ -1918,7 +1932,7 @@ struct EStep
 			other = acc + GemmWork::bytes(M, GemmWork::ws_for(budget, lzb), std::max<int64_t>(rows, 1ll << 20));
 		}
 		/* the h16 pass's buffers, when X will be resident (else gemm or fused runs): the larger */
-		int64_t h16 = want_h16(D, diag) ? fused + h16_bytes(Kp, diag) + (want_sparse(Kp) ? sparse_bytes(Kp, D, sparse_rows_for(rows, diag), sparse_cap_for(rows), sparse_sorted_for(rows)) + sparse_seeds16_bytes(rows, sparse_rows_for(rows, diag)) : 0) : 0;
+		int64_t h16 = want_h16(D, diag) ? fused + h16_bytes(Kp, diag) + (want_sparse(Kp) ? sparse_bytes(Kp, D, diag, sparse_rows_for(rows, diag), sparse_cap_for(rows), sparse_sorted_for(rows)) + sparse_seeds16_bytes(rows, sparse_rows_for(rows, diag)) : 0) : 0;
 		if (h16 > 0 && budget > 0 && rows * ((int64_t) D * 4 + 4) + h16 > budget)
 			h16 = 0;
 		return std::max(other, h16);
@@ -2206,7 +2220,8 @@ struct EStep
 			sw.overflow = dalloc<int>(2, "sparse pass");
 			sw.orows = dalloc<int64_t>(srows, "sparse pass");
 			sw.orows2 = dalloc<int64_t>(sparse_overflow_rows(srows), "sparse pass");
-			sw.pend = dalloc<int64_t>(sparse_overflow_rows(srows), "sparse pass");
+			sw.pend_rows = sparse_pend_rows(srows, scap, D, M->diag);
+			sw.pend = dalloc<int64_t>(sw.pend_rows, "sparse pass");
 			sw.pcap = ssorted ? sparse_pair_cap(srows, D) : 0;
 			sw.xo = dalloc<float>((size_t) std::max<int64_t>(sparse_overflow_rows(srows) * D, sw.pcap), "sparse pass");
 			if (ssorted)
@@ -2218,7 +2233,7 @@ struct EStep
 				sw.ptotal = sw.cur + Kp;
 				CK(cudaMemsetAsync(sw.hist, 0, sizeof(int32_t) * Kp, g_s));
 			}
-			sw.lzo = dalloc<float>(sparse_overflow_rows(srows), "sparse pass");
+			sw.lzo = dalloc<float>(sw.pend_rows, "sparse pass");
 			sw.c2s = dalloc<float>(4 * (size_t) Kp, "sparse pass");
 			sw.npairs = dalloc<unsigned long long>(2, "sparse pass");
 			sw.psx = dalloc<float>((size_t) Kp * Wd, "sparse pass");
@@ -2322,16 +2337,16 @@ struct EStep
 		 * FLASHGMM_GPU_SPARSE_DEFER=0: each block's; 2: deferred for every
 		 * table (the tests' sparse-blocks pass).
 		 */
-		auto dense_gathered = [&](const float *xs, const int64_t *rows, int n, float *lzd) {
-			gather_rows_kernel<<<256, 256, 0, g_s>>>(xs, D, rows, n, sw.xo);
+		auto dense_gathered = [&](const float *xs, const int64_t *rows, int n, float *lzd, float *xg) {
+			gather_rows_kernel<<<256, 256, 0, g_s>>>(xs, D, rows, n, xg);
 			CKL("gather_rows_kernel");
 			for (int64_t c0 = 0; c0 < n; c0 += hr.rows)
 			{
 				const int64_t m = std::min<int64_t>(hr.rows, n - c0);
-				const int64_t npad = hr.convert(*M, sw.xo + c0 * D, m);
-				launch_lse16(sw.xo + c0 * D, m, npad, sw.lzo + c0, false);
+				const int64_t npad = hr.convert(*M, xg + c0 * D, m);
+				launch_lse16(xg + c0 * D, m, npad, sw.lzo + c0, false);
 				if (stats)
-					launch_stats16(sw.xo + c0 * D, m, sw.lzo + c0, false);
+					launch_stats16(xg + c0 * D, m, sw.lzo + c0, false);
 			}
 			if (lzd)
 			{
@@ -2358,7 +2373,7 @@ struct EStep
 		int npend = 0;
 		auto dense_pending = [&]() {
 			if (npend > 0)
-				dense_gathered(dX, sw.pend, npend, block_logz ? nullptr : lz);
+				dense_gathered(dX, sw.pend, npend, block_logz ? nullptr : lz, reinterpret_cast<float *>(sw.cand));
 			npend = 0;
 		};
 		/* host-kept FP16 seeds (sparse_seeds_host): the block at b0's copied into sin[i] on g_cs */
@@ -2573,7 +2588,7 @@ struct EStep
 				}
 				for (int i = 0; i < ov;)
 				{
-					const int take = (int) std::min<int64_t>(ov - i, sparse_overflow_rows(srows) - npend);
+					const int take = (int) std::min<int64_t>(ov - i, sw.pend_rows - npend);
 					if (take == 0)
 					{
 						dense_pending();
@@ -2591,14 +2606,14 @@ struct EStep
 				/* the overflowed rows (which the exact kernel skipped): through the dense h16 pass, now or gathered later */
 				if (defer)
 				{
-					if (npend + ov > sparse_overflow_rows(srows))
+					if (npend + ov > sw.pend_rows)
 						dense_pending();
 					sp::offset_rows_kernel<<<(ov + 255) / 256, 256, 0, g_s>>>(orows, ov, b0, sw.pend + npend);
 					CKL("offset_rows_kernel");
 					npend += ov;
 				}
 				else
-					dense_gathered(x, orows, ov, lzb);
+					dense_gathered(x, orows, ov, lzb, sw.xo);
 				lap(3);
 			}
 			unflushed += nr;
