@@ -1634,6 +1634,8 @@ inline bool sparse_seeds16_for(int64_t N)
 {
 	return sparse_seeds16_mode() == 2 || (sparse_seeds16_mode() == 1 && N * 4 > GEMM_LOGZ_FULL_MAX);
 }
+/* FLASHGMM_GPU_SPARSE_DEFER (EStep::run_sparse's dense_gathered): 0 never, 1 past 4M rows (default), 2 every table */
+inline int sparse_defer_mode() { static const int m = (int) env_int("FLASHGMM_GPU_SPARSE_DEFER", 0, 2, 1); return m; }
 inline bool sparse_seeds_host() { static const bool h = env_int("FLASHGMM_GPU_SPARSE_SEEDS_HOST", 0, 1, 1) != 0; return h; }
 /* device bytes of the FP16 seeds for a table of N rows in sparse blocks of srows */
 inline int64_t sparse_seeds16_bytes(int64_t N, int64_t srows)
@@ -2248,9 +2250,12 @@ struct EStep
 			set_smem(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_COLLECT>, wg::lse_smem(true, true));
 			set_smem(wg::lse_wg_kernel<false, 0, true, wg::SCREEN_ONEPASS>, wg::lse_smem(false, true));
 			set_smem(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_ONEPASS>, wg::lse_smem(true, true));
-			sw.hov = static_cast<int *>(try_pinned(2 * sizeof(int)));
-			if (sw.hov)
-				sw.ov_ready = registered_event();
+			if (sparse_defer_mode() == 2 || (sparse_defer_mode() == 1 && logz_rows < src->N))	/* (late_ov) */
+			{
+				sw.hov = static_cast<int *>(try_pinned(2 * sizeof(int)));
+				if (sw.hov)
+					sw.ov_ready = registered_event();
+			}
 			if (seeds16 && sparse_seeds_host())
 			{
 				sw.seed16 = static_cast<__half *>(try_pinned(sizeof(__half) * src->N));
@@ -2354,7 +2359,7 @@ struct EStep
 				CKL("scatter_logz_kernel");
 			}
 		};
-		static const int defer_mode = (int) env_int("FLASHGMM_GPU_SPARSE_DEFER", 0, 2, 1);
+		const int defer_mode = sparse_defer_mode();
 		const bool block_logz = logz_rows < src->N;
 		const bool defer = (defer_mode == 2 || (defer_mode == 1 && block_logz)) && !(fn > 0 && block_logz);
 		/*
@@ -2464,7 +2469,7 @@ struct EStep
 			 * block's work while the host waits (a sync right after the
 			 * screens left it idle until the next launches, 77 times a pass
 			 * at 10M rows).  Rows past what the pending list holds take
-			 * dense passes of sparse_overflow_rows(srows) at a time; past
+			 * dense passes of its size (sparse_pend_rows) at a time; past
 			 * sparse_overflow_rows(srows) the block counts as dense for
 			 * the back-off, as a block the dense pass took whole did, and a
 			 * one-pass screen's blocks after it screen twice.
