@@ -200,18 +200,6 @@ void dfree(void *p)
 		}
 }
 
-float *pinned(size_t n)
-{
-	void *p = nullptr;
-	if (cudaMallocHost(&p, n * sizeof(float)) != cudaSuccess)
-	{
-		cudaGetLastError();
-		fail(GMM_ENOMEM, "out of pinned host memory (%.1f MiB)", n * 4 / 1048576.0);
-	}
-	g_allocs.push_back({p, n * sizeof(float), 1});
-	return static_cast<float *>(p);
-}
-
 /* pinned host memory of bytes, or nullptr (the caller has another way) */
 void *try_pinned(size_t bytes)
 {
@@ -223,6 +211,14 @@ void *try_pinned(size_t bytes)
 	}
 	g_allocs.push_back({p, bytes, 1});
 	return p;
+}
+
+float *pinned(size_t n)
+{
+	void *p = try_pinned(n * sizeof(float));
+	if (!p)
+		fail(GMM_ENOMEM, "out of pinned host memory (%.1f MiB)", n * 4 / 1048576.0);
+	return static_cast<float *>(p);
 }
 
 /* an event without timing, destroyed with the call's allocations */
@@ -2252,7 +2248,7 @@ struct EStep
 			set_smem(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_ONEPASS>, wg::lse_smem(true, true));
 			if (sparse_defer_mode() == 2 || (sparse_defer_mode() == 1 && logz_rows < src->N))	/* (late_ov) */
 			{
-				sw.hov = static_cast<int *>(try_pinned(2 * sizeof(int)));
+				sw.hov = static_cast<int *>(try_pinned(sizeof(int)));
 				if (sw.hov)
 					sw.ov_ready = registered_event();
 			}
@@ -2421,13 +2417,13 @@ struct EStep
 				{
 					sp::seeds_out_kernel<<<256, 256, 0, g_s>>>(sw.smax, nr, hseeds ? sw.sout[bi] : sw.seed16 + n0 + b0);
 					CKL("seeds_out_kernel");
-				}
-				if (hseeds)
-				{
-					CK(cudaEventRecord(sw.sout_ready, g_s));
-					CK(cudaStreamWaitEvent(g_cs, sw.sout_ready, 0));
-					CK(cudaMemcpyAsync(sw.seed16 + n0 + b0, sw.sout[bi], sizeof(__half) * nr, cudaMemcpyDeviceToHost,
-									   g_cs));
+					if (hseeds)
+					{
+						CK(cudaEventRecord(sw.sout_ready, g_s));
+						CK(cudaStreamWaitEvent(g_cs, sw.sout_ready, 0));
+						CK(cudaMemcpyAsync(sw.seed16 + n0 + b0, sw.sout[bi], sizeof(__half) * nr,
+										   cudaMemcpyDeviceToHost, g_cs));
+					}
 				}
 			};
 			/* the best from the lower bounds (c2s lo), the candidates from the upper bounds (c2s hi) */
@@ -2475,28 +2471,24 @@ struct EStep
 			 * one-pass screen's blocks after it screen twice.
 			 */
 			const bool late_ov = defer && sw.hov && !(onepass && recollect);
+			if (onepass)
+				screen(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_ONEPASS>,
+					   wg::lse_wg_kernel<false, 0, true, wg::SCREEN_ONEPASS>, 1, "screen (SCREEN_ONEPASS)", x, nr, sc);
+			else
+			{
+				screen(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_MAX>, wg::lse_wg_kernel<false, 0, true, wg::SCREEN_MAX>,
+					   0, "screen (SCREEN_MAX)", x, nr, sc);
+				lap(0);
+				collect(x, nr, sc);
+			}
+			lap(1);
 			if (late_ov)
 			{
-				if (onepass)
-					screen(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_ONEPASS>,
-						   wg::lse_wg_kernel<false, 0, true, wg::SCREEN_ONEPASS>, 1, "screen (SCREEN_ONEPASS)", x, nr,
-						   sc);
-				else
-				{
-					screen(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_MAX>,
-						   wg::lse_wg_kernel<false, 0, true, wg::SCREEN_MAX>, 0, "screen (SCREEN_MAX)", x, nr, sc);
-					lap(0);
-					collect(x, nr, sc);
-				}
 				CK(cudaMemcpyAsync(sw.hov, sw.overflow, sizeof(int), cudaMemcpyDeviceToHost, g_s));
 				CK(cudaEventRecord(sw.ov_ready, g_s));
-				lap(1);
 			}
 			else if (onepass)
 			{
-				screen(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_ONEPASS>,
-					   wg::lse_wg_kernel<false, 0, true, wg::SCREEN_ONEPASS>, 1, "screen (SCREEN_ONEPASS)", x, nr, sc);
-				lap(1);
 				ov = overflowed(0);
 				if (ov > sparse_overflow_rows(srows))
 				{
@@ -2524,14 +2516,7 @@ struct EStep
 				lap(4);
 			}
 			else
-			{
-				screen(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_MAX>, wg::lse_wg_kernel<false, 0, true, wg::SCREEN_MAX>,
-					   0, "screen (SCREEN_MAX)", x, nr, sc);
-				lap(0);
-				collect(x, nr, sc);
-				lap(1);
 				ov = overflowed(0);
-			}
 #undef SCR_ARGS
 			/*
 			 * Too many long lists (responsibilities spread over more than

@@ -31,7 +31,7 @@ fi
 # fused (the fallback without cuBLAS); sparse-blocks is sparse in blocks of 16384 rows (the tables
 # here fit one block of the default: this runs the per-block overflow checks and flushes) with lists
 # of 32 candidates and the statistics sorted by component (the defaults past 2M rows; sparse runs
-# the small tables' atomics; with lists of 32 the sums score each pair again) and the one-pass
+# the small tables' atomics; with lists of 32 each pair's r is packed into its entry) and the one-pass
 # screen's seeds as FP16 (FLASHGMM_GPU_SPARSE_SEEDS16; with them a slack of 1.5 nats), kept in pinned
 # host memory, and the overflowed rows of several blocks, with the rows a one-pass screen fails, in one
 # dense pass (FLASHGMM_GPU_SPARSE_DEFER; all the defaults past 4M rows);
