@@ -1481,7 +1481,7 @@ constexpr int SPARSE_REST = 2, SPARSE_REST_MAX = 64;	/* dense passes after one t
  * against 5.8 dense, at 9.2 a row 7.0 against 5.6, so 8 (5 before; 12
  * measured the same as 8 at 5.7 a row, 3.8).  10M x 1024 spherical from
  * k-means++ (4096 clusters) overflows and backs off: 55.2 against 54.9.
- * These were measured with a window (sp::SPARSE_T) of 22 nats; at 16 (v12)
+ * These were measured with a window (sp::sparse_window) of 22 nats; at 16 (v12)
  * rows have fewer candidates (10M x 1024 diag from k-means++: 5.0 instead of
  * 10.1, and the pass now stays sparse: 111 ms against 137 dense).
  * FLASHGMM_GPU_ESTEP=sparse keeps the pass whatever the count.
@@ -1633,6 +1633,16 @@ inline bool sparse_seeds16_for(int64_t N)
 /* FLASHGMM_GPU_SPARSE_DEFER (EStep::run_sparse's dense_gathered): 0 never, 1 past 4M rows (default), 2 every table */
 inline int sparse_defer_mode() { static const int m = (int) env_int("FLASHGMM_GPU_SPARSE_DEFER", 0, 2, 1); return m; }
 inline bool sparse_seeds_host() { static const bool h = env_int("FLASHGMM_GPU_SPARSE_SEEDS_HOST", 0, 1, 1) != 0; return h; }
+/*
+ * The smallest r a sparse pair adds to the statistics (every candidate counts
+ * in logZ): sp::SPARSE_RMIN, or 2^-FLASHGMM_GPU_SPARSE_RMIN_LOG2 (10 to 40).
+ */
+inline float sparse_rmin()
+{
+	static const int l = (int) env_int("FLASHGMM_GPU_SPARSE_RMIN_LOG2", 10, 40, 0);
+	static const float r = l > 0 ? ldexpf(1.f, -l) : sp::SPARSE_RMIN;
+	return r;
+}
 /* device bytes of the FP16 seeds for a table of N rows in sparse blocks of srows */
 inline int64_t sparse_seeds16_bytes(int64_t N, int64_t srows)
 {
@@ -2184,7 +2194,7 @@ struct EStep
 		set_smem(scatter, 4 * (size_t) hk);
 		scatter<<<warp_rows_grid(nr, scatter, 4 * (size_t) hk), sp::EXACT_WARPS * 32, 4 * (size_t) hk, g_s>>>(
 			x, nr, D, M->mu, sw.cand, sw.count, scap, sort_rmode(), sw.off, sw.cur, sw.pidx, sw.pcap, sw.psx, sw.bnk,
-			sw.bsxn, hk, lz, M->direct());
+			sw.bsxn, hk, lz, M->direct(), sparse_rmin());
 		CKL("pair_scatter_kernel");
 	}
 	void sorted_sums(const float *x, const float *lz)
@@ -2195,7 +2205,7 @@ struct EStep
 		/* (warps loop over runs of PAIR_RUN pairs: one wave of blocks, as for the warp-per-row kernels) */
 		sums<<<warp_rows_grid(sw.pcap / sp::PAIR_RUN + 1, sums, 0), sp::EXACT_WARPS * 32, 0, g_s>>>(
 			x, D, M->mu, sw.cand, scap, sort_rmode(), sw.pidx, sw.ptotal, sw.pcap, sw.psx, sw.bnk, sw.bsxn, lz,
-			M->direct());
+			M->direct(), sparse_rmin());
 		CKL("pair_sums_kernel");
 	}
 
@@ -2218,7 +2228,19 @@ struct EStep
 			sw.overflow = dalloc<int>(2, "sparse pass");
 			sw.orows = dalloc<int64_t>(srows, "sparse pass");
 			sw.orows2 = dalloc<int64_t>(sparse_overflow_rows(srows), "sparse pass");
-			sw.pend_rows = sparse_pend_rows(srows, scap, D, M->diag);
+			/*
+			 * The pending list and its logZ at the deferred dense pass's
+			 * size only where deferral can run; else lzo serves a block's
+			 * own overflowed rows.  (83b4c07 sized them for deferral on
+			 * every table: 1M x 1024 spherical went 3.30-3.34 -> 3.81-3.89
+			 * ms an iteration, H100, with no other change on its path.  The
+			 * buffers are unused there; what moved is where the allocations
+			 * after them land: psx given its own 4 MiB allocation measured
+			 * as slow.  The exact kernel's FP32 atomics into psx are
+			 * sensitive to its placement: NOTES v17.)
+			 */
+			const bool may_defer = sparse_defer_mode() == 2 || (sparse_defer_mode() == 1 && logz_rows < src->N);
+			sw.pend_rows = may_defer ? sparse_pend_rows(srows, scap, D, M->diag) : sparse_overflow_rows(srows);
 			sw.pend = dalloc<int64_t>(sw.pend_rows, "sparse pass");
 			sw.pcap = ssorted ? sparse_pair_cap(srows, D) : 0;
 			sw.xo = dalloc<float>((size_t) std::max<int64_t>(sparse_overflow_rows(srows) * D, sw.pcap), "sparse pass");
@@ -2246,7 +2268,7 @@ struct EStep
 			set_smem(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_COLLECT>, wg::lse_smem(true, true));
 			set_smem(wg::lse_wg_kernel<false, 0, true, wg::SCREEN_ONEPASS>, wg::lse_smem(false, true));
 			set_smem(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_ONEPASS>, wg::lse_smem(true, true));
-			if (sparse_defer_mode() == 2 || (sparse_defer_mode() == 1 && logz_rows < src->N))	/* (late_ov) */
+			if (may_defer)	/* (late_ov) */
 			{
 				sw.hov = static_cast<int *>(try_pinned(sizeof(int)));
 				if (sw.hov)
@@ -2290,8 +2312,9 @@ struct EStep
 		/* FLASHGMM_GPU_SPARSE_SLACK (nats, 0 to 40) overrides SPARSE_SLACK / SPARSE_SLACK16 (tuning) */
 		static const float slack_env = (float) env_float("FLASHGMM_GPU_SPARSE_SLACK", 0.0, 40.0, -1.0);
 		const float slack = slack_env >= 0.f ? slack_env : (float) (sw.seed16 ? sp::SPARSE_SLACK16 : sp::SPARSE_SLACK);
-		/* FLASHGMM_GPU_SPARSE_T (nats, 8 to 40) overrides SPARSE_T, the window below the row's best (tuning) */
-		static const float window = (float) env_float("FLASHGMM_GPU_SPARSE_T", 8.0, 40.0, sp::SPARSE_T);
+		/* FLASHGMM_GPU_SPARSE_T (nats, 8 to 40) overrides sparse_window(K), the window below the row's best (tuning) */
+		static const float window_env = (float) env_float("FLASHGMM_GPU_SPARSE_T", 8.0, 40.0, -1.0);
+		const float window = window_env > 0.f ? window_env : sp::sparse_window(M->K);
 		int64_t redone_rows = 0;	/* rows collected again after a one-pass screen failed them */
 		const int64_t n0 = sw.seed ? lz - logZ : 0;	/* this chunk's first row (seed16: X resident, one chunk) */
 		sp::screen_constants_kernel<<<(Kp + 255) / 256, 256, 0, g_s>>>(M->colc16, M->colp16, M->serr, M->sflag, Kp,
@@ -2553,7 +2576,7 @@ struct EStep
 			const int eg = warp_rows_grid(nr, exact, fb);	/* (the sums: sum_kernel below) */
 			exact<<<eg, sp::EXACT_WARPS * 32, fb, g_s>>>(
 				x, nr, D, dr, M->sfidx, nse, (int) (nsf > nse), sw.cand, sw.count, lzb, blockll, (int) stats, sw.psx,
-				sw.bnk, sw.bsxn, sw.npairs, scap, stats && ssorted ? sw.hist : nullptr, hk, sort_rmode());
+				sw.bnk, sw.bsxn, sw.npairs, scap, stats && ssorted ? sw.hist : nullptr, hk, sort_rmode(), sparse_rmin());
 			CKL("sparse_exact_kernel");
 			if (stats && ssorted)
 			{

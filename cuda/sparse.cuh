@@ -20,7 +20,8 @@
  *      products, are screen-flagged: -inf here, scored exactly in step 2 for
  *      every row.
  *        SCREEN_MAX: the row's best lower bound; SCREEN_COLLECT: the
- *        components whose upper bound is within SPARSE_T of it, into the
+ *        components whose upper bound is within the window T of it
+ *        (sparse_window), into the
  *        row's list (at most SPARSE_CAP; a longer one overflows).
  *        SCREEN_ONEPASS (once the last pass left each row's best lower
  *        bound): both in one walk, the threshold from that bound less
@@ -35,7 +36,7 @@
  *      arithmetic: sum (x - mu)^2 / var, the engine's most accurate score;
  *      the divisions by __fdividef, 2 ulp),
  *      logZ by log-sum-exp over them, r = exp(s - logZ), and for r >=
- *      SPARSE_RMIN the statistics around the component's mean: sum r (x - mu)
+ *      SPARSE_RMIN (run time: rmin) the statistics around the component's mean: sum r (x - mu)
  *      [and sum r (x - mu)^2] by 16-byte FP32 atomics into psx, sum r and
  *      (spherical) sum r ||x - mu||^2 by FP64 atomics; flush_sparse_kernel
  *      turns them into the FP64 sums of x every two blocks (at most 2^19
@@ -49,8 +50,8 @@
  *      again.
  *
  * What is left out, and its bound: when the screen's error stays within the
- * bounds, a pair outside the window has a true score more than SPARSE_T below
- * the row's best, so r < e^-SPARSE_T; pairs with r < SPARSE_RMIN are left out
+ * bounds, a pair outside the window has a true score more than T below
+ * the row's best, so r < e^-T; pairs with r < SPARSE_RMIN are left out
  * of the statistics (not of logZ).  Atomics: the statistics' summation order
  * varies run to run; gmm_fit_params.deterministic takes the dense pass.
  * Where it is the default (on wgmma: mixtures of K >= 1024 components of
@@ -65,15 +66,23 @@ namespace fgc {
 namespace sp {
 
 /*
- * Nats below the row's best that may still count: a pair outside the window
- * has r < e^-16 = 1.1e-7, so the responsibility a component loses is under
- * 1.1e-7 a row (0.11 over 1M rows, against a component of about N / K).
- * 22 before (v12): at 16, seeded spherical 1M x 1024 scores 3.1 candidates a
- * row instead of 5.7 (3.07 pairs in the statistics instead of 3.57), an
- * iteration 3.74 -> 3.36 ms, with the same final log-likelihood to the
- * printed digits; the GPU tests' errors did not move (H100).
+ * The window: nats below the row's best that may still count.  A pair
+ * outside it has r < e^-T; a row's logZ leaves out at most K e^-T of its
+ * mass (under K e^-T nats), so T = ln(K / SPARSE_LOST) keeps that under
+ * SPARSE_LOST = 1/160 nat (2e-5 of the mean log-likelihoods the tests
+ * measure), and never below SPARSE_T_MIN = 12, which keeps every pair the
+ * statistics take (r >= SPARSE_RMIN, 9.7 nats below logZ, so below the
+ * best) 2.3 nats inside it.  At K = 1024 that is 12.0 (16 before, 22
+ * before v12).  Seeded, H100 (NOTES v17): 10M x 1024 diag 16 -> 12: 5.04 ->
+ * 3.12 candidates a row, overflowed rows 126k -> 8.9k a pass, 40.6-40.8 ->
+ * 36.1-36.2 ms an iteration (14: 38.1-39.0, 11: 35.2-35.6, 10: 34.8, where
+ * the final LL moves in the 8th digit); 1M x 1024 spherical 2.46-2.57 ->
+ * 2.41-2.42 (2.00 candidates a row instead of 3.12); 1M x 1024 diag and the
+ * K = 4096 tables the same within noise.
  */
-constexpr float SPARSE_T = 16.f;
+constexpr float SPARSE_T_MIN = 12.f;
+constexpr double SPARSE_LOST = 1.0 / 160;
+inline float sparse_window(int K) { return (float) std::max((double) SPARSE_T_MIN, std::log(K / SPARSE_LOST)); }
 /*
  * The screen's error bound for component k, nats: SCREEN_MARGIN + SCREEN_SIGMAS
  * u e_k / sqrt(D) (u = 2^-11; u e_k / sqrt(D) is the random-rounding estimate
@@ -98,7 +107,20 @@ constexpr double SPARSE_SLACK = 3.0;
 constexpr double SPARSE_SLACK16 = 1.5;
 constexpr int SPARSE_CAP = 64;			/* candidates a row's list may hold (two per lane; the host picks 32 or 64) */
 constexpr int SPARSE_FMAX = 64;			/* screen-flagged components the exact kernel holds (shared memory) */
-constexpr float SPARSE_RMIN = 9.3132257e-10f;	/* 2^-30: smaller responsibilities stay out of the statistics */
+/*
+ * Smaller responsibilities stay out of the statistics (not out of logZ):
+ * 2^-14 = 6.1e-5, 9.7 nats below the row's logZ.  A component loses under
+ * 2^-14 of a row's weight from each row it is a minor candidate of; what
+ * that moves is far inside the engine's bounds (GPU tests, H100: sift
+ * spherical means rel 6.2e-6 -> 2.6e-5, diag 5.7e-5 -> 8.4e-5, flagged
+ * components' nk 6.8e-6 -> 6.8e-5, against 1e-3).  What it saves is the
+ * pairs' statistics: seeded 10M x 1024 diag 5.03 -> 1.39 pairs a row, the
+ * sums 9.1 -> 4.8 ms a pass, an iteration 45.2 -> 40.5 ms; 1M x 1024
+ * spherical (atomics) 3.07 -> 1.16 pairs a row, 3.3 -> 2.45-2.53 ms (2^-20:
+ * 41.1 and 2.80; 2^-10 moves the final LL in the 5th digit).  Before:
+ * 2^-30 (NOTES v17).  FLASHGMM_GPU_SPARSE_RMIN_LOG2 overrides.
+ */
+constexpr float SPARSE_RMIN = 6.1035156e-05f;	/* 2^-14 */
 constexpr int EXACT_WARPS = 8;
 
 /*
@@ -130,7 +152,7 @@ enum
 /*
  * A packed entry: the component in the low 16 bits, FP16 of r 2^15 in the
  * high 16 (r in (0, 1]: 2^15 at most, normal down to r = 2^-29, so every
- * r >= SPARSE_RMIN keeps 11 bits but the last; 0: not counted).
+ * r >= 2^-29 keeps 11 bits but the last; 0: not counted).
  */
 __device__ __forceinline__ int32_t pack_pair(int k, float r)
 {
@@ -611,7 +633,7 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D_, Direct d
 					int fold, int32_t *__restrict__ cand, const int32_t *__restrict__ count, float *__restrict__ logZ,
 					double *__restrict__ blockll, int stats, float *__restrict__ psx, double *__restrict__ bnk,
 					double *__restrict__ bsxn, unsigned long long *__restrict__ npairs, int cap, int32_t *__restrict__ hist,
-					int hk, int rmode)
+					int hk, int rmode, float rmin)
 {
 	const int D = DC > 0 ? DC : D_;
 	extern __shared__ float4 fsm4[];
@@ -769,7 +791,7 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D_, Direct d
 			continue;
 
 		/*
-		 * Statistics of the pairs with r >= SPARSE_RMIN (not the
+		 * Statistics of the pairs with r >= rmin (SPARSE_RMIN; not the
 		 * three-product-flagged: flag_stats_kernel), around the component's
 		 * mean, t = x - mu_k: sum r t [, sum r t^2] (FP32, psx: Kp x Wd),
 		 * sum r and (spherical) sum r ||t||^2 (FP64, bnk, bsxn), for this
@@ -780,7 +802,7 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D_, Direct d
 		/* lanes holding a pair (k, s) that counts: one warp-wide accumulate per pair */
 		auto emit = [&](int k, float s) {
 			const float r = __expf(s - lz);
-			const bool keep = k >= 0 && r >= SPARSE_RMIN && !__ldg(dr.flag + k);
+			const bool keep = k >= 0 && r >= rmin && !__ldg(dr.flag + k);
 			uint32_t b = __ballot_sync(0xffffffffu, keep);
 			pairs += __popc(b);
 			while (b)
@@ -802,8 +824,8 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D_, Direct d
 			 */
 			const float r = __expf(sc[0] - lz);
 			const bool counted = kc[0] >= 0 && !__ldg(dr.flag + kc[0]);
-			const bool keep = rmode == SORT_R_RESCORE ? counted : counted && r >= SPARSE_RMIN;
-			pairs += __popc(__ballot_sync(0xffffffffu, counted && r >= SPARSE_RMIN));
+			const bool keep = rmode == SORT_R_RESCORE ? counted : counted && r >= rmin;
+			pairs += __popc(__ballot_sync(0xffffffffu, counted && r >= rmin));
 			if (rmode == SORT_R_HALF && lane < n)
 				cand[row * cap + cap / 2 + lane] = __float_as_int(keep ? r : 0.f);
 			else if (rmode == SORT_R_PACKED && lane < n)
@@ -958,7 +980,7 @@ pair_scatter_kernel(const float *__restrict__ X, int64_t nrows, int D_, const fl
 					const int32_t *__restrict__ cand, const int32_t *__restrict__ count, int cap, int rmode,
 					const int32_t *__restrict__ off, int32_t *__restrict__ cur, int32_t *__restrict__ pidx, int64_t pcap,
 					float *__restrict__ psx, double *__restrict__ bnk, double *__restrict__ bsxn, int hk,
-					const float *__restrict__ lz, Direct dr)
+					const float *__restrict__ lz, Direct dr, float rmin)
 {
 	extern __shared__ int sbin[];	/* [hk] */
 	const int D = DC > 0 ? DC : D_;
@@ -1012,7 +1034,7 @@ pair_scatter_kernel(const float *__restrict__ X, int64_t nrows, int D_, const fl
 				if (rmode == SORT_R_RESCORE)
 				{
 					rj = __expf(pair_score<DIAG>(x, dr, D, kj, lane) - __ldg(lz + row));
-					if (!(rj >= SPARSE_RMIN))	/* (warp-uniform) */
+					if (!(rj >= rmin))	/* (warp-uniform) */
 						continue;
 				}
 				pair_atomic<DIAG>(x, mu, D, kj, rj, lane, psx, bnk, bsxn);
@@ -1042,7 +1064,7 @@ __global__ void __launch_bounds__(EXACT_WARPS * 32)
 pair_sums_kernel(const float *__restrict__ X, int D_, const float *__restrict__ mu, const int32_t *__restrict__ cand,
 				 int cap, int rmode, const int32_t *__restrict__ pidx, const int32_t *__restrict__ total, int64_t pcap,
 				 float *__restrict__ psx, double *__restrict__ bnk, double *__restrict__ bsxn, const float *__restrict__ lz,
-				 Direct dr)
+				 Direct dr, float rmin)
 {
 	const int D = DC > 0 ? DC : D_;
 	const int lane = threadIdx.x & 31;
@@ -1145,7 +1167,7 @@ pair_sums_kernel(const float *__restrict__ X, int D_, const float *__restrict__ 
 							q = tt;
 						q = warp_sum(q);
 						ru = __expf(cd - 0.5f * (DIAG ? q : exact_div(q, vs)) - lzu[u]);
-						if (!(ru >= SPARSE_RMIN))	/* (warp-uniform) */
+						if (!(ru >= rmin))	/* (warp-uniform) */
 							continue;
 					}
 #pragma unroll
