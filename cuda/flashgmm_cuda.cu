@@ -1374,17 +1374,21 @@ bool want_sparse(int Kp)
 }
 /*
  * Rows per screened block: 2^17 (its buffers: 22 MiB with lists of 32
- * candidates, sparse_cap_for); for tables of at most 2M rows, 2^18 (75 MiB)
- * spherical and 2^20 (280 MiB) diag, but no more than the table's rows.
+ * candidates, sparse_cap_for); for tables of at most 2M rows, 2^20 (280
+ * MiB), but no more than the table's rows.
  * Each block costs a host sync (the overflow count), a few small launches
  * and each kernel's ramp and tail; at 1M x 1024 diag
  * from k-means++ an iteration took 3.65 ms in blocks of 2^16, 3.20 in 2^17,
  * 3.01 in 2^18 (v11) and 2.77-2.82 in 2^20 (v12).  Spherical took 3.7-3.8
- * in 2^18 and 4.3-4.4 in 2^20 (v12).  Past 2M rows the blocks are small,
- * so that 10M rows keep X + 64 MiB: 10M x 1024 diag from k-means++ took
- * 110.2 ms an iteration in blocks of 2^16, 97.8 in 2^17 (v12).
+ * in 2^18 and 4.3-4.4 in 2^20 (v12), but with v17's window and statistics
+ * 2.30-2.44 in 2^18 and 2.09-2.15 in 2^20 (1M x 4096: 5.16-5.20 against
+ * 4.93-5.35), so 2^20 since.  Past 2M rows the blocks are small, so that
+ * 10M rows keep X + 64 MiB: 10M x 1024 diag from k-means++ took 110.2 ms an
+ * iteration in blocks of 2^16, 97.8 in 2^17 (v12); v17: 43.7-44.0 in 2^16,
+ * 36.1-36.4 in 2^17, 33.8-34.0 in 2^18 (lists of 32: about X + 85 MiB),
+ * 36.2-37.0 in 2^18 with lists of 16 (282k rows a pass overflow them).
  */
-constexpr int64_t SPARSE_ROWS = 1 << 17, SPARSE_ROWS_SMALL_N_SPH = 1 << 18, SPARSE_ROWS_SMALL_N_DIAG = 1 << 20,
+constexpr int64_t SPARSE_ROWS = 1 << 17, SPARSE_ROWS_SMALL_N_SPH = 1 << 20, SPARSE_ROWS_SMALL_N_DIAG = 1 << 20,
 				  SPARSE_SMALL_N = 2ll << 20, SPARSE_ROWS_FORCED_MAX = 1 << 20;
 /*
  * (N: the table's rows; 0: unknown, as for a large one.)  FLASHGMM_GPU_SPARSE_ROWS
@@ -1407,16 +1411,17 @@ inline int64_t sparse_rows_for(int64_t N, bool diag)
  * 2M rows, else 32, where the lists are most of a block's buffers (4 bytes
  * each a row): with 32, blocks of 2^17 rows take 22 MiB, 2^16 took 19.  A
  * row with more overflows (its block's dense pass scores it; v12: 10M x 1024
- * diag from k-means++ has 5.0 a row).  FLASHGMM_GPU_SPARSE_CAP (32 or 64)
- * sets it (the tests' sparse-blocks pass runs 32).  Lists of 64 at 10M x
+ * diag from k-means++ has 5.0 a row).  FLASHGMM_GPU_SPARSE_CAP (16, 32 or
+ * 64) sets it (the tests' sparse-blocks pass runs 32; 16 overflowed 282k
+ * rows a pass at 10M x 1024 diag, v17).  Lists of 64 at 10M x
  * 1024 diag (H100, v15): 65.5 -> 58.3 ms an iteration (r kept in the lists,
  * 91k overflowed rows a pass -> 200), for 16 MiB more: past X + 64 MiB.
  */
 inline int sparse_cap_for(int64_t N)
 {
 	static const int forced = [] {
-		const int64_t v = env_int("FLASHGMM_GPU_SPARSE_CAP", 32, sp::SPARSE_CAP, 0);
-		return v == 32 || v == sp::SPARSE_CAP ? (int) v : 0;
+		const int64_t v = env_int("FLASHGMM_GPU_SPARSE_CAP", 16, sp::SPARSE_CAP, 0);
+		return v == 16 || v == 32 || v == sp::SPARSE_CAP ? (int) v : 0;
 	}();
 	if (forced)
 		return forced;
