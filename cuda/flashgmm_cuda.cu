@@ -2405,6 +2405,22 @@ struct EStep
 				dense_gathered(dX, sw.pend, npend, block_logz ? nullptr : lz, reinterpret_cast<float *>(sw.cand));
 			npend = 0;
 		};
+		/* a block's n overflowed rows (block rows, the block at chunk row b0) onto the pending list, a dense pass each time it fills */
+		auto defer_rows = [&](const int64_t *rows, int n, int64_t b0) {
+			for (int i = 0; i < n;)
+			{
+				const int take = (int) std::min<int64_t>(n - i, sw.pend_rows - npend);
+				if (take == 0)
+				{
+					dense_pending();
+					continue;
+				}
+				sp::offset_rows_kernel<<<(take + 255) / 256, 256, 0, g_s>>>(rows + i, take, b0, sw.pend + npend);
+				CKL("offset_rows_kernel");
+				npend += take;
+				i += take;
+			}
+		};
 		/* host-kept FP16 seeds (sparse_seeds_host): the block at b0's copied into sin[i] on g_cs */
 		const bool hseeds = sw.seed16_host;
 		auto seeds_copy_in = [&](int64_t b0, int i) {
@@ -2604,32 +2620,14 @@ struct EStep
 					dense_rows += nr;
 					onepass = false;	/* the model moved too far for the seeds: two screens from here on */
 				}
-				for (int i = 0; i < ov;)
-				{
-					const int take = (int) std::min<int64_t>(ov - i, sw.pend_rows - npend);
-					if (take == 0)
-					{
-						dense_pending();
-						continue;
-					}
-					sp::offset_rows_kernel<<<(take + 255) / 256, 256, 0, g_s>>>(orows + i, take, b0, sw.pend + npend);
-					CKL("offset_rows_kernel");
-					npend += take;
-					i += take;
-				}
+				defer_rows(orows, ov, b0);
 				lap(3);
 			}
 			else if (ov > 0)
 			{
 				/* the overflowed rows (which the exact kernel skipped): through the dense h16 pass, now or gathered later */
 				if (defer)
-				{
-					if (npend + ov > sw.pend_rows)
-						dense_pending();
-					sp::offset_rows_kernel<<<(ov + 255) / 256, 256, 0, g_s>>>(orows, ov, b0, sw.pend + npend);
-					CKL("offset_rows_kernel");
-					npend += ov;
-				}
+					defer_rows(orows, ov, b0);
 				else
 					dense_gathered(x, orows, ov, lzb, sw.xo);
 				lap(3);

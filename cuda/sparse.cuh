@@ -890,6 +890,25 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D_, Direct d
  * scatter.
  */
 
+/*
+ * List entry e (row e / cap, slot e % cap) as a pair by rmode: its component
+ * k and r, from the entry (SORT_R_PACKED) or the list's second half
+ * (SORT_R_HALF); SORT_R_RESCORE: 1 if counted (the component not flagged),
+ * r itself comes later.  r = 0: not counted.
+ */
+__device__ __forceinline__ void entry_pair(const int32_t *__restrict__ cand, int64_t e, int cap, int rmode,
+										   const int *__restrict__ flag, int &k, float &r)
+{
+	const int32_t ent = __ldg(cand + e);
+	k = rmode == SORT_R_PACKED ? pair_k(ent) : ent;
+	if (rmode == SORT_R_PACKED)
+		r = pair_r(ent);
+	else if (rmode == SORT_R_RESCORE)
+		r = __ldg(flag + k) ? 0.f : 1.f;
+	else
+		r = __int_as_float(__ldg(cand + e + cap / 2));
+}
+
 /* lane's pair of a block row (entry lane of its list): its component k and r (0: none, or not counted) */
 __device__ __forceinline__ void row_pair(const int32_t *__restrict__ cand, const int32_t *__restrict__ count, int cap,
 										 int rmode, const int *__restrict__ flag, int64_t row, int lane, int &k, float &r)
@@ -898,16 +917,7 @@ __device__ __forceinline__ void row_pair(const int32_t *__restrict__ cand, const
 	k = -1;
 	r = 0.f;
 	if (n <= sort_rows_max(cap) && lane < n)
-	{
-		const int32_t e = __ldg(cand + row * cap + lane);
-		k = rmode == SORT_R_PACKED ? pair_k(e) : e;
-		if (rmode == SORT_R_PACKED)
-			r = pair_r(e);
-		else if (rmode == SORT_R_RESCORE)	/* (1: counted; r comes later) */
-			r = __ldg(flag + k) ? 0.f : 1.f;
-		else
-			r = __int_as_float(__ldg(cand + row * cap + cap / 2 + lane));
-	}
+		entry_pair(cand, row * cap + lane, cap, rmode, flag, k, r);
 }
 
 /* components up to which the exact and scatter kernels count pairs in shared memory (4 bytes each), else globally */
@@ -1075,7 +1085,6 @@ pair_sums_kernel(const float *__restrict__ X, int D_, const float *__restrict__ 
 		const int64_t p1 = min(p0 + PAIR_RUN, np);
 		int kc = -1;	/* the component being summed */
 		float mv[4] = {0.f, 0.f, 0.f, 0.f}, a[4] = {0.f, 0.f, 0.f, 0.f}, b[4] = {0.f, 0.f, 0.f, 0.f};
-		float vv[4] = {1.f, 1.f, 1.f, 1.f}, vs = 1.f, cd = 0.f;	/* (SORT_R_RESCORE) its variances, constant */
 		double sr = 0.0, sq = 0.0;	/* sum r; sum r ||t||^2 over the lane's features (spherical) */
 		auto flush = [&]() {
 			psx_add<DIAG>(psx, D, kc, lane, a, b);
@@ -1105,12 +1114,7 @@ pair_sums_kernel(const float *__restrict__ X, int D_, const float *__restrict__ 
 			if (lane < m)
 			{
 				e = __ldg(pidx + g + lane);
-				const int32_t ent = __ldg(cand + e);
-				k = rmode == SORT_R_PACKED ? pair_k(ent) : ent;
-				if (rmode == SORT_R_PACKED)
-					r = pair_r(ent);
-				else if (rmode == SORT_R_HALF)	/* (scored again: no second half, which may lie past the buffer) */
-					r = __int_as_float(__ldg(cand + e + cap / 2));
+				entry_pair(cand, e, cap, rmode, dr.flag, k, r);	/* (SORT_R_RESCORE: scored below) */
 			}
 			for (int j0 = 0; j0 < m; j0 += PAIR_AHEAD)
 			{
@@ -1139,14 +1143,6 @@ pair_sums_kernel(const float *__restrict__ X, int D_, const float *__restrict__ 
 							flush();
 						kc = ku;
 						load4(mu + (int64_t) kc * D, D, lane, mv);
-						if (rmode == SORT_R_RESCORE)
-						{
-							if (DIAG)
-								load4(dr.var + (int64_t) kc * D, D, lane, vv);
-							else
-								vs = __ldg(dr.var + kc);
-							cd = __ldg(dr.cdir + kc);
-						}
 					}
 					float t[4], tt = 0.f;
 #pragma unroll
@@ -1157,16 +1153,8 @@ pair_sums_kernel(const float *__restrict__ X, int D_, const float *__restrict__ 
 					}
 					if (rmode == SORT_R_RESCORE)
 					{
-						/* the exact kernel's score (pair_score's arithmetic) and r */
-						float q = 0.f;
-						if (DIAG)
-#pragma unroll
-							for (int i = 0; i < 4; i++)
-								q += 4 * lane + i < D ? exact_div(t[i] * t[i], vv[i]) : 0.f;
-						else
-							q = tt;
-						q = warp_sum(q);
-						ru = __expf(cd - 0.5f * (DIAG ? q : exact_div(q, vs)) - lzu[u]);
+						/* the exact kernel's score and r (the fallback's: the model's rows read again) */
+						ru = __expf(pair_score<DIAG>(x[u], dr, D, ku, lane) - lzu[u]);
 						if (!(ru >= rmin))	/* (warp-uniform) */
 							continue;
 					}
