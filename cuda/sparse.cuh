@@ -105,7 +105,7 @@ constexpr double SPARSE_SLACK = 3.0;
  * iteration, 2 nats 49.6-52.1, 1.5 nats 49.0-49.8, 1 nat 49.5-50.3 (NOTES v16).
  */
 constexpr double SPARSE_SLACK16 = 1.5;
-constexpr int SPARSE_CAP = 64;			/* candidates a row's list may hold (two per lane; the host picks 32 or 64) */
+constexpr int SPARSE_CAP = 64;			/* candidates a row's list may hold (two per lane; the host picks 32 or 64, FLASHGMM_GPU_SPARSE_CAP also 16) */
 constexpr int SPARSE_FMAX = 64;			/* screen-flagged components the exact kernel holds (shared memory) */
 /*
  * Smaller responsibilities stay out of the statistics (not out of logZ):
