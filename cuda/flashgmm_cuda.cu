@@ -1388,7 +1388,7 @@ bool want_sparse(int Kp)
  * 36.1-36.4 in 2^17, 33.8-34.0 in 2^18 (lists of 32: about X + 85 MiB),
  * 36.2-37.0 in 2^18 with lists of 16 (282k rows a pass overflow them).
  */
-constexpr int64_t SPARSE_ROWS = 1 << 17, SPARSE_ROWS_SMALL_N_SPH = 1 << 20, SPARSE_ROWS_SMALL_N_DIAG = 1 << 20,
+constexpr int64_t SPARSE_ROWS = 1 << 17, SPARSE_ROWS_SMALL_N = 1 << 20,
 				  SPARSE_SMALL_N = 2ll << 20, SPARSE_ROWS_FORCED_MAX = 1 << 20;
 /*
  * (N: the table's rows; 0: unknown, as for a large one.)  FLASHGMM_GPU_SPARSE_ROWS
@@ -1396,14 +1396,13 @@ constexpr int64_t SPARSE_ROWS = 1 << 17, SPARSE_ROWS_SMALL_N_SPH = 1 << 20, SPAR
  * take several blocks and flushes with 16384.
  */
 inline bool small_table(int64_t N) { return N > 0 && N <= SPARSE_SMALL_N; }
-inline int64_t sparse_rows_for(int64_t N, bool diag)
+inline int64_t sparse_rows_for(int64_t N)
 {
 	static const int64_t forced = [] {
 		const int64_t v = env_int("FLASHGMM_GPU_SPARSE_ROWS", 1024, SPARSE_ROWS_FORCED_MAX, 0);
 		return (v & (v - 1)) == 0 ? v : 0;
 	}();
-	const int64_t small = diag ? SPARSE_ROWS_SMALL_N_DIAG : SPARSE_ROWS_SMALL_N_SPH;
-	const int64_t r = forced ? forced : small_table(N) ? small : SPARSE_ROWS;
+	const int64_t r = forced ? forced : small_table(N) ? SPARSE_ROWS_SMALL_N : SPARSE_ROWS;
 	return N > 0 ? std::min(r, (N + 1023) / 1024 * 1024) : r;
 }
 /*
@@ -1945,7 +1944,7 @@ struct EStep
 			other = acc + GemmWork::bytes(M, GemmWork::ws_for(budget, lzb), std::max<int64_t>(rows, 1ll << 20));
 		}
 		/* the h16 pass's buffers, when X will be resident (else gemm or fused runs): the larger */
-		int64_t h16 = want_h16(D, diag) ? fused + h16_bytes(Kp, diag) + (want_sparse(Kp) ? sparse_bytes(Kp, D, diag, sparse_rows_for(rows, diag), sparse_cap_for(rows), sparse_sorted_for(rows)) + sparse_seeds16_bytes(rows, sparse_rows_for(rows, diag)) : 0) : 0;
+		int64_t h16 = want_h16(D, diag) ? fused + h16_bytes(Kp, diag) + (want_sparse(Kp) ? sparse_bytes(Kp, D, diag, sparse_rows_for(rows), sparse_cap_for(rows), sparse_sorted_for(rows)) + sparse_seeds16_bytes(rows, sparse_rows_for(rows)) : 0) : 0;
 		if (h16 > 0 && budget > 0 && rows * ((int64_t) D * 4 + 4) + h16 > budget)
 			h16 = 0;
 		return std::max(other, h16);
@@ -2001,7 +2000,7 @@ struct EStep
 		sparse = h16 && want_sparse(M->Kp) && M->Kp % (M->diag ? wg::Cfg<true>::BN : wg::Cfg<false>::BN) == 0;
 		sparse_auto = sparse && !getenv("FLASHGMM_GPU_ESTEP");
 		const int64_t table_rows = logz_rows_ >= src->N ? src->N : 0;	/* (0: unknown, as for a large table) */
-		srows = sparse_rows_for(table_rows, M->diag);	/* (as bytes_needed counted it) */
+		srows = sparse_rows_for(table_rows);	/* (as bytes_needed counted it) */
 		scap = sparse_cap_for(table_rows);
 		ssorted = sparse_sorted_for(table_rows);
 		/* h16: logZ of every row while small, as gemm; else one block's (pass 2 follows pass 1 per block) */
@@ -2172,6 +2171,15 @@ struct EStep
 	 * FLASHGMM_GPU_SPARSE_RPACK=0: scored again, as v15 measured); else
 	 * scored again in the sums.
 	 */
+	/*
+	 * Whether a block's overflowed rows may wait for one dense pass of
+	 * several blocks' (FLASHGMM_GPU_SPARSE_DEFER, run_sparse's defer): by
+	 * default where logZ is kept for a block only (past 4M rows).
+	 */
+	bool defer_allowed() const
+	{
+		return sparse_defer_mode() == 2 || (sparse_defer_mode() == 1 && logz_rows < src->N);
+	}
 	int sort_rmode() const
 	{
 		static const bool pack = env_int("FLASHGMM_GPU_SPARSE_RPACK", 0, 1, 1) != 0;
@@ -2244,7 +2252,7 @@ struct EStep
 			 * as slow.  The exact kernel's FP32 atomics into psx are
 			 * sensitive to its placement: NOTES v17.)
 			 */
-			const bool may_defer = sparse_defer_mode() == 2 || (sparse_defer_mode() == 1 && logz_rows < src->N);
+			const bool may_defer = defer_allowed();
 			sw.pend_rows = may_defer ? sparse_pend_rows(srows, scap, D, M->diag) : sparse_overflow_rows(srows);
 			sw.pend = dalloc<int64_t>(sw.pend_rows, "sparse pass");
 			sw.pcap = ssorted ? sparse_pair_cap(srows, D) : 0;
@@ -2383,9 +2391,8 @@ struct EStep
 				CKL("scatter_logz_kernel");
 			}
 		};
-		const int defer_mode = sparse_defer_mode();
 		const bool block_logz = logz_rows < src->N;
-		const bool defer = (defer_mode == 2 || (defer_mode == 1 && block_logz)) && !(fn > 0 && block_logz);
+		const bool defer = defer_allowed() && !(fn > 0 && block_logz);
 		/*
 		 * The rows a one-pass screen fails, where overflowed rows are
 		 * deferred (defer): left overflowed, so they wait for the dense pass
