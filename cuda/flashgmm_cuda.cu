@@ -359,21 +359,42 @@ __global__ void mstep_kernel(const double *nk, const double *sx, const double *s
  *   diag:      Wm[k] = [mu/var | -1/(2 var)], colp = 0,
  *              colc = log w - 1/2 sum_d log(2 pi var_d) - 1/2 sum_d mu_d^2 / var_d
  */
-/* m2[d] = sum_k w_k (mu_kd^2 + var_kd): the model's second moment of (centred) x per dimension */
-__global__ void moment_kernel(const float *mu, const float *var, const double *wraw, double inv_wsum, int K, int D,
-							  int diag, double *m2)
+/*
+ * m2[d] = sum_k w_k (mu_kd^2 + var_kd): the model's second moment of
+ * (centred) x per dimension.  A block takes 32 features and MOMENT_SLICES
+ * slices of the components: thread (tx, ty) sums k = ty, ty + MOMENT_SLICES,
+ * .. of feature 32 blockIdx.x + tx (loads coalesced across tx), and the
+ * slices' partials are added in slice order (a fixed order: deterministic).
+ * Before, one thread a feature looped over all K in one block of 128
+ * threads, a chain of K dependent L2 round trips.  The M-step's "constants"
+ * (profile, H100, one call): 0.14-0.16 -> 0.06-0.07 ms at 1M x 1024
+ * spherical, 0.49-0.50 -> 0.12 at 1M x 4096 diag.
+ */
+constexpr int MOMENT_SLICES = 32;
+__global__ void __launch_bounds__(32 * MOMENT_SLICES)
+moment_kernel(const float *mu, const float *var, const double *wraw, double inv_wsum, int K, int D, int diag,
+			  double *m2)
 {
-	int d = blockIdx.x * blockDim.x + threadIdx.x;
-	if (d >= D)
-		return;
+	__shared__ double part[MOMENT_SLICES][33];
+	const int tx = threadIdx.x & 31, ty = threadIdx.x >> 5;
+	const int d = blockIdx.x * 32 + tx;
 	double s = 0.0;
-	for (int k = 0; k < K; k++)
+	if (d < D)
+		for (int k = ty; k < K; k += MOMENT_SLICES)
+		{
+			const double m = mu[(int64_t) k * D + d];
+			const double v = diag ? var[(int64_t) k * D + d] : var[k];
+			s += wraw[k] * inv_wsum * (m * m + v);
+		}
+	part[ty][tx] = s;
+	__syncthreads();
+	if (ty == 0 && d < D)
 	{
-		double m = mu[(int64_t) k * D + d];
-		double v = diag ? var[(int64_t) k * D + d] : var[k];
-		s += wraw[k] * inv_wsum * (m * m + v);
+		double t = 0.0;
+		for (int j = 0; j < MOMENT_SLICES; j++)
+			t += part[j][tx];
+		m2[d] = t;
 	}
-	m2[d] = s;
 }
 
 __global__ void prepare_kernel(const float *mu, const float *var, const double *wraw, double inv_wsum, int K, int D,
@@ -974,7 +995,7 @@ struct DevModel
 		int *f = hp + 2 * Kp, *fi = hp + 3 * Kp;				/* [Kp] flags, [K] flagged */
 		int *sf = hp + 4 * Kp, *sfi = hp + 5 * Kp;				/* [Kp] screen flags, [Kp] screen-flagged */
 		float *se = reinterpret_cast<float *>(hp + 6 * Kp);		/* [Kp] screen error bounds */
-		moment_kernel<<<(D + 127) / 128, 128, 0, g_s>>>(mu, var, wraw, inv_wsum, K, D, diag, m2);
+		moment_kernel<<<(D + 31) / 32, 32 * MOMENT_SLICES, 0, g_s>>>(mu, var, wraw, inv_wsum, K, D, diag, m2);
 		CKL("moment_kernel");
 		prepare_kernel<<<Kp, 256, 0, g_s>>>(mu, var, wraw, inv_wsum, K, D, Dp, Dp2, diag, Wm, colc, colp, w, m2,
 											cdir, ek);
