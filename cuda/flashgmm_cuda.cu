@@ -608,11 +608,13 @@ __global__ void kpp_pick_kernel(const double *blocksum, int nb, const float *min
 	}
 }
 
-__global__ void gather_rows_kernel(const float *X, int D, const int64_t *idx, int64_t n, float *out)
+/* out[i] = X[idx[i]] (rows of D); Idx: int64_t (chunk rows) or int32_t (a sparse block's rows) */
+template <class Idx>
+__global__ void gather_rows_kernel(const float *X, int D, const Idx *idx, int64_t n, float *out)
 {
 	int64_t total = n * D;
 	for (int64_t i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < total; i += (int64_t) gridDim.x * blockDim.x)
-		out[i] = X[idx[i / D] * D + i % D];
+		out[i] = X[(int64_t) idx[i / D] * D + i % D];
 }
 
 /*
@@ -1408,8 +1410,12 @@ bool want_sparse(int Kp)
  * iteration in blocks of 2^16, 97.8 in 2^17 (v12); v17: 43.7-44.0 in 2^16,
  * 36.1-36.4 in 2^17, 33.8-34.0 in 2^18 (lists of 32: about X + 85 MiB),
  * 36.2-37.0 in 2^18 with lists of 16 (282k rows a pass overflow them).
+ * Diag tables take 2^18 since the dense pass's FP16 rows share the lists'
+ * bytes there (SparseLayout), which keeps them within X + 64 MiB.
+ * Spherical ones keep 2^17: 10M x 1024 spherical from k-means++ runs dense
+ * (1500 candidates a row), 54.5 ms an iteration in 2^17, 55.0 in 2^18.
  */
-constexpr int64_t SPARSE_ROWS = 1 << 17, SPARSE_ROWS_SMALL_N = 1 << 20,
+constexpr int64_t SPARSE_ROWS = 1 << 17, SPARSE_ROWS_DIAG = 1 << 18, SPARSE_ROWS_SMALL_N = 1 << 20,
 				  SPARSE_SMALL_N = 2ll << 20, SPARSE_ROWS_FORCED_MAX = 1 << 20;
 /*
  * (N: the table's rows; 0: unknown, as for a large one.)  FLASHGMM_GPU_SPARSE_ROWS
@@ -1417,13 +1423,13 @@ constexpr int64_t SPARSE_ROWS = 1 << 17, SPARSE_ROWS_SMALL_N = 1 << 20,
  * take several blocks and flushes with 16384.
  */
 inline bool small_table(int64_t N) { return N > 0 && N <= SPARSE_SMALL_N; }
-inline int64_t sparse_rows_for(int64_t N)
+inline int64_t sparse_rows_for(int64_t N, bool diag)
 {
 	static const int64_t forced = [] {
 		const int64_t v = env_int("FLASHGMM_GPU_SPARSE_ROWS", 1024, SPARSE_ROWS_FORCED_MAX, 0);
 		return (v & (v - 1)) == 0 ? v : 0;
 	}();
-	const int64_t r = forced ? forced : small_table(N) ? SPARSE_ROWS_SMALL_N : SPARSE_ROWS;
+	const int64_t r = forced ? forced : small_table(N) ? SPARSE_ROWS_SMALL_N : diag ? SPARSE_ROWS_DIAG : SPARSE_ROWS;
 	return N > 0 ? std::min(r, (N + 1023) / 1024 * 1024) : r;
 }
 /*
@@ -1458,18 +1464,6 @@ constexpr int64_t SPARSE_FLUSH_ROWS = 1 << 19;
 inline int64_t sparse_flush_rows(int64_t srows) { return std::max<int64_t>(srows, std::min<int64_t>(2 * srows, SPARSE_FLUSH_ROWS)); }
 /* overflowed lists in a block of srows (5%): beyond, the dense pass takes the whole block; below, just those rows */
 inline int64_t sparse_overflow_rows(int64_t srows) { return srows / 20; }
-/*
- * Rows the deferred dense pass takes at once (EStep::run_sparse's pending
- * list): two of its row blocks (h16::block_rows16), gathered into the
- * candidate lists' bytes, free between a block's sums and the next block's
- * screen (lists of cap entries: srows cap / D rows fit), and never fewer
- * than sparse_overflow_rows(srows).  (Before, the overflowed rows' buffer's
- * 6553 rows at 10M: a dense pass of 51 thread blocks on 132 SMs, 20 a pass.)
- */
-inline int64_t sparse_pend_rows(int64_t srows, int cap, int D, bool diag)
-{
-	return std::max<int64_t>(sparse_overflow_rows(srows), std::min<int64_t>(srows * cap / D, 2 * h16::block_rows16(diag)));
-}
 /*
  * Whether the sparse pass sums its statistics sorted by component
  * (sparse.cuh) rather than by an atomic a pair: past SPARSE_SMALL_N rows.
@@ -1512,18 +1506,6 @@ constexpr int SPARSE_REST = 2, SPARSE_REST_MAX = 64;	/* dense passes after one t
  * FLASHGMM_GPU_ESTEP=sparse keeps the pass whatever the count.
  */
 constexpr double SPARSE_CANDS_DIAG = 10.0, SPARSE_CANDS_SPH = 8.0;
-/*
- * its device bytes: a block's best scores, candidate lists and counts; the
- * overflowed rows (whose buffer holds the sorted pairs, where sorted); the
- * screen's constants; the FP32 sums; the sorted statistics' counts
- */
-int64_t sparse_bytes(int Kp, int D, bool diag, int64_t srows, int cap, bool sorted)
-{
-	const int64_t xo = std::max<int64_t>(sparse_overflow_rows(srows) * D, sorted ? sparse_pair_cap(srows, D) : 0);
-	return srows * (4 + 4 * (int64_t) cap + 4 + 8) + 4 * xo + sparse_overflow_rows(srows) * 8 +
-		   sparse_pend_rows(srows, cap, D, diag) * (4 + 8) + 64 +
-		   (int64_t) Kp * (16 + 16 + 4 * 2 * D) + (sorted ? 12 * (int64_t) Kp + 4 : 0);
-}
 
 /*
  * Blocks of sparse.cuh's warp-per-row kernels over nr rows (one row per
@@ -1549,11 +1531,25 @@ int warp_rows_grid(int64_t nr, Kern k, size_t smem)
 								   (nr + sp::EXACT_WARPS - 1) / sp::EXACT_WARPS);
 }
 
-/* device bytes of the h16 pass: one block of FP16 rows and their norms, the FP16 model */
-int64_t h16_bytes(int Kp, bool diag)
+/*
+ * device bytes of the h16 pass: one block of FP16 rows and their norms, the
+ * FP16 model (rows16: the rows where the sparse pass's lists hold them, 0: their own buffer)
+ */
+int64_t h16_bytes(int Kp, bool diag, int64_t rows16 = 0)
 {
 	const int64_t IN = h16::in_width(diag), rb = h16::block_rows16(diag);
-	return rb * (4 * IN + 4) + (int64_t) Kp * (4 * IN + 20);	/* rows, norms; model, colc16, colp16, c2l, flags */
+	return (rows16 > 0 ? rows16 * 4 : rb * (4 * IN + 4)) +
+		   (int64_t) Kp * (4 * IN + 20);	/* rows, norms; model, colc16, colp16, c2l, flags */
+}
+
+/*
+ * blockll entries (thread blocks' row sums) an h16 or sparse launch writes:
+ * one block of FP16 rows' thread blocks (h16::BM1 rows each), or one wave of
+ * warp-per-row blocks (warp_rows_grid), so not one per 64 rows of the table
+ */
+inline int64_t h16_blockll(int sms)
+{
+	return std::max<int64_t>(h16::block_rows16(false) / h16::BM1, 8ll * sms) + 1;
 }
 
 /* the data scale of the h16 pass: a power of two with max |x| S in [64, 128) */
@@ -1594,10 +1590,15 @@ struct H16Rows
 		M.enable_h16(h16_scale(dX, N * M.D));
 		rows = h16::block_rows16(M.diag);
 		if (buffers)
-		{
+			alloc(M, rows, true);
+	}
+	/* buffers for blocks of r rows; without own_rows, Xg (r * 2 * h16_IN halves) is set by the caller */
+	void alloc(const DevModel &M, int64_t r, bool own_rows)
+	{
+		rows = r;
+		if (own_rows)
 			Xg = dalloc<__half>((size_t) rows * 2 * M.h16_IN, "FP16 rows");
-			xh = dalloc<float>(rows, "row norms");
-		}
+		xh = dalloc<float>(rows, "row norms");
 	}
 	/* nr rows padded to a whole thread block of rows */
 	static int64_t padded(int64_t nr) { return (nr + h16::BM1 - 1) / h16::BM1 * h16::BM1; }
@@ -1671,8 +1672,98 @@ inline float sparse_rmin()
 /* device bytes of the FP16 seeds for a table of N rows in sparse blocks of srows */
 inline int64_t sparse_seeds16_bytes(int64_t N, int64_t srows)
 {
-	return !sparse_seeds16_for(N) ? 0 : sparse_seeds_host() ? 4 * 2 * srows : 2 * N;
+	return !sparse_seeds16_for(N) ? 0 : sparse_seeds_host() ? 2 * 2 * srows : 2 * N;
 }
+/* whether a table's overflowed rows may wait for one dense pass over several blocks (EStep::defer_allowed; N as sparse_rows_for) */
+inline bool sparse_defer_for(int64_t N)
+{
+	return sparse_defer_mode() == 2 || (sparse_defer_mode() == 1 && !(N > 0 && N * 4 <= GEMM_LOGZ_FULL_MAX));
+}
+/* FLASHGMM_GPU_SPARSE_SHARE (SparseLayout::rows16): 0 never, 1 where a whole FP16 row block fits (default), 2 wherever any does */
+inline int sparse_share_mode() { static const int m = (int) env_int("FLASHGMM_GPU_SPARSE_SHARE", 0, 2, 1); return m; }
+/*
+ * Pairs a row the sorted statistics hold where the lists are shared
+ * (SparseLayout; 6.4 otherwise, sparse_pair_cap): 10M x 1024 diag, seeded,
+ * uses 1.3-1.5 (v17); more go by atomics.
+ */
+constexpr int64_t SPARSE_PAIRS_SHARED = 3;
+
+/*
+ * The sparse pass's buffer sizes for a table of N rows (0: unknown, as a
+ * large one), made once for the memory estimate (EStep::bytes_needed) and
+ * the allocations (EStep::init, run_sparse) alike.
+ *
+ * Where overflowed rows are deferred (defer) and a whole block of the dense
+ * pass's FP16 rows fits in half the candidate lists' bytes, it lives there
+ * (rows16; FLASHGMM_GPU_SPARSE_SHARE): the lists are dead whenever the dense
+ * pass runs (after a block's sums, or for a block or a pass that went
+ * dense), and the rows it takes gathered (the pending list, or a block's own
+ * overflowed rows) use the lower half.  At 10M x 1024 diag in blocks of 2^18
+ * rows that is 16 MiB, what blocks of 2^18 needed to stay within X + 64 MiB
+ * (v18).  There xo holds only the sorted pairs (SPARSE_PAIRS_SHARED a row) and
+ * the rows a one-pass screen collects again, gathered (xo_rows at most:
+ * past it the whole block is collected again).
+ */
+struct SparseLayout
+{
+	int64_t srows = SPARSE_ROWS;	/* rows a block (sparse_rows_for) */
+	int cap = sp::SPARSE_CAP;		/* candidates a row's list holds (sparse_cap_for) */
+	bool sorted = false;			/* the statistics sorted by component (sparse_sorted_for) */
+	bool defer = false;				/* deferral may run (sparse_defer_for) */
+	int64_t rows16 = 0;				/* the dense pass's FP16 rows in the lists' upper half: its block rows (0: not shared) */
+	int64_t pend_rows = 0;			/* the pending list: the rows one deferred dense pass takes */
+	int64_t pcap = 0;				/* pairs of the sorted statistics (in xo) */
+	int64_t xo = 0;					/* floats of xo */
+	int64_t xo_rows = 0;			/* rows xo holds gathered, to be collected again */
+
+	static SparseLayout for_table(int64_t N, int D, bool diag)
+	{
+		SparseLayout l;
+		l.srows = sparse_rows_for(N, diag);
+		l.cap = sparse_cap_for(N);
+		l.sorted = sparse_sorted_for(N);
+		l.defer = sparse_defer_for(N);
+		const int64_t ov = sparse_overflow_rows(l.srows), lists = l.srows * l.cap * 4, rb = h16::block_rows16(diag);
+		if (l.defer && sparse_share_mode() > 0)
+		{
+			const int64_t r = std::min(rb, lists / 2 / (4 * h16::in_width(diag))) / h16::BM1 * h16::BM1;
+			if ((sparse_share_mode() == 2 ? r >= h16::BM1 : r == rb) && lists / 2 / (4 * D) >= ov)
+				l.rows16 = r;
+		}
+		/*
+		 * The pending list: two of the dense pass's row blocks, gathered into
+		 * the lists' free bytes, and never fewer than sparse_overflow_rows.
+		 * (Before, the overflowed rows' buffer's 6553 rows at 10M: a dense
+		 * pass of 51 thread blocks on 132 SMs, 20 a pass.)
+		 */
+		const int64_t gathered = (l.rows16 > 0 ? lists / 2 : lists) / (4 * D);
+		l.pend_rows = l.defer ? std::max(ov, std::min(gathered, 2 * (l.rows16 > 0 ? l.rows16 : rb))) : ov;
+		if (l.rows16 > 0)
+		{
+			l.xo = SPARSE_PAIRS_SHARED * l.srows;
+			l.pcap = l.sorted ? l.xo : 0;
+			l.xo_rows = std::min(ov, l.xo / D);
+		}
+		else
+		{
+			l.pcap = l.sorted ? sparse_pair_cap(l.srows, D) : 0;
+			l.xo = std::max(ov * D, l.pcap);
+			l.xo_rows = ov;
+		}
+		return l;
+	}
+	/*
+	 * device bytes: a block's best scores, candidate lists, counts and
+	 * overflowed rows (int32, both lists); the pending list (int64) and its
+	 * logZ; xo; the screen's constants; the FP32 sums; the sorted
+	 * statistics' counts
+	 */
+	int64_t bytes(int Kp, int D) const
+	{
+		return srows * (4 + 4 * (int64_t) cap + 4 + 4) + sparse_overflow_rows(srows) * 4 + pend_rows * (8 + 4) + 4 * xo +
+			   64 + (int64_t) Kp * (16 + 16 + 4 * 2 * D) + (sorted ? 12 * (int64_t) Kp + 4 : 0);
+	}
+};
 
 struct GemmWork
 {
@@ -1892,9 +1983,7 @@ struct EStep
 	float *fmu = nullptr;
 	int fn = 0;					/* flagged components in the last stats pass */
 	int64_t logz_rows;
-	int64_t srows = SPARSE_ROWS;	/* rows per sparse block (sparse_rows_for) */
-	int scap = sp::SPARSE_CAP;		/* candidates a row's list holds (sparse_cap_for) */
-	bool ssorted = false;			/* the statistics sorted by component (sparse_sorted_for) */
+	SparseLayout sl;				/* the sparse pass's sizes (rows a block, candidates a list, ..) */
 	bool seeds16 = false;			/* the one-pass screen's seeds as FP16 (sparse_seeds16_for) */
 
 	bool gemm = false;			/* chunked GEMM pass (chunked.cuh) instead of the fused kernels */
@@ -1916,16 +2005,18 @@ struct EStep
 		unsigned long long *npairs = nullptr;
 		int32_t *cand = nullptr, *count = nullptr;
 		int *overflow = nullptr;	/* [2]: rows in orows, in orows2 */
-		int64_t *orows = nullptr;	/* the block's rows whose lists overflowed */
-		int64_t *orows2 = nullptr;	/* those of them whose lists overflowed again, collected from the full maximum */
-		int64_t *pend = nullptr;	/* overflowed rows of the pass's blocks so far (chunk rows), for one dense pass */
-		int64_t pend_rows = 0;		/* pend's size (sparse_pend_rows) */
+		int32_t *orows = nullptr;	/* the block's rows whose lists overflowed (block rows) */
+		int32_t *orows2 = nullptr;	/* those of them whose lists overflowed again, collected from the full maximum */
+		int64_t *pend = nullptr;	/* overflowed rows of the pass's blocks so far (chunk rows), for one dense pass (sl.pend_rows) */
 		float *seed = nullptr;		/* every row's lower bound on its best screened score (logZ kept for all rows) */
 		__half *seed16 = nullptr;	/* the same as FP16 where logZ is a block's (sparse_seeds16_for), staged through smax */
 		/*
 		 * seed16 in pinned host memory (sparse_seeds_host): a block's
 		 * copied in (sin) and out (sout) on g_cs, alternating buffers;
 		 * sout_ready: seeds_out_kernel wrote sout, for the copy out.
+		 * sout[i] is sin[i]: the block's seeds are read from it before
+		 * they are written, and its next copy in (two blocks on) follows
+		 * the copy out on g_cs.
 		 */
 		bool seed16_host = false;
 		/* the block's overflow count, copied after its screens (late_ov): pinned, and the copy's event */
@@ -1936,13 +2027,12 @@ struct EStep
 		bool seeded = false;		/* seed holds the last pass's bounds: one screen pass */
 		float *xo = nullptr, *lzo = nullptr;	/* those rows gathered, their logZ */
 		/*
-		 * The sorted statistics (sparse.cuh; only where ssorted): pairs a
+		 * The sorted statistics (sparse.cuh; only where sl.sorted): pairs a
 		 * component (hist), their offsets and cursors, the count; pidx
-		 * (pcap pairs) shares xo's bytes, used before the overflowed rows
+		 * (sl.pcap pairs) shares xo's bytes, used before the overflowed rows
 		 * are gathered there.
 		 */
 		int32_t *hist = nullptr, *off = nullptr, *cur = nullptr, *ptotal = nullptr, *pidx = nullptr;
-		int64_t pcap = 0;
 	} sw;
 	int sparse_rest = 0;		/* passes left that take the dense pass, after one whose lists overflowed */
 	int sparse_backoff = SPARSE_REST;	/* the next such rest (doubles while the screen keeps failing) */
@@ -1965,7 +2055,19 @@ struct EStep
 			other = acc + GemmWork::bytes(M, GemmWork::ws_for(budget, lzb), std::max<int64_t>(rows, 1ll << 20));
 		}
 		/* the h16 pass's buffers, when X will be resident (else gemm or fused runs): the larger */
-		int64_t h16 = want_h16(D, diag) ? fused + h16_bytes(Kp, diag) + (want_sparse(Kp) ? sparse_bytes(Kp, D, diag, sparse_rows_for(rows), sparse_cap_for(rows), sparse_sorted_for(rows)) + sparse_seeds16_bytes(rows, sparse_rows_for(rows)) : 0) : 0;
+		int64_t h16 = 0;
+		if (want_h16(D, diag))
+		{
+			/* (blockll: per launch, not per row, as init sizes it for h16) */
+			const int64_t h16fused = fused - ((rows + 63) / 64 + 1) * 8 + h16_blockll(sms) * 8;
+			if (want_sparse(Kp))
+			{
+				const SparseLayout sl = SparseLayout::for_table(rows, D, diag);
+				h16 = h16fused + h16_bytes(Kp, diag, sl.rows16) + sl.bytes(Kp, D) + sparse_seeds16_bytes(rows, sl.srows);
+			}
+			else
+				h16 = h16fused + h16_bytes(Kp, diag);
+		}
 		if (h16 > 0 && budget > 0 && rows * ((int64_t) D * 4 + 4) + h16 > budget)
 			h16 = 0;
 		return std::max(other, h16);
@@ -1985,9 +2087,15 @@ struct EStep
 		sx = dalloc<double>((size_t) M->Kp * Wd, "statistics");
 		const bool try16 = want_h16(M->D, M->diag);
 		h16 = try16 && src->resident && (budget <= 0 || g_live + h16_bytes(M->Kp, M->diag) <= budget);
+		const int64_t table_rows = logz_rows_ >= src->N ? src->N : 0;	/* (0: unknown, as for a large table) */
 		if (h16)
 		{
-			hr.init(*M, src->dX, src->N);
+			hr.init(*M, src->dX, src->N, false);
+			sparse = want_sparse(M->Kp) && M->Kp % (M->diag ? wg::Cfg<true>::BN : wg::Cfg<false>::BN) == 0;
+			if (sparse)
+				sl = SparseLayout::for_table(table_rows, M->D, M->diag);	/* (as bytes_needed counted it) */
+			/* (where the lists hold the FP16 rows, share_lists makes them at the first pass) */
+			hr.alloc(*M, sparse && sl.rows16 > 0 ? sl.rows16 : hr.rows, !(sparse && sl.rows16 > 0));
 			snprintf(g_variant, sizeof(g_variant), "h16 (FP16 tensor cores, pass 1 on %s, data scale 2^%d)",
 					 use_wgmma() ? "wgmma" : "mma.sync", (int) std::lround(std::log2((double) M->h16_S)));
 		}
@@ -2018,20 +2126,16 @@ struct EStep
 			logZ = dalloc<float>(logz_rows, "logZ");
 			return;
 		}
-		sparse = h16 && want_sparse(M->Kp) && M->Kp % (M->diag ? wg::Cfg<true>::BN : wg::Cfg<false>::BN) == 0;
 		sparse_auto = sparse && !getenv("FLASHGMM_GPU_ESTEP");
-		const int64_t table_rows = logz_rows_ >= src->N ? src->N : 0;	/* (0: unknown, as for a large table) */
-		srows = sparse_rows_for(table_rows);	/* (as bytes_needed counted it) */
-		scap = sparse_cap_for(table_rows);
-		ssorted = sparse_sorted_for(table_rows);
 		/* h16: logZ of every row while small, as gemm; else one block's (pass 2 follows pass 1 per block) */
 		logz_rows = h16 && !(logz_rows_ >= src->N && src->N * 4 <= GEMM_LOGZ_FULL_MAX)
-						? std::max<int64_t>(hr.rows, sparse ? srows : 0) : logz_rows_;
+						? std::max<int64_t>(hr.rows, sparse ? sl.srows : 0) : logz_rows_;
 		logZ = dalloc<float>(logz_rows, "logZ");
 		/* (sparse needs X resident: one source chunk, rows 0..N, as seed16's offsets assume) */
 		seeds16 = sparse && src->resident && sparse_seeds16_for(table_rows);
 		nsplit_max = (int) std::max<int64_t>(1, std::min<int64_t>(PART_BYTES_MAX / per_split, 4 * g_prop.multiProcessorCount));
-		blockll = dalloc<double>((src->max_rows() + 63) / 64 + 1, "row sums");	/* blocks of >= 64 rows */
+		/* blocks of >= 64 rows; the h16 and sparse launches' thread blocks (h16_blockll) */
+		blockll = dalloc<double>(h16 ? h16_blockll(g_prop.multiProcessorCount) : (src->max_rows() + 63) / 64 + 1, "row sums");
 		part = dalloc<float>((size_t) nsplit_max * M->Kp * Wd, "partial statistics");
 		pnk = dalloc<double>((size_t) nsplit_max * M->Kp, "partial statistics");
 		psxn = dalloc<double>((size_t) nsplit_max * M->Kp, "partial statistics");
@@ -2204,7 +2308,7 @@ struct EStep
 	int sort_rmode() const
 	{
 		static const bool pack = env_int("FLASHGMM_GPU_SPARSE_RPACK", 0, 1, 1) != 0;
-		if (scap / 2 >= 32)
+		if (sl.cap / 2 >= 32)
 			return sp::SORT_R_HALF;
 		return pack && M->Kp <= 65535 ? sp::SORT_R_PACKED : sp::SORT_R_RESCORE;
 	}
@@ -2227,7 +2331,7 @@ struct EStep
 							   : (D == 128 ? sp::pair_scatter_kernel<false, 128> : sp::pair_scatter_kernel<false, 0>);
 		set_smem(scatter, 4 * (size_t) hk);
 		scatter<<<warp_rows_grid(nr, scatter, 4 * (size_t) hk), sp::EXACT_WARPS * 32, 4 * (size_t) hk, g_s>>>(
-			x, nr, D, M->mu, sw.cand, sw.count, scap, sort_rmode(), sw.off, sw.cur, sw.pidx, sw.pcap, sw.psx, sw.bnk,
+			x, nr, D, M->mu, sw.cand, sw.count, sl.cap, sort_rmode(), sw.off, sw.cur, sw.pidx, sl.pcap, sw.psx, sw.bnk,
 			sw.bsxn, hk, lz, M->direct(), sparse_rmin());
 		CKL("pair_scatter_kernel");
 	}
@@ -2237,8 +2341,8 @@ struct EStep
 		auto sums = M->diag ? (D == 128 ? sp::pair_sums_kernel<true, 128> : sp::pair_sums_kernel<true, 0>)
 							: (D == 128 ? sp::pair_sums_kernel<false, 128> : sp::pair_sums_kernel<false, 0>);
 		/* (warps loop over runs of PAIR_RUN pairs: one wave of blocks, as for the warp-per-row kernels) */
-		sums<<<warp_rows_grid(sw.pcap / sp::PAIR_RUN + 1, sums, 0), sp::EXACT_WARPS * 32, 0, g_s>>>(
-			x, D, M->mu, sw.cand, scap, sort_rmode(), sw.pidx, sw.ptotal, sw.pcap, sw.psx, sw.bnk, sw.bsxn, lz,
+		sums<<<warp_rows_grid(sl.pcap / sp::PAIR_RUN + 1, sums, 0), sp::EXACT_WARPS * 32, 0, g_s>>>(
+			x, D, M->mu, sw.cand, sl.cap, sort_rmode(), sw.pidx, sw.ptotal, sl.pcap, sw.psx, sw.bnk, sw.bsxn, lz,
 			M->direct(), sparse_rmin());
 		CKL("pair_sums_kernel");
 	}
@@ -2252,20 +2356,24 @@ struct EStep
 	void run_sparse(const float *dX, int64_t nc, float *lz, bool stats, bool last_chunk)
 	{
 		const int Kp = M->Kp, D = M->D, Wd = M->diag ? 2 * D : D;
+		const int64_t srows = sl.srows;
+		const int scap = sl.cap;
+		const bool ssorted = sl.sorted;
 		snprintf(g_variant, sizeof(g_variant), "sparse (one-product screen on wgmma, exact scores of the candidates, "
 				 "data scale 2^%d)", (int) std::lround(std::log2((double) M->h16_S)));
 		if (!sw.smax)
 		{
 			sw.smax = dalloc<float>(srows, "sparse pass");
-			sw.cand = dalloc<int32_t>((size_t) srows * scap, "sparse pass");
+			if (!sw.cand)	/* (else share_lists made it) */
+				sw.cand = dalloc<int32_t>((size_t) srows * scap, "sparse pass");
 			sw.count = dalloc<int32_t>(srows, "sparse pass");
 			sw.overflow = dalloc<int>(2, "sparse pass");
-			sw.orows = dalloc<int64_t>(srows, "sparse pass");
-			sw.orows2 = dalloc<int64_t>(sparse_overflow_rows(srows), "sparse pass");
+			sw.orows = dalloc<int32_t>(srows, "sparse pass");
+			sw.orows2 = dalloc<int32_t>(sparse_overflow_rows(srows), "sparse pass");
 			/*
 			 * The pending list and its logZ at the deferred dense pass's
-			 * size only where deferral can run; else lzo serves a block's
-			 * own overflowed rows.  (83b4c07 sized them for deferral on
+			 * size only where deferral can run (sl.pend_rows); else lzo
+			 * serves a block's own overflowed rows.  (83b4c07 sized them for deferral on
 			 * every table: 1M x 1024 spherical went 3.30-3.34 -> 3.81-3.89
 			 * ms an iteration, H100, with no other change on its path.  The
 			 * buffers are unused there; what moved is where the allocations
@@ -2273,11 +2381,8 @@ struct EStep
 			 * as slow.  The exact kernel's FP32 atomics into psx are
 			 * sensitive to its placement: NOTES v17.)
 			 */
-			const bool may_defer = defer_allowed();
-			sw.pend_rows = may_defer ? sparse_pend_rows(srows, scap, D, M->diag) : sparse_overflow_rows(srows);
-			sw.pend = dalloc<int64_t>(sw.pend_rows, "sparse pass");
-			sw.pcap = ssorted ? sparse_pair_cap(srows, D) : 0;
-			sw.xo = dalloc<float>((size_t) std::max<int64_t>(sparse_overflow_rows(srows) * D, sw.pcap), "sparse pass");
+			sw.pend = dalloc<int64_t>(sl.pend_rows, "sparse pass");
+			sw.xo = dalloc<float>((size_t) sl.xo, "sparse pass");
 			if (ssorted)
 			{
 				sw.pidx = reinterpret_cast<int32_t *>(sw.xo);
@@ -2287,7 +2392,7 @@ struct EStep
 				sw.ptotal = sw.cur + Kp;
 				CK(cudaMemsetAsync(sw.hist, 0, sizeof(int32_t) * Kp, g_s));
 			}
-			sw.lzo = dalloc<float>(sw.pend_rows, "sparse pass");
+			sw.lzo = dalloc<float>(sl.pend_rows, "sparse pass");
 			sw.c2s = dalloc<float>(4 * (size_t) Kp, "sparse pass");
 			sw.npairs = dalloc<unsigned long long>(2, "sparse pass");
 			sw.psx = dalloc<float>((size_t) Kp * Wd, "sparse pass");
@@ -2302,7 +2407,7 @@ struct EStep
 			set_smem(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_COLLECT>, wg::lse_smem(true, true));
 			set_smem(wg::lse_wg_kernel<false, 0, true, wg::SCREEN_ONEPASS>, wg::lse_smem(false, true));
 			set_smem(wg::lse_wg_kernel<true, 0, true, wg::SCREEN_ONEPASS>, wg::lse_smem(true, true));
-			if (may_defer)	/* (late_ov) */
+			if (defer_allowed())	/* (late_ov) */
 			{
 				sw.hov = static_cast<int *>(try_pinned(sizeof(int)));
 				if (sw.hov)
@@ -2315,10 +2420,7 @@ struct EStep
 				if (sw.seed16_host)
 				{
 					for (int i = 0; i < 2; i++)
-					{
-						sw.sin[i] = dalloc<__half>(srows, "sparse pass");
-						sw.sout[i] = dalloc<__half>(srows, "sparse pass");
-					}
+						sw.sin[i] = sw.sout[i] = dalloc<__half>(srows, "sparse pass");
 					sw.sout_ready = registered_event();
 				}
 			}
@@ -2395,7 +2497,7 @@ struct EStep
 		 * FLASHGMM_GPU_SPARSE_DEFER=0: each block's; 2: deferred for every
 		 * table (the tests' sparse-blocks pass).
 		 */
-		auto dense_gathered = [&](const float *xs, const int64_t *rows, int n, float *lzd, float *xg) {
+		auto dense_gathered = [&](const float *xs, const auto *rows, int n, float *lzd, float *xg) {
 			gather_rows_kernel<<<256, 256, 0, g_s>>>(xs, D, rows, n, xg);
 			CKL("gather_rows_kernel");
 			for (int64_t c0 = 0; c0 < n; c0 += hr.rows)
@@ -2428,16 +2530,18 @@ struct EStep
 		 */
 		static const int recollect = (int) env_int("FLASHGMM_GPU_SPARSE_RECOLLECT", 0, 1, 0);
 		int npend = 0;
+		/* where dense_gathered gathers a block's overflowed rows: the lists' bytes where they are shared, else xo */
+		auto gather_to = [&]() { return sl.rows16 > 0 ? reinterpret_cast<float *>(sw.cand) : sw.xo; };
 		auto dense_pending = [&]() {
 			if (npend > 0)
 				dense_gathered(dX, sw.pend, npend, block_logz ? nullptr : lz, reinterpret_cast<float *>(sw.cand));
 			npend = 0;
 		};
 		/* a block's n overflowed rows (block rows, the block at chunk row b0) onto the pending list, a dense pass each time it fills */
-		auto defer_rows = [&](const int64_t *rows, int n, int64_t b0) {
+		auto defer_rows = [&](const int32_t *rows, int n, int64_t b0) {
 			for (int i = 0; i < n;)
 			{
-				const int take = (int) std::min<int64_t>(n - i, sw.pend_rows - npend);
+				const int take = (int) std::min<int64_t>(n - i, sl.pend_rows - npend);
 				if (take == 0)
 				{
 					dense_pending();
@@ -2527,7 +2631,7 @@ struct EStep
 				return v;
 			};
 			int ov = 0;
-			const int64_t *orows = sw.orows;	/* the rows left overflowed */
+			const int32_t *orows = sw.orows;	/* the rows left overflowed */
 			/*
 			 * Where the block's overflowed rows all wait for the deferred
 			 * dense pass (defer, and no collecting again), nothing before the
@@ -2537,7 +2641,7 @@ struct EStep
 			 * block's work while the host waits (a sync right after the
 			 * screens left it idle until the next launches, 77 times a pass
 			 * at 10M rows).  Rows past what the pending list holds take
-			 * dense passes of its size (sparse_pend_rows) at a time; past
+			 * dense passes of its size (sl.pend_rows) at a time; past
 			 * sparse_overflow_rows(srows) the block counts as dense for
 			 * the back-off, as a block the dense pass took whole did, and a
 			 * one-pass screen's blocks after it screen twice.
@@ -2562,7 +2666,8 @@ struct EStep
 			else if (onepass)
 			{
 				ov = overflowed(0);
-				if (ov > sparse_overflow_rows(srows))
+				/* (past sl.xo_rows, which xo holds gathered, the same) */
+				if (ov > sparse_overflow_rows(srows) || (ov > sl.xo_rows && !(defer && !recollect)))
 				{
 					/* the model moved too far for the seeds: this block collected again, two passes from here on */
 					onepass = false;
@@ -2657,7 +2762,7 @@ struct EStep
 				if (defer)
 					defer_rows(orows, ov, b0);
 				else
-					dense_gathered(x, orows, ov, lzb, sw.xo);
+					dense_gathered(x, orows, ov, lzb, gather_to());
 				lap(3);
 			}
 			unflushed += nr;
@@ -2803,8 +2908,23 @@ struct EStep
 	 * too.  (Capturing the chunked pass as a CUDA graph was tried: no faster,
 	 * and re-capturing whenever the flagged set changes cost more; cuda/NOTES.md.)
 	 */
+	/*
+	 * The candidate lists, whose upper half holds the dense pass's FP16 rows
+	 * where they share them (SparseLayout::rows16), made at the first pass:
+	 * after the k-means++ sample is freed (made in init, 10M x 1024 diag's
+	 * seeded fit peaked 15 MiB higher, at X + 120 MiB).
+	 */
+	void share_lists()
+	{
+		if (!sparse || sl.rows16 == 0 || sw.cand)
+			return;
+		sw.cand = dalloc<int32_t>((size_t) sl.srows * sl.cap, "sparse pass (and FP16 rows)");
+		hr.Xg = reinterpret_cast<__half *>(sw.cand + sl.srows * sl.cap / 2);
+	}
+
 	void run(bool stats, bool hard)
 	{
+		share_lists();
 		fn = (stats && !hard && M->D <= FLAG_DMAX) ? M->nflag : 0;
 		if (fn > 0)
 		{

@@ -576,7 +576,7 @@ struct Screen
 	int32_t *cand = nullptr;	/* [rows][cap] */
 	int32_t *count = nullptr;	/* [rows] */
 	int *overflow = nullptr;	/* rows whose count exceeds cap */
-	int64_t *orows = nullptr;	/* [rows]: those rows, in any order */
+	int32_t *orows = nullptr;	/* [rows]: those rows, in any order (rows of a sparse block: int32) */
 	int cap = 0;
 	float w2 = 0.f;				/* the window, log2 units */
 	float slack2 = 0.f;			/* how far the best may fall between passes, log2 units */
@@ -587,7 +587,7 @@ struct Screen
 	 * screen's failed rows are collected again this way, from the full
 	 * maximum that pass left in best.
 	 */
-	const int64_t *rmap = nullptr;
+	const int32_t *rmap = nullptr;
 };
 
 /*
@@ -1157,7 +1157,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 				const int64_t gr = SCR == SCREEN_COLLECT && sc.rmap ? __ldg(sc.rmap + row0 + r) : row0 + r;
 				sc.count[gr] = n;
 				if (n > sc.cap)
-					sc.orows[atomicAdd(sc.overflow, 1)] = gr;
+					sc.orows[atomicAdd(sc.overflow, 1)] = (int32_t) gr;
 			}
 		}
 		if (ASSIGN)

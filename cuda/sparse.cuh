@@ -1200,14 +1200,15 @@ __global__ void seeds_out_kernel(const float *__restrict__ best, int64_t n, __ha
 }
 
 /* a block's overflowed rows (block rows) as the chunk's rows b0 + rows[i], appended at out */
-__global__ void offset_rows_kernel(const int64_t *__restrict__ rows, int n, int64_t b0, int64_t *__restrict__ out)
+__global__ void offset_rows_kernel(const int32_t *__restrict__ rows, int n, int64_t b0, int64_t *__restrict__ out)
 {
 	for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
 		out[i] = b0 + rows[i];
 }
 
 /* logZ of the overflowed rows (scored by the dense pass, in their gathered order) back to their places */
-__global__ void scatter_logz_kernel(const float *__restrict__ lzc, const int64_t *__restrict__ rows, int n,
+template <class Idx>
+__global__ void scatter_logz_kernel(const float *__restrict__ lzc, const Idx *__restrict__ rows, int n,
 									float *__restrict__ logZ)
 {
 	for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)

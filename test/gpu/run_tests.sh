@@ -39,13 +39,17 @@ fi
 # is sparse-blocks' lists and sums with r scored again instead of packed into the lists
 # (FLASHGMM_GPU_SPARSE_RPACK=0), the FP16 seeds kept on the device (FLASHGMM_GPU_SPARSE_SEEDS_HOST=0) and
 # the rows a one-pass screen fails collected again (FLASHGMM_GPU_SPARSE_RECOLLECT=1; sparse-blocks defers
-# them to the dense pass, the default past 4M rows);
+# them to the dense pass, the default past 4M rows); sparse-shared is sparse-blocks with the dense pass's
+# FP16 rows in the candidate lists' upper half and the gathered rows in their lower half
+# (FLASHGMM_GPU_SPARSE_SHARE=2: here blocks of 1024 rows, diag, and 2048, spherical; the default for
+# diag tables past 2M rows, where they are 16384);
 # ESTEPS=h16 runs only that one
-for v in ${ESTEPS:-default h16 sparse sparse-blocks sparse-sorted64 sparse-rescore h16mma gemm fused}; do
+for v in ${ESTEPS:-default h16 sparse sparse-blocks sparse-shared sparse-sorted64 sparse-rescore h16mma gemm fused}; do
 	echo "=== E pass: $v"
 	case "$v" in
 		default) estep=(-u FLASHGMM_GPU_ESTEP) ;;
 		sparse-blocks) estep=(FLASHGMM_GPU_ESTEP=sparse FLASHGMM_GPU_SPARSE_ROWS=16384 FLASHGMM_GPU_SPARSE_CAP=32 FLASHGMM_GPU_SPARSE_SORTED=1 FLASHGMM_GPU_SPARSE_SEEDS16=2 FLASHGMM_GPU_SPARSE_DEFER=2) ;;
+		sparse-shared) estep=(FLASHGMM_GPU_ESTEP=sparse FLASHGMM_GPU_SPARSE_ROWS=16384 FLASHGMM_GPU_SPARSE_CAP=32 FLASHGMM_GPU_SPARSE_SORTED=1 FLASHGMM_GPU_SPARSE_SEEDS16=2 FLASHGMM_GPU_SPARSE_DEFER=2 FLASHGMM_GPU_SPARSE_SHARE=2) ;;
 		sparse-sorted64) estep=(FLASHGMM_GPU_ESTEP=sparse FLASHGMM_GPU_SPARSE_ROWS=16384 FLASHGMM_GPU_SPARSE_CAP=64 FLASHGMM_GPU_SPARSE_SORTED=1) ;;
 		sparse-rescore) estep=(FLASHGMM_GPU_ESTEP=sparse FLASHGMM_GPU_SPARSE_ROWS=16384 FLASHGMM_GPU_SPARSE_CAP=32 FLASHGMM_GPU_SPARSE_SORTED=1 FLASHGMM_GPU_SPARSE_RPACK=0 FLASHGMM_GPU_SPARSE_SEEDS16=2 FLASHGMM_GPU_SPARSE_SEEDS_HOST=0 FLASHGMM_GPU_SPARSE_RECOLLECT=1) ;;
 		*) estep=("FLASHGMM_GPU_ESTEP=$v") ;;
