@@ -2060,7 +2060,7 @@ struct EStep
 		{
 			/* (blockll: per launch, not per row, as init sizes it for h16) */
 			const int64_t h16fused = fused - ((rows + 63) / 64 + 1) * 8 + h16_blockll(sms) * 8;
-			if (want_sparse(Kp))
+			if (want_sparse(Kp) && Kp % (diag ? wg::Cfg<true>::BN : wg::Cfg<false>::BN) == 0)	/* (as init) */
 			{
 				const SparseLayout sl = SparseLayout::for_table(rows, D, diag);
 				h16 = h16fused + h16_bytes(Kp, diag, sl.rows16) + sl.bytes(Kp, D) + sparse_seeds16_bytes(rows, sl.srows);
