@@ -1395,6 +1395,11 @@ bool want_sparse(int Kp)
 		return false;
 	return e ? strcmp(e, "sparse") == 0 : Kp >= SPARSE_KMIN;
 }
+/* the sparse pass for an EM model of Kp (padded) components: wanted, and Kp a whole number of the screen's tiles */
+inline bool sparse_applies(int Kp, bool diag)
+{
+	return want_sparse(Kp) && Kp % (diag ? wg::Cfg<true>::BN : wg::Cfg<false>::BN) == 0;
+}
 /*
  * Rows per screened block: 2^17 (its buffers: 22 MiB with lists of 32
  * candidates, sparse_cap_for); for tables of at most 2M rows, 2^20 (280
@@ -2012,17 +2017,16 @@ struct EStep
 		__half *seed16 = nullptr;	/* the same as FP16 where logZ is a block's (sparse_seeds16_for), staged through smax */
 		/*
 		 * seed16 in pinned host memory (sparse_seeds_host): a block's
-		 * copied in (sin) and out (sout) on g_cs, alternating buffers;
-		 * sout_ready: seeds_out_kernel wrote sout, for the copy out.
-		 * sout[i] is sin[i]: the block's seeds are read from it before
-		 * they are written, and its next copy in (two blocks on) follows
-		 * the copy out on g_cs.
+		 * copied in and out through sbuf on g_cs, alternating buffers; the
+		 * block's seeds are read from sbuf[i] before they are written back
+		 * there, and its next copy in (two blocks on) follows the copy out
+		 * on g_cs.  sout_ready: seeds_out_kernel wrote sbuf, for the copy out.
 		 */
 		bool seed16_host = false;
 		/* the block's overflow count, copied after its screens (late_ov): pinned, and the copy's event */
 		int *hov = nullptr;
 		cudaEvent_t ov_ready = nullptr;
-		__half *sin[2] = {nullptr, nullptr}, *sout[2] = {nullptr, nullptr};
+		__half *sbuf[2] = {nullptr, nullptr};
 		cudaEvent_t sout_ready = nullptr;
 		bool seeded = false;		/* seed holds the last pass's bounds: one screen pass */
 		float *xo = nullptr, *lzo = nullptr;	/* those rows gathered, their logZ */
@@ -2046,7 +2050,8 @@ struct EStep
 		int64_t acc = (int64_t) Kp * (Wd + 2) * 8 + 64;
 		int64_t per_split = (int64_t) Kp * Wd * 4 + 2 * (int64_t) Kp * 8;
 		int64_t ns = std::max<int64_t>(1, std::min<int64_t>(PART_BYTES_MAX / per_split, 4 * sms));
-		int64_t fused = ns * per_split + acc + ((rows + 63) / 64 + 1) * 8;
+		int64_t parts = ns * per_split + acc;	/* statistics partials and accumulators, as init */
+		int64_t fused = parts + ((rows + 63) / 64 + 1) * 8;	/* (blockll: a double a 64 rows) */
 		int64_t other = fused;
 		if (use_gemm(Kp))
 		{
@@ -2059,8 +2064,8 @@ struct EStep
 		if (want_h16(D, diag))
 		{
 			/* (blockll: per launch, not per row, as init sizes it for h16) */
-			const int64_t h16fused = fused - ((rows + 63) / 64 + 1) * 8 + h16_blockll(sms) * 8;
-			if (want_sparse(Kp) && Kp % (diag ? wg::Cfg<true>::BN : wg::Cfg<false>::BN) == 0)	/* (as init) */
+			const int64_t h16fused = parts + h16_blockll(sms) * 8;
+			if (sparse_applies(Kp, diag))
 			{
 				const SparseLayout sl = SparseLayout::for_table(rows, D, diag);
 				h16 = h16fused + h16_bytes(Kp, diag, sl.rows16) + sl.bytes(Kp, D) + sparse_seeds16_bytes(rows, sl.srows);
@@ -2091,7 +2096,7 @@ struct EStep
 		if (h16)
 		{
 			hr.init(*M, src->dX, src->N, false);
-			sparse = want_sparse(M->Kp) && M->Kp % (M->diag ? wg::Cfg<true>::BN : wg::Cfg<false>::BN) == 0;
+			sparse = sparse_applies(M->Kp, M->diag);
 			if (sparse)
 				sl = SparseLayout::for_table(table_rows, M->D, M->diag);	/* (as bytes_needed counted it) */
 			/* (where the lists hold the FP16 rows, share_lists makes them at the first pass) */
@@ -2420,7 +2425,7 @@ struct EStep
 				if (sw.seed16_host)
 				{
 					for (int i = 0; i < 2; i++)
-						sw.sin[i] = sw.sout[i] = dalloc<__half>(srows, "sparse pass");
+						sw.sbuf[i] = dalloc<__half>(srows, "sparse pass");
 					sw.sout_ready = registered_event();
 				}
 			}
@@ -2553,11 +2558,11 @@ struct EStep
 				i += take;
 			}
 		};
-		/* host-kept FP16 seeds (sparse_seeds_host): the block at b0's copied into sin[i] on g_cs */
+		/* host-kept FP16 seeds (sparse_seeds_host): the block at b0's copied into sbuf[i] on g_cs */
 		const bool hseeds = sw.seed16_host;
 		auto seeds_copy_in = [&](int64_t b0, int i) {
 			const int64_t nr = std::min<int64_t>(srows, nc - b0);
-			CK(cudaMemcpyAsync(sw.sin[i], sw.seed16 + n0 + b0, sizeof(__half) * nr, cudaMemcpyHostToDevice, g_cs));
+			CK(cudaMemcpyAsync(sw.sbuf[i], sw.seed16 + n0 + b0, sizeof(__half) * nr, cudaMemcpyHostToDevice, g_cs));
 		};
 		if (hseeds && onepass)
 			seeds_copy_in(0, 0);
@@ -2565,10 +2570,10 @@ struct EStep
 		{
 			const int64_t nr = std::min<int64_t>(srows, nc - b0);
 			/*
-			 * Host-kept seeds: this block's are in sin[bi] once g_cs is done,
-			 * and sout[bi]'s copy out (two blocks back) is done with it.  The
+			 * Host-kept seeds: this block's are in sbuf[bi] once g_cs is done,
+			 * after sbuf[bi]'s copy out (two blocks back).  The
 			 * copies are long done by now (a block's screens take far longer),
-			 * so the wait costs nothing; sin[bi ^ 1]'s last reader (the block
+			 * so the wait costs nothing; sbuf[bi ^ 1]'s last reader (the block
 			 * before's seeds_in_kernel) ended before its overflow count's sync.
 			 */
 			const int bi = (int) ((b0 / srows) & 1);
@@ -2583,7 +2588,7 @@ struct EStep
 			/* FP16 seeds: this block's staged in smax (the one-pass screen's), its bests kept after the screens */
 			if (sw.seed16 && onepass)
 			{
-				sp::seeds_in_kernel<<<256, 256, 0, g_s>>>(hseeds ? sw.sin[bi] : sw.seed16 + n0 + b0, nr, sw.smax);
+				sp::seeds_in_kernel<<<256, 256, 0, g_s>>>(hseeds ? sw.sbuf[bi] : sw.seed16 + n0 + b0, nr, sw.smax);
 				CKL("seeds_in_kernel");
 				if (hseeds && b0 + srows < nc)
 					seeds_copy_in(b0 + srows, bi ^ 1);	/* the next block's, while this one runs */
@@ -2591,13 +2596,13 @@ struct EStep
 			auto keep_seeds = [&]() {
 				if (sw.seed16)
 				{
-					sp::seeds_out_kernel<<<256, 256, 0, g_s>>>(sw.smax, nr, hseeds ? sw.sout[bi] : sw.seed16 + n0 + b0);
+					sp::seeds_out_kernel<<<256, 256, 0, g_s>>>(sw.smax, nr, hseeds ? sw.sbuf[bi] : sw.seed16 + n0 + b0);
 					CKL("seeds_out_kernel");
 					if (hseeds)
 					{
 						CK(cudaEventRecord(sw.sout_ready, g_s));
 						CK(cudaStreamWaitEvent(g_cs, sw.sout_ready, 0));
-						CK(cudaMemcpyAsync(sw.seed16 + n0 + b0, sw.sout[bi], sizeof(__half) * nr,
+						CK(cudaMemcpyAsync(sw.seed16 + n0 + b0, sw.sbuf[bi], sizeof(__half) * nr,
 										   cudaMemcpyDeviceToHost, g_cs));
 					}
 				}
