@@ -910,41 +910,71 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 				}
 				else if constexpr (SCR == SCREEN_COLLECT || SCR == SCREEN_ONEPASS)
 				{
+					/*
+					 * Both of the thread's rows at once: one vote, one
+					 * round count and one loop of appends for the two, and
+					 * their reductions' shuffles interleaved.  Row by row
+					 * (before), each row's chain (maximum, quad shuffles,
+					 * threshold, vote, masks, prefix sums, appends) ran after
+					 * the other's branch, with nothing to overlap its
+					 * latencies: the screen is latency-bound (ncu, NOTES v18).
+					 */
+					float umax[2];	/* the thread's largest upper-bound score in the tile: most tiles hold no candidate of the row */
 #pragma unroll
 					for (int h = 0; h < 2; h++)
+						umax[h] = h16::tile_max<NT>(s2[h]);
+					if constexpr (SCR == SCREEN_ONEPASS)
 					{
-						/* the thread's largest upper-bound score in the tile: most tiles hold no candidate of the row */
-						const float umax = h16::tile_max<NT>(s2[h]);
-						if constexpr (SCR == SCREEN_ONEPASS)
-						{
-							/*
-							 * The row's running maximum of the lower bounds (the
-							 * quad's), then its threshold; cdl holds lo - hi per
-							 * component (0 where screen-flagged: their scores are -inf)
-							 */
-							const float *cl = cs + RG::CB0 / 4;
-							float p[4] = {NEG_INF, NEG_INF, NEG_INF, NEG_INF};
-#pragma unroll
-							for (int j = 0; j < NT; j++)
-							{
-								const float2 dl = *reinterpret_cast<const float2 *>(cl + j * 8 + 2 * t);
-								p[j & 3] = fmaxf(p[j & 3], fmaxf(s2[h][j][0] + dl.x, s2[h][j][1] + dl.y));
-							}
-							m[h] = fmaxf(m[h], h16::quad_max(fmaxf(fmaxf(p[0], p[1]), fmaxf(p[2], p[3]))));
-							const int64_t gr = row0 + lrow(h);
-							if (gr < nrows)
-								thr[h] = fmaxf(fmaxf(sd[h], m[h]) - sc.w2, -FLT_MAX);
-						}
-						/* (warp-uniform) */
-						if (!__any_sync(0xffffffffu, umax >= thr[h]))
-							continue;
-						/* a bit per element at or above the threshold, then the (few) appends */
-						uint32_t cand = 0u;
+						/*
+						 * Each row's running maximum of the lower bounds (the
+						 * quad's), then its threshold; cdl holds lo - hi per
+						 * component (0 where screen-flagged: their scores are
+						 * -inf), read once for both rows.  (A looser bound, the
+						 * group's largest upper bound plus its smallest dl, cost
+						 * more than it saved: NOTES v19.)
+						 */
+						const float *cl = cs + RG::CB0 / 4;
+						float p[2][4];
 #pragma unroll
 						for (int j = 0; j < NT; j++)
+						{
+							const float2 dl = *reinterpret_cast<const float2 *>(cl + j * 8 + 2 * t);
 #pragma unroll
-							for (int e = 0; e < 2; e++)
-								cand |= (s2[h][j][e] >= thr[h] ? 1u : 0u) << (2 * j + e);
+							for (int h = 0; h < 2; h++)
+							{
+								const float v = fmaxf(s2[h][j][0] + dl.x, s2[h][j][1] + dl.y);
+								p[h][j & 3] = j < 4 ? v : fmaxf(p[h][j & 3], v);
+							}
+						}
+						float lq[2];
+#pragma unroll
+						for (int h = 0; h < 2; h++)
+							lq[h] = fmaxf(fmaxf(p[h][0], p[h][1]), fmaxf(p[h][2], p[h][3]));
+#pragma unroll
+						for (int o = 1; o <= 2; o <<= 1)
+#pragma unroll
+							for (int h = 0; h < 2; h++)
+								lq[h] = fmaxf(lq[h], __shfl_xor_sync(0xffffffffu, lq[h], o));
+#pragma unroll
+						for (int h = 0; h < 2; h++)
+						{
+							m[h] = fmaxf(m[h], lq[h]);
+							if (row0 + lrow(h) < nrows)
+								thr[h] = fmaxf(fmaxf(sd[h], m[h]) - sc.w2, -FLT_MAX);
+						}
+					}
+					/* (warp-uniform) */
+					if (__any_sync(0xffffffffu, umax[0] >= thr[0] || umax[1] >= thr[1]))
+					{
+						/* a bit per element at or above the threshold, then the (few) appends */
+						uint32_t cand[2] = {0u, 0u};
+#pragma unroll
+						for (int h = 0; h < 2; h++)
+#pragma unroll
+							for (int j = 0; j < NT; j++)
+#pragma unroll
+								for (int e = 0; e < 2; e++)
+									cand[h] |= (s2[h][j][e] >= thr[h] ? 1u : 0u) << (2 * j + e);
 						/*
 						 * The appends without a divergent loop: slots from the
 						 * quad's prefix sum (a row belongs to one quad of one
@@ -955,24 +985,35 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 						 * every wgmma of the kernel (C7520, "compiler-inserted
 						 * WG.AR in divergent path"): cuda/NOTES.md, v9.
 						 */
-						const int pc = __popc(cand);
-						int inc = pc;
-						int v = __shfl_up_sync(0xffffffffu, inc, 1, 4);
-						inc += t >= 1 ? v : 0;
-						v = __shfl_up_sync(0xffffffffu, inc, 2, 4);
-						inc += t >= 2 ? v : 0;
-						int slot = cnt[h] + inc - pc;
-						cnt[h] += __shfl_sync(0xffffffffu, inc, 3, 4);
-						const int rounds = (int) __reduce_max_sync(0xffffffffu, (unsigned) pc);
-						const int64_t gr = orow[h];
-						for (int it = 0; it < rounds; it++)
+						int pc[2], inc[2], slot[2];
+#pragma unroll
+						for (int h = 0; h < 2; h++)
+							pc[h] = inc[h] = __popc(cand[h]);
+#pragma unroll
+						for (int o = 1; o <= 2; o <<= 1)
+#pragma unroll
+							for (int h = 0; h < 2; h++)
+							{
+								const int v = __shfl_up_sync(0xffffffffu, inc[h], o, 4);
+								inc[h] += t >= o ? v : 0;
+							}
+#pragma unroll
+						for (int h = 0; h < 2; h++)
 						{
-							const int i = __ffs(cand) - 1;
-							if (cand && slot < sc.cap)
-								sc.cand[gr * sc.cap + slot] = k0 + (i >> 1) * 8 + 2 * t + (i & 1);
-							cand &= cand - 1;
-							slot++;
+							slot[h] = cnt[h] + inc[h] - pc[h];
+							cnt[h] += __shfl_sync(0xffffffffu, inc[h], 3, 4);
 						}
+						const int rounds = (int) __reduce_max_sync(0xffffffffu, (unsigned) max(pc[0], pc[1]));
+						for (int it = 0; it < rounds; it++)
+#pragma unroll
+							for (int h = 0; h < 2; h++)
+							{
+								const int i = __ffs(cand[h]) - 1;
+								if (cand[h] && slot[h] < sc.cap)
+									sc.cand[orow[h] * sc.cap + slot[h]] = k0 + (i >> 1) * 8 + 2 * t + (i & 1);
+								cand[h] &= cand[h] - 1;
+								slot[h]++;
+							}
 					}
 				}
 				else
