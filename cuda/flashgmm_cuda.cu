@@ -2729,14 +2729,37 @@ struct EStep
 			keep_seeds();
 			const int hk = stats && ssorted ? sorted_bins() : 0;
 			const size_t fb = sp::FlagSet::bytes(nse, D, M->diag) + 4 * (size_t) hk;
-			auto exact = M->diag ? (D == 128 ? sp::sparse_exact_kernel<true, 128> : sp::sparse_exact_kernel<true, 0>)
-								 : (D == 128 ? sp::sparse_exact_kernel<false, 128> : sp::sparse_exact_kernel<false, 0>);
-			set_smem(exact, fb);
-			const int eg = warp_rows_grid(nr, exact, fb);	/* (the sums: sum_kernel below) */
-			exact<<<eg, sp::EXACT_WARPS * 32, fb, g_s>>>(
-				x, nr, D, dr, M->sfidx, nse, (int) (nsf > nse), sw.cand, sw.count, lzb, blockll, (int) stats, sw.psx,
-				sw.bnk, sw.bsxn, sw.npairs, scap, stats && ssorted ? sw.hist : nullptr, hk, sort_rmode(), sparse_rmin());
-			CKL("sparse_exact_kernel");
+			/*
+			 * Two rows a warp (sparse_exact2_kernel) where it applies: D = 128,
+			 * no screen-flagged component, and every list sorted (lists of at
+			 * most 32) or no statistics.  FLASHGMM_GPU_EXACT2=0: one row a warp.
+			 */
+			static const bool exact2_env = env_int("FLASHGMM_GPU_EXACT2", 0, 1, 1) != 0;
+			const bool exact2 = exact2_env && D == 128 && nse == 0 && (!stats || (ssorted && scap <= 32));
+			int eg = 0;	/* (the blocks' sums: sum_kernel below) */
+			if (exact2)
+			{
+				auto exact = M->diag ? sp::sparse_exact2_kernel<true> : sp::sparse_exact2_kernel<false>;
+				const size_t hb = 4 * (size_t) hk;
+				set_smem(exact, hb);
+				eg = warp_rows_grid((nr + 1) / 2, exact, hb);
+				exact<<<eg, sp::EXACT_WARPS * 32, hb, g_s>>>(x, nr, dr, sw.cand, sw.count, lzb, blockll, (int) stats,
+															 sw.npairs, scap, stats ? sw.hist : nullptr, hk,
+															 sort_rmode(), sparse_rmin());
+				CKL("sparse_exact2_kernel");
+			}
+			else
+			{
+				auto exact = M->diag ? (D == 128 ? sp::sparse_exact_kernel<true, 128> : sp::sparse_exact_kernel<true, 0>)
+									 : (D == 128 ? sp::sparse_exact_kernel<false, 128> : sp::sparse_exact_kernel<false, 0>);
+				set_smem(exact, fb);
+				eg = warp_rows_grid(nr, exact, fb);
+				exact<<<eg, sp::EXACT_WARPS * 32, fb, g_s>>>(
+					x, nr, D, dr, M->sfidx, nse, (int) (nsf > nse), sw.cand, sw.count, lzb, blockll, (int) stats,
+					sw.psx, sw.bnk, sw.bsxn, sw.npairs, scap, stats && ssorted ? sw.hist : nullptr, hk, sort_rmode(),
+					sparse_rmin());
+				CKL("sparse_exact_kernel");
+			}
 			if (stats && ssorted)
 			{
 				lap(2);

@@ -869,6 +869,201 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D_, Direct d
 }
 
 /*
+ * The exact kernel with two rows a warp (EXACT2), where every list is
+ * sorted or there are no statistics, no component is screen-flagged and
+ * D = 128: the case of the large tables (lists of at most 32; 10M x 1024
+ * diag).  Half-warp h (lanes 16 h ..) holds row 2 i + h of the warp's
+ * ticket, eight features a lane (two 16-byte loads), list entries hl and
+ * hl + 16 (hl = lane & 15).  What one row a warp spent on its own, two
+ * rows now share: the ticket, the loop over candidates (to the longer
+ * list of the two), and every reduction, which is four levels over 16 lanes
+ * instead of five over 32.  The four candidates' sums of a group are
+ * reduced and scattered at once (reduce_scatter4): lane hl ends with the sum
+ * of candidate hl & 3, the one whose list entry it holds, in four shuffles
+ * instead of sixteen.  The arithmetic of each score is the one-row
+ * kernel's (direct_score's: sum (x - mu)^2 / var by exact_div), summed in
+ * another order.  Why (ncu, v12): the one-row kernel is issue-bound, 630
+ * warp instructions a row for 1.2 candidates, of which a group of four
+ * candidates is 172 and the row's own work 290.
+ */
+__device__ __forceinline__ float reduce_scatter4(const float (&q)[4], int hl)
+{
+	const bool b0 = hl & 1, b1 = hl & 2;
+	/* xor 1: keep the values of this lane's parity (b0, 2 + b0), send the others */
+	const float a0 = (b0 ? q[1] : q[0]) + __shfl_xor_sync(0xffffffffu, b0 ? q[0] : q[1], 1);
+	const float a1 = (b0 ? q[3] : q[2]) + __shfl_xor_sync(0xffffffffu, b0 ? q[2] : q[3], 1);
+	/* xor 2: keep value b0 + 2 b1 */
+	float c = (b1 ? a1 : a0) + __shfl_xor_sync(0xffffffffu, b1 ? a0 : a1, 2);
+	c += __shfl_xor_sync(0xffffffffu, c, 4);
+	return c + __shfl_xor_sync(0xffffffffu, c, 8);
+}
+
+template <bool DIAG>
+__global__ void __launch_bounds__(EXACT_WARPS * 32, 4)
+sparse_exact2_kernel(const float *__restrict__ X, int64_t nrows, Direct dr, int32_t *__restrict__ cand,
+					 const int32_t *__restrict__ count, float *__restrict__ logZ, double *__restrict__ blockll,
+					 int stats, unsigned long long *__restrict__ npairs, int cap, int32_t *__restrict__ hist, int hk,
+					 int rmode, float rmin)
+{
+	constexpr int D = 128;
+	extern __shared__ float4 fsm4[];
+	__shared__ double lsum[EXACT_WARPS];
+	int *shist = reinterpret_cast<int *>(fsm4);	/* the block's pairs a component (as sparse_exact_kernel's) */
+	for (int i = threadIdx.x; i < hk; i += blockDim.x)
+		shist[i] = 0;
+	__shared__ int rtick;
+	if (threadIdx.x == 0)
+		rtick = 0;
+	__syncthreads();
+	const int lane = threadIdx.x & 31, hl = lane & 15, half = lane >> 4;
+	double mine = 0.0;
+	unsigned long long pairs = 0, cands = 0;
+	/* the block's contiguous share of rows, two a ticket (sparse_exact_kernel's tickets) */
+	const int64_t share = (nrows + gridDim.x - 1) / gridDim.x, r0 = (int64_t) blockIdx.x * share,
+				  r1 = min(nrows, r0 + share);
+	auto ticket = [&]() {
+		int t = 0;
+		if (lane == 0)
+			t = atomicAdd(&rtick, 2);
+		return t;
+	};
+	int tn = 0;
+	for (int64_t pr = r0 + __shfl_sync(0xffffffffu, ticket(), 0); pr < r1; pr = r0 + __shfl_sync(0xffffffffu, tn, 0))
+	{
+		tn = ticket();
+		const int64_t row = pr + half;
+		const bool live = row < r1;
+		const int cnt = live ? __ldg(count + row) : 0;
+		const int n = cnt <= cap ? cnt : 0;	/* an overflowed list: the dense pass scores this row (EStep::run_sparse) */
+		float x[8];
+		{
+			const float4 *xr = reinterpret_cast<const float4 *>(X + (live ? row : r0) * D) + 2 * hl;
+			const float4 a = __ldg(xr), b = __ldg(xr + 1);
+			x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w, x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
+		}
+		cands += n;
+		int kc[2];
+		float sc[2] = {NEG_INF, NEG_INF};
+#pragma unroll
+		for (int u = 0; u < 2; u++)
+		{
+			const int j = hl + 16 * u;
+			kc[u] = j < n ? __ldg(cand + row * cap + j) : -1;
+		}
+		/* the longer list of the two (warp-uniform) */
+		const int nmax = max(n, __shfl_xor_sync(0xffffffffu, n, 16));
+		for (int j = 0; j < nmax; j += 4)
+		{
+			const int u = j >> 4;	/* (uniform: entries j .. j + 3 are in the same register) */
+			int ks[4];
+#pragma unroll
+			for (int v = 0; v < 4; v++)
+			{
+				ks[v] = __shfl_sync(0xffffffffu, u ? kc[1] : kc[0], (j + v) & 15, 16);
+				if (j + v >= n)
+					ks[v] = -1;
+			}
+			float q[4];
+#pragma unroll
+			for (int v = 0; v < 4; v++)
+			{
+				q[v] = 0.f;
+				if (ks[v] >= 0)
+				{
+					const float4 *mp = reinterpret_cast<const float4 *>(dr.mu + (int64_t) ks[v] * D) + 2 * hl;
+					const float4 ma = __ldg(mp), mb = __ldg(mp + 1);
+					const float mv[8] = {ma.x, ma.y, ma.z, ma.w, mb.x, mb.y, mb.z, mb.w};
+					if (DIAG)
+					{
+						const float4 *vp = reinterpret_cast<const float4 *>(dr.var + (int64_t) ks[v] * D) + 2 * hl;
+						const float4 va = __ldg(vp), vb = __ldg(vp + 1);
+						const float vv[8] = {va.x, va.y, va.z, va.w, vb.x, vb.y, vb.z, vb.w};
+#pragma unroll
+						for (int i = 0; i < 8; i++)
+						{
+							const float t = x[i] - mv[i];
+							q[v] += exact_div(t * t, vv[i]);
+						}
+					}
+					else
+#pragma unroll
+						for (int i = 0; i < 8; i++)
+						{
+							const float t = x[i] - mv[i];
+							q[v] = fmaf(t, t, q[v]);
+						}
+				}
+			}
+			/* lane hl: the sum of candidate j + (hl & 3), its entry's when hl is in j .. j + 3 (mod 16) */
+			const float qs = reduce_scatter4(q, hl);
+			const int v = hl & 3;
+			const int k = v == 0 ? ks[0] : v == 1 ? ks[1] : v == 2 ? ks[2] : ks[3];
+			if ((hl & ~3) == (j & 15) && k >= 0)
+			{
+				const float s = __ldg(dr.cdir + k) - 0.5f * (DIAG ? qs : exact_div(qs, __ldg(dr.var + k)));
+				if (u)
+					sc[1] = s;
+				else
+					sc[0] = s;
+			}
+		}
+		/* the row's logZ: the lanes' log-sum-exp over the half */
+		float M = NEG_INF, L = 0.f;
+		lse_add(M, L, sc[0]);
+		lse_add(M, L, sc[1]);
+		float Mr = M;
+#pragma unroll
+		for (int o = 8; o > 0; o >>= 1)
+			Mr = fmaxf(Mr, __shfl_xor_sync(0xffffffffu, Mr, o));
+		float ls = M == NEG_INF ? 0.f : L * __expf(M - Mr);
+#pragma unroll
+		for (int o = 8; o > 0; o >>= 1)
+			ls += __shfl_xor_sync(0xffffffffu, ls, o);
+		const float lz = Mr + __logf(ls);
+		if (hl == 0 && live && cnt <= cap)
+		{
+			logZ[row] = lz;
+			mine += (double) lz;
+		}
+		if (!stats)
+			continue;
+		/*
+		 * Sorted statistics (every list here has at most 32 entries):
+		 * sparse_exact_kernel's, entry j in lane j % 16 of its half
+		 */
+#pragma unroll
+		for (int u = 0; u < 2; u++)
+		{
+			const int j = hl + 16 * u;
+			const float r = __expf(sc[u] - lz);
+			const bool counted = kc[u] >= 0 && !__ldg(dr.flag + kc[u]);
+			const bool keep = rmode == SORT_R_RESCORE ? counted : counted && r >= rmin;
+			pairs += __popc(__ballot_sync(0xffffffffu, counted && r >= rmin));
+			if (rmode == SORT_R_HALF && j < n)
+				cand[row * cap + cap / 2 + j] = __float_as_int(keep ? r : 0.f);
+			else if (rmode == SORT_R_PACKED && j < n)
+				cand[row * cap + j] = pack_pair(kc[u], keep ? r : 0.f);
+			if (keep)
+				atomicAdd(hk > 0 ? shist + kc[u] : hist + kc[u], 1);
+		}
+	}
+	if (hk > 0)
+	{
+		__syncthreads();
+		for (int i = threadIdx.x; i < hk; i += blockDim.x)
+			if (shist[i])
+				atomicAdd(hist + i, shist[i]);
+	}
+	block_sum_fixed<EXACT_WARPS>(mine, lsum, blockll ? blockll + blockIdx.x : nullptr);
+	cands += __shfl_down_sync(0xffffffffu, cands, 16);	/* (lane 0: both halves' rows) */
+	if (npairs && lane == 0)
+	{
+		atomicAdd(npairs, pairs);
+		atomicAdd(npairs + 1, cands);
+	}
+}
+
+/*
  * Sorted statistics: the exact kernel's pairs summed a component at a time.
  *
  * Why: the exact kernel added each pair's sums by 16-byte FP32 atomics into
