@@ -1104,17 +1104,6 @@ __device__ __forceinline__ void entry_pair(const int32_t *__restrict__ cand, int
 		r = __int_as_float(__ldg(cand + e + cap / 2));
 }
 
-/* lane's pair of a block row (entry lane of its list): its component k and r (0: none, or not counted) */
-__device__ __forceinline__ void row_pair(const int32_t *__restrict__ cand, const int32_t *__restrict__ count, int cap,
-										 int rmode, const int *__restrict__ flag, int64_t row, int lane, int &k, float &r)
-{
-	const int n = __ldg(count + row);
-	k = -1;
-	r = 0.f;
-	if (n <= sort_rows_max(cap) && lane < n)
-		entry_pair(cand, row * cap + lane, cap, rmode, flag, k, r);
-}
-
 /* components up to which the exact and scatter kernels count pairs in shared memory (4 bytes each), else globally */
 constexpr int SORT_BINS_MAX = 8192;
 
@@ -1171,14 +1160,21 @@ pair_offsets_kernel(int32_t *__restrict__ hist, int32_t *__restrict__ off, int32
 /*
  * The counted pairs of each row into component order: pidx[off[k] + c] for
  * component k's c-th (in no fixed order).  A block takes a contiguous share
- * of the rows, a warp a row at a time; rows with more than
- * sort_rows_max(cap) entries (or overflowed) kept their pairs out (the exact kernel's atomics, or the
+ * of the rows, SCATTER_LANES lanes a row (SCATTER_ROWS rows a warp at a
+ * time, entries sub, sub + SCATTER_LANES, .. of the row's list in lane sub
+ * of its group); rows with more than sort_rows_max(cap) entries (or
+ * overflowed) kept their pairs out (the exact kernel's atomics, or the
  * dense pass).  With hk > 0 (bins for every component in shared memory) the
  * block counts its pairs a component, reserves each component's range by
  * one atomic on cur, then places them by shared atomics: a global atomic a
  * pair on Kp cursors took 6.7 ms a pass at 10M x 1024 diag.  Pairs past
- * pcap are added here by atomics (pair_atomic).
+ * pcap are added here by atomics (pair_atomic, the warp on one pair at a
+ * time).  (A warp a row, before: 2.65 ms a pass at 10M x 1024 diag for 1.5
+ * pairs a row, each row's count and list a chain of dependent loads with
+ * 31 lanes idle: NOTES v19.)
  */
+constexpr int SCATTER_LANES = 8;
+constexpr int SCATTER_ROWS = 32 / SCATTER_LANES;
 template <bool DIAG, int DC>
 __global__ void __launch_bounds__(EXACT_WARPS * 32)
 pair_scatter_kernel(const float *__restrict__ X, int64_t nrows, int D_, const float *__restrict__ mu,
@@ -1189,63 +1185,79 @@ pair_scatter_kernel(const float *__restrict__ X, int64_t nrows, int D_, const fl
 {
 	extern __shared__ int sbin[];	/* [hk] */
 	const int D = DC > 0 ? DC : D_;
-	const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+	const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, sub = lane % SCATTER_LANES;
 	const int64_t share = (nrows + gridDim.x - 1) / gridDim.x, r0 = (int64_t) blockIdx.x * share,
 				  r1 = min(nrows, r0 + share);
-	auto pair_of = [&](int64_t row, int &k, float &r) { row_pair(cand, count, cap, rmode, dr.flag, row, lane, k, r); };
+	/*
+	 * fn(row, j, k, r) for entry j of each row of the block's share this lane
+	 * holds (k = -1, r = 0 where none); warp-uniform calls, so fn may shuffle
+	 */
+	auto each_entry = [&](auto fn) {
+		for (int64_t rb = r0 + (int64_t) warp * SCATTER_ROWS; rb < r1; rb += EXACT_WARPS * SCATTER_ROWS)
+		{
+			const int64_t row = rb + lane / SCATTER_LANES;
+			int n = row < r1 ? __ldg(count + row) : 0;
+			if (n > sort_rows_max(cap))
+				n = 0;
+			int nmax = n;
+#pragma unroll
+			for (int o = SCATTER_LANES; o < 32; o <<= 1)
+				nmax = max(nmax, __shfl_xor_sync(0xffffffffu, nmax, o));
+			for (int j0 = 0; j0 < nmax; j0 += SCATTER_LANES)
+			{
+				const int j = j0 + sub;
+				int k = -1;
+				float r = 0.f;
+				if (j < n)
+					entry_pair(cand, row * cap + j, cap, rmode, dr.flag, k, r);
+				fn(row, j, k, r);
+			}
+		}
+	};
 	if (hk > 0)
 	{
 		for (int i = threadIdx.x; i < hk; i += blockDim.x)
 			sbin[i] = 0;
 		__syncthreads();
-		for (int64_t row = r0 + warp; row < r1; row += EXACT_WARPS)
-		{
-			int k;
-			float r;
-			pair_of(row, k, r);
+		each_entry([&](int64_t, int, int k, float r) {
 			if (r > 0.f)
 				atomicAdd(sbin + k, 1);
-		}
+		});
 		__syncthreads();
 		for (int i = threadIdx.x; i < hk; i += blockDim.x)
 			if (sbin[i])
 				sbin[i] = __ldg(off + i) + atomicAdd(cur + i, sbin[i]);
 		__syncthreads();
 	}
-	for (int64_t row = r0 + warp; row < r1; row += EXACT_WARPS)
-	{
-		int k;
-		float r;
-		pair_of(row, k, r);
+	each_entry([&](int64_t row, int j, int k, float r) {
 		const bool keep = r > 0.f;
 		int64_t pos = -1;
 		if (keep)
 		{
 			pos = hk > 0 ? atomicAdd(sbin + k, 1) : (int64_t) __ldg(off + k) + atomicAdd(cur + k, 1);
 			if (pos < pcap)
-				pidx[pos] = (int32_t) (row * cap + lane);
+				pidx[pos] = (int32_t) (row * cap + j);
 		}
+		/* past pcap: the warp adds each such pair by atomics, its row's x loaded by every lane */
 		uint32_t b = __ballot_sync(0xffffffffu, keep && pos >= pcap);
-		if (b)
+		while (b)
 		{
+			const int l = __ffs(b) - 1;
+			b &= b - 1;
+			const int64_t rl = __shfl_sync(0xffffffffu, row, l);
+			const int kj = __shfl_sync(0xffffffffu, k, l);
+			float rj = __shfl_sync(0xffffffffu, r, l);
 			float x[4];
-			load4(X + row * D, D, lane, x);
-			while (b)
+			load4(X + rl * D, D, lane, x);
+			if (rmode == SORT_R_RESCORE)
 			{
-				const int j = __ffs(b) - 1;
-				b &= b - 1;
-				const int kj = __shfl_sync(0xffffffffu, k, j);
-				float rj = __shfl_sync(0xffffffffu, r, j);
-				if (rmode == SORT_R_RESCORE)
-				{
-					rj = __expf(pair_score<DIAG>(x, dr, D, kj, lane) - __ldg(lz + row));
-					if (!(rj >= rmin))	/* (warp-uniform) */
-						continue;
-				}
-				pair_atomic<DIAG>(x, mu, D, kj, rj, lane, psx, bnk, bsxn);
+				rj = __expf(pair_score<DIAG>(x, dr, D, kj, lane) - __ldg(lz + rl));
+				if (!(rj >= rmin))	/* (warp-uniform) */
+					continue;
 			}
+			pair_atomic<DIAG>(x, mu, D, kj, rj, lane, psx, bnk, bsxn);
 		}
-	}
+	});
 }
 
 /* pairs a warp sums in pair_sums_kernel (then the next warps' turn) */
