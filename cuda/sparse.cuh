@@ -31,7 +31,9 @@
  *        the walk left; the whole block where they are more than 5%).
  *      Rows with overflowed lists are gathered and run through the dense h16
  *      pass; a block with more than 5% of them takes the dense pass whole.
- *   2. sparse_exact_kernel: a warp per row scores its candidates and every
+ *   2. sparse_exact_kernel: a warp per row (sparse_exact2_kernel: two rows a
+ *      warp, where lists are sorted or there are no statistics, nothing is
+ *      screen-flagged and D = 128) scores its candidates and every
  *      screen-flagged component from the differences in FP32 (direct_score's
  *      arithmetic: sum (x - mu)^2 / var, the engine's most accurate score;
  *      the divisions by __fdividef, 2 ulp),
