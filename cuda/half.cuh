@@ -353,6 +353,16 @@ __device__ __forceinline__ float quad_max(float v)
 	return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
 }
 
+/* quad_max of each of the thread's two rows' values in place, the two rows' shuffles interleaved */
+__device__ __forceinline__ void quad_max2(float (&v)[2])
+{
+#pragma unroll
+	for (int o = 1; o <= 2; o <<= 1)
+#pragma unroll
+		for (int h = 0; h < 2; h++)
+			v[h] = fmaxf(v[h], __shfl_xor_sync(0xffffffffu, v[h], o));
+}
+
 template <int NT, int MM>
 __device__ __forceinline__ void rows_tile_compact(float (&m)[2], float (&l)[2], float (&tv)[2][MM],
 												  int (&ti)[2][MM], const float (&s)[2][NT][2], float invT,
@@ -397,15 +407,8 @@ __device__ __forceinline__ void rows_tile_compact(float (&m)[2], float (&l)[2], 
 			lm[h] = fmaxf(lm[h], __shfl_xor_sync(0xffffffffu, lm[h], o));		/* the largest member's m-th best */
 		}
 	/* the quad's tile maximum, then the row's new running maximum of v / T */
-	float qmax[2], mnew[2];
-#pragma unroll
-	for (int h = 0; h < 2; h++)
-		qmax[h] = tmax[h];
-#pragma unroll
-	for (int o = 1; o <= 2; o <<= 1)
-#pragma unroll
-		for (int h = 0; h < 2; h++)
-			qmax[h] = fmaxf(qmax[h], __shfl_xor_sync(0xffffffffu, qmax[h], o));
+	float qmax[2] = {tmax[0], tmax[1]}, mnew[2];
+	quad_max2(qmax);
 #pragma unroll
 	for (int h = 0; h < 2; h++)
 		mnew[h] = fmaxf(m[h], qmax[h] * invT);

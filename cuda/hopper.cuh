@@ -950,11 +950,7 @@ lse_wg_kernel(const __half *__restrict__ Xg, const float *__restrict__ xh, const
 #pragma unroll
 						for (int h = 0; h < 2; h++)
 							lq[h] = fmaxf(fmaxf(p[h][0], p[h][1]), fmaxf(p[h][2], p[h][3]));
-#pragma unroll
-						for (int o = 1; o <= 2; o <<= 1)
-#pragma unroll
-							for (int h = 0; h < 2; h++)
-								lq[h] = fmaxf(lq[h], __shfl_xor_sync(0xffffffffu, lq[h], o));
+						h16::quad_max2(lq);
 #pragma unroll
 						for (int h = 0; h < 2; h++)
 						{

@@ -613,6 +613,62 @@ __device__ __forceinline__ void pair_atomic(const float (&x)[4], const float *__
 }
 
 /*
+ * One list entry into the sorted statistics (pair_sums_kernel): entry j of
+ * the row's list (n entries), component k (-1: none), score s, the row's
+ * logZ lz.  A pair that counts leaves its r in the list's second half, slot
+ * cap / 2 + j (0: not counted), unless scored again in the sums
+ * (SORT_R_RESCORE: every counted pair is kept) or packed into the entry
+ * (SORT_R_PACKED), and is counted per component (hk > 0: in the block's
+ * bins shist, else in hist).  Returns whether it is a pair of the
+ * statistics (r >= rmin), for the profile's count.
+ */
+__device__ __forceinline__ bool sorted_entry(int32_t *__restrict__ cand, int64_t row, int cap, int j, int n, int k,
+											 float s, float lz, const Direct &dr, int rmode, float rmin, int hk,
+											 int *shist, int32_t *__restrict__ hist)
+{
+	const float r = __expf(s - lz);
+	const bool counted = k >= 0 && !__ldg(dr.flag + k);
+	const bool keep = rmode == SORT_R_RESCORE ? counted : counted && r >= rmin;
+	if (rmode == SORT_R_HALF && j < n)
+		cand[row * cap + cap / 2 + j] = __float_as_int(keep ? r : 0.f);
+	else if (rmode == SORT_R_PACKED && j < n)
+		cand[row * cap + j] = pack_pair(k, keep ? r : 0.f);
+	if (keep)
+		atomicAdd(hk > 0 ? shist + k : hist + k, 1);
+	return counted && r >= rmin;
+}
+
+/*
+ * The exact kernels' end: the block's pair counts (shist, hk > 0) into hist,
+ * one add a component a block (measured at par with a global atomic a pair,
+ * and with the counting in a kernel of its own: what had kept the exact step
+ * at 26 ms a pass at 10M x 1024 diag was the lists of 17 to 32 entries'
+ * atomic adds, before every list of at most 32 was sorted: cuda/NOTES.md
+ * v14, v15); the block's sum of logZ into blockll; lane 0's counts into
+ * npairs ([0]: pairs in the statistics, [1]: candidates scored; profiling,
+ * [1] the back-off too).
+ */
+__device__ __forceinline__ void exact_finish(int hk, const int *shist, int32_t *__restrict__ hist, double mine,
+											 double *lsum, double *__restrict__ blockll,
+											 unsigned long long *__restrict__ npairs, unsigned long long pairs,
+											 unsigned long long cands, int lane)
+{
+	if (hk > 0)
+	{
+		__syncthreads();
+		for (int i = threadIdx.x; i < hk; i += blockDim.x)
+			if (shist[i])
+				atomicAdd(hist + i, shist[i]);
+	}
+	block_sum_fixed<EXACT_WARPS>(mine, lsum, blockll ? blockll + blockIdx.x : nullptr);
+	if (npairs && lane == 0)
+	{
+		atomicAdd(npairs, pairs);
+		atomicAdd(npairs + 1, cands);
+	}
+}
+
+/*
  * Exact scores and statistics (step 2 above).  A warp per row (rows handed out
  * by tickets, below); lane l holds the row's features 4l .. 4l + 3
  * (D <= 128).  Lane j keeps the scores of list entries j and 32 + j and of
@@ -814,27 +870,9 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D_, Direct d
 				accumulate(__shfl_sync(0xffffffffu, k, j), __shfl_sync(0xffffffffu, r, j));
 			}
 		};
-		if (hist && n <= sort_rows_max(cap))
-		{
-			/*
-			 * Sorted statistics (pair_sums_kernel): the list's pairs that
-			 * count leave their r in the list's second half, slot cap / 2 +
-			 * j for entry j (0: not counted), unless scored again in the sums
-			 * (SORT_R_RESCORE: every counted pair is kept) or packed into the
-			 * entry (SORT_R_PACKED), and are counted per
-			 * component in hist; the list's entries are all in lane j < n <= 32.
-			 */
-			const float r = __expf(sc[0] - lz);
-			const bool counted = kc[0] >= 0 && !__ldg(dr.flag + kc[0]);
-			const bool keep = rmode == SORT_R_RESCORE ? counted : counted && r >= rmin;
-			pairs += __popc(__ballot_sync(0xffffffffu, counted && r >= rmin));
-			if (rmode == SORT_R_HALF && lane < n)
-				cand[row * cap + cap / 2 + lane] = __float_as_int(keep ? r : 0.f);
-			else if (rmode == SORT_R_PACKED && lane < n)
-				cand[row * cap + lane] = pack_pair(kc[0], keep ? r : 0.f);
-			if (keep)
-				atomicAdd(hk > 0 ? shist + kc[0] : hist + kc[0], 1);
-		}
+		if (hist && n <= sort_rows_max(cap))	/* sorted statistics: the list's entries are all in lane j < n <= 32 */
+			pairs += __popc(__ballot_sync(0xffffffffu, sorted_entry(cand, row, cap, lane, n, kc[0], sc[0], lz, dr, rmode,
+																   rmin, hk, shist, hist)));
 		else	/* (only the slots that hold entries: each emit is an exp, a flag load and a vote) */
 #pragma unroll
 			for (int u = 0; u < 2; u++)
@@ -848,26 +886,7 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D_, Direct d
 				emit(f < nsf ? __ldg(sfidx + f) : -1, sf[u]);
 			}
 	}
-	if (hk > 0)
-	{
-		/*
-		 * One add a component a block.  (Measured at par with a global
-		 * atomic a pair, and with the counting in a kernel of its own:
-		 * what had kept the exact step at 26 ms a pass at 10M x 1024 diag
-		 * was the lists of 17 to 32 entries' atomic adds, before every
-		 * list of at most 32 was sorted: cuda/NOTES.md v14, v15.)
-		 */
-		__syncthreads();
-		for (int i = threadIdx.x; i < hk; i += blockDim.x)
-			if (shist[i])
-				atomicAdd(hist + i, shist[i]);
-	}
-	block_sum_fixed<EXACT_WARPS>(mine, lsum, blockll ? blockll + blockIdx.x : nullptr);
-	if (npairs && lane == 0)	/* [0]: pairs in the statistics, [1]: candidates scored (profiling; [1] the back-off too) */
-	{
-		atomicAdd(npairs, pairs);
-		atomicAdd(npairs + 1, cands);
-	}
+	exact_finish(hk, shist, hist, mine, lsum, blockll, npairs, pairs, cands, lane);
 }
 
 /*
@@ -1029,40 +1048,14 @@ sparse_exact2_kernel(const float *__restrict__ X, int64_t nrows, Direct dr, int3
 		}
 		if (!stats)
 			continue;
-		/*
-		 * Sorted statistics (every list here has at most 32 entries):
-		 * sparse_exact_kernel's, entry j in lane j % 16 of its half
-		 */
+		/* sorted statistics (every list here has at most 32 entries), entry j in lane j % 16 of its half */
 #pragma unroll
 		for (int u = 0; u < 2; u++)
-		{
-			const int j = hl + 16 * u;
-			const float r = __expf(sc[u] - lz);
-			const bool counted = kc[u] >= 0 && !__ldg(dr.flag + kc[u]);
-			const bool keep = rmode == SORT_R_RESCORE ? counted : counted && r >= rmin;
-			pairs += __popc(__ballot_sync(0xffffffffu, counted && r >= rmin));
-			if (rmode == SORT_R_HALF && j < n)
-				cand[row * cap + cap / 2 + j] = __float_as_int(keep ? r : 0.f);
-			else if (rmode == SORT_R_PACKED && j < n)
-				cand[row * cap + j] = pack_pair(kc[u], keep ? r : 0.f);
-			if (keep)
-				atomicAdd(hk > 0 ? shist + kc[u] : hist + kc[u], 1);
-		}
+			pairs += __popc(__ballot_sync(0xffffffffu, sorted_entry(cand, row, cap, hl + 16 * u, n, kc[u], sc[u], lz, dr,
+																   rmode, rmin, hk, shist, hist)));
 	}
-	if (hk > 0)
-	{
-		__syncthreads();
-		for (int i = threadIdx.x; i < hk; i += blockDim.x)
-			if (shist[i])
-				atomicAdd(hist + i, shist[i]);
-	}
-	block_sum_fixed<EXACT_WARPS>(mine, lsum, blockll ? blockll + blockIdx.x : nullptr);
 	cands += __shfl_down_sync(0xffffffffu, cands, 16);	/* (lane 0: both halves' rows) */
-	if (npairs && lane == 0)
-	{
-		atomicAdd(npairs, pairs);
-		atomicAdd(npairs + 1, cands);
-	}
+	exact_finish(hk, shist, hist, mine, lsum, blockll, npairs, pairs, cands, lane);
 }
 
 /*
