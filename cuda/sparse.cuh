@@ -900,10 +900,10 @@ sparse_exact_kernel(const float *__restrict__ X, int64_t nrows, int D_, Direct d
  * list of the two), and every reduction, which is four levels over 16 lanes
  * instead of five over 32.  The four candidates' sums of a group are
  * reduced and scattered at once (reduce_scatter4): lane hl ends with the sum
- * of candidate hl & 3, the one whose list entry it holds, in four shuffles
- * instead of sixteen.  The arithmetic of each score is the one-row
- * kernel's (direct_score's: sum (x - mu)^2 / var by exact_div), summed in
- * another order.  Why (ncu, v12): the one-row kernel is issue-bound, 630
+ * of candidate hl & 3, the one whose list entry it holds, in five shuffles
+ * instead of sixteen (twenty for the one-row kernel's row).  The arithmetic
+ * of each score is the one-row kernel's (direct_score's: sum (x - mu)^2 /
+ * var by exact_div), summed in another order.  Why (ncu, v12): the one-row kernel is issue-bound, 630
  * warp instructions a row for 1.2 candidates, of which a group of four
  * candidates is 172 and the row's own work 290.
  */
